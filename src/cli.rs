@@ -1,0 +1,522 @@
+//! The `ollamafs` command line.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::layout::{self, Source};
+use crate::name::Name;
+use crate::store::index::{Index, Model};
+use crate::store::{Store, StoreError, config, verify};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ollamafs",
+    version,
+    about = "An Ollama model store as a filesystem: models are folders, layers are files"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArg {
+    /// The Ollama models folder (default: $OLLAMA_MODELS, else ~/.ollama/models)
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mount the store as a filesystem
+    Mount(crate::fuse::MountArgs),
+    /// List models, like `ollama list`
+    Ls {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Only names starting with this (ignoring case)
+        prefix: Option<String>,
+    },
+    /// Copy a model (a new manifest over the same blobs), like `ollama cp`
+    Cp {
+        #[command(flatten)]
+        store: StoreArg,
+        source: String,
+        destination: String,
+    },
+    /// Delete models and the blobs no other model uses, like `ollama rm`
+    Rm {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Keep blobs even when no model uses them any more
+        #[arg(long)]
+        no_prune: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show a model's layers and details
+    Show {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        name: String,
+    },
+    /// Hash every blob and check every manifest
+    Verify {
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Build the test fixture store in DIR (for tests and benchmarks)
+    #[command(hide = true)]
+    Fixture {
+        dir: PathBuf,
+        /// Size of the shared llama weights blob (sparse)
+        #[arg(long, default_value_t = 256 << 20)]
+        big_size: u64,
+    },
+}
+
+/// `--store`, else `OLLAMA_MODELS` (trimmed of whitespace and quotes, as Ollama does),
+/// else `~/.ollama/models`.
+pub fn store_dir(arg: &Option<PathBuf>) -> PathBuf {
+    if let Some(p) = arg {
+        return p.clone();
+    }
+    if let Ok(v) = std::env::var("OLLAMA_MODELS") {
+        let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+        if !v.is_empty() {
+            return PathBuf::from(v);
+        }
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".ollama").join("models")
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn open(arg: &StoreArg) -> Result<Store, StoreError> {
+    Store::open(store_dir(&arg.store))
+}
+
+fn run(cmd: Command) -> Result<(), StoreError> {
+    match cmd {
+        Command::Mount(args) => crate::fuse::mount_command(args),
+        Command::Ls { store, prefix } => ls(&open(&store)?, prefix.as_deref()),
+        Command::Cp {
+            store,
+            source,
+            destination,
+        } => {
+            let s = open(&store)?;
+            s.prepare_for_writes()?;
+            s.copy(&source, &destination)?;
+            println!("copied '{source}' to '{destination}'");
+            Ok(())
+        }
+        Command::Rm {
+            store,
+            no_prune,
+            names,
+        } => {
+            let s = open(&store)?;
+            s.prepare_for_writes()?;
+            let mut first_err = None;
+            for n in names {
+                match s.delete(&n, no_prune) {
+                    Ok(_) => println!("deleted '{n}'"),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            match first_err {
+                // Already printed; keep the status.
+                Some(e) => std::process::exit(e.exit_code()),
+                None => Ok(()),
+            }
+        }
+        Command::Show { store, json, name } => show(&open(&store)?, &name, json),
+        Command::Verify { store } => {
+            let s = open(&store)?;
+            let report = run_verify(&s);
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            for p in &report.problems {
+                eprintln!("problem: {p}");
+            }
+            println!(
+                "checked {} blobs ({}) and {} manifests: {}",
+                report.blobs,
+                human_bytes(report.bytes as i64),
+                report.manifests,
+                if report.is_clean() {
+                    "ok".to_string()
+                } else {
+                    format!("{} problems", report.problems.len())
+                }
+            );
+            if report.is_clean() {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
+        Command::Fixture { dir, big_size } => {
+            let info = crate::fixture::build(&dir, big_size)?;
+            for m in info.models {
+                println!("{}", m.display_shortest());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run_verify(s: &Store) -> verify::Report {
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(verify::blob_bytes(s));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let r = verify::verify(s, |n| bar.inc(n));
+        bar.finish_and_clear();
+        r
+    } else {
+        verify::verify(s, |_| {})
+    }
+}
+
+/// Models as `ollama list` shows them: hidden when the config blob is missing or bad.
+fn listable(s: &Store, idx: &Index) -> Vec<(std::sync::Arc<Model>, config::Details)> {
+    let mut out = Vec::new();
+    for m in idx.models() {
+        let details = m
+            .manifest
+            .config
+            .digest()
+            .ok_or_else(|| "config digest is invalid".to_string())
+            .and_then(|d| s.read_blob(&d).map_err(|e| format!("config blob: {e}")))
+            .and_then(|b| config::details(&b).map_err(|e| format!("config blob: {e}")));
+        match details {
+            Ok(mut d) => {
+                d.parent_model = m
+                    .manifest
+                    .layers
+                    .iter()
+                    .find(|l| l.media_type.ends_with(".model"))
+                    .map(|l| l.from.clone())
+                    .unwrap_or_default();
+                out.push((m.clone(), d))
+            }
+            Err(e) => eprintln!("warning: skipping {}: {e}", m.name.display_shortest()),
+        }
+    }
+    for (n, why) in idx.corrupt() {
+        eprintln!("warning: skipping {}: {why}", n.display_shortest());
+    }
+    out
+}
+
+fn ls(s: &Store, prefix: Option<&str>) -> Result<(), StoreError> {
+    let idx = Index::load(s);
+    let mut rows = listable(s, &idx);
+    if let Some(p) = prefix {
+        let p = p.to_ascii_lowercase();
+        rows.retain(|(m, _)| {
+            m.name
+                .display_shortest()
+                .to_ascii_lowercase()
+                .starts_with(&p)
+        });
+    }
+    // Newest first by whole seconds; ties by name so the output is stable.
+    rows.sort_by(|(a, _), (b, _)| {
+        secs(b.mtime())
+            .cmp(&secs(a.mtime()))
+            .then_with(|| a.name.display_shortest().cmp(&b.name.display_shortest()))
+    });
+    let table: Vec<[String; 4]> = rows
+        .iter()
+        .map(|(m, _)| {
+            [
+                m.name.display_shortest(),
+                m.id[..12].to_string(),
+                human_bytes(m.manifest.total_size()),
+                human_time(m.mtime()),
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "ID", "SIZE", "MODIFIED"], &table);
+    Ok(())
+}
+
+fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
+    let mut w = [0usize; 4];
+    for (i, h) in head.iter().enumerate() {
+        w[i] = h.len();
+    }
+    for r in rows {
+        for i in 0..4 {
+            w[i] = w[i].max(r[i].len());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: [&str; 4]| {
+        format!(
+            "{:<a$}    {:<b$}    {:<c$}    {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            a = w[0],
+            b = w[1],
+            c = w[2]
+        )
+    };
+    let _ = writeln!(
+        out,
+        "{}",
+        line([head[0], head[1], head[2], head[3]]).trim_end()
+    );
+    for r in rows {
+        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3]]).trim_end());
+    }
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Ollama's `format.HumanBytes` (decimal units).
+pub fn human_bytes(b: i64) -> String {
+    let units = [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")];
+    for (size, unit) in units {
+        if b as f64 >= size {
+            let v = b as f64 / size;
+            return if v >= 10.0 {
+                format!("{} {unit}", v as i64)
+            } else if v != v.trunc() {
+                format!("{v:.1} {unit}")
+            } else {
+                format!("{} {unit}", v as i64)
+            };
+        }
+    }
+    format!("{b} B")
+}
+
+/// Ollama's `format.HumanTime` wording ("2 weeks ago").
+pub fn human_time(t: SystemTime) -> String {
+    let Ok(d) = SystemTime::now().duration_since(t) else {
+        return "Less than a second ago".into();
+    };
+    let s = d.as_secs();
+    let unit = |n: u64, one: &str, many: &str| {
+        if n == 1 {
+            format!("1 {one} ago")
+        } else {
+            format!("{n} {many} ago")
+        }
+    };
+    match s {
+        0 => "Less than a second ago".into(),
+        1..=59 => unit(s, "second", "seconds"),
+        60..=119 => "About a minute ago".into(),
+        120..=3599 => unit(s / 60, "minute", "minutes"),
+        3600..=7199 => "About an hour ago".into(),
+        7200..=86399 => unit(s / 3600, "hour", "hours"),
+        86400..=604799 => unit(s / 86400, "day", "days"),
+        604800..=2_629_799 => unit(s / 604800, "week", "weeks"),
+        2_629_800..=31_557_599 => unit(s / 2_629_800, "month", "months"),
+        _ => unit(s / 31_557_600, "year", "years"),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ShowLayer {
+    file: String,
+    media_type: String,
+    digest: String,
+    size: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    from: String,
+}
+
+#[derive(serde::Serialize)]
+struct ShowOut {
+    name: String,
+    model: String,
+    id: String,
+    size: i64,
+    modified_at: String,
+    details: Option<config::Details>,
+    layers: Vec<ShowLayer>,
+    license: Option<String>,
+    system: Option<String>,
+    template: Option<String>,
+    parameters: Option<serde_json::Value>,
+}
+
+fn show(s: &Store, raw: &str, json: bool) -> Result<(), StoreError> {
+    let name: Name = s.resolve(raw)?;
+    let (bytes, m) = s.read_manifest(&name)?;
+    let meta = std::fs::metadata(s.manifest_path(&name))?;
+    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let files = layout::files(&m);
+    let mut layers = Vec::new();
+    let mut licenses = Vec::new();
+    let (mut system, mut template, mut parameters) = (None, None, None);
+    for f in &files {
+        let l = match f.source {
+            Source::Layer(i) => &m.layers[i],
+            Source::Config => &m.config,
+            Source::Manifest => continue,
+        };
+        layers.push(ShowLayer {
+            file: f.name.clone(),
+            media_type: l.media_type.clone(),
+            digest: l.digest.clone(),
+            size: l.size,
+            from: l.from.clone(),
+        });
+        let text = || {
+            l.digest()
+                .and_then(|d| s.read_blob(&d).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        match l.media_type.rsplit('.').next().unwrap_or("") {
+            "license" => licenses.extend(text()),
+            "system" => system = text(),
+            "template" | "prompt" => template = text(),
+            "params" => parameters = text().and_then(|t| serde_json::from_str(&t).ok()),
+            _ => {}
+        }
+    }
+    let details = m
+        .config
+        .digest()
+        .and_then(|d| s.read_blob(&d).ok())
+        .and_then(|b| config::details(&b).ok());
+    let out = ShowOut {
+        name: name.display_shortest(),
+        model: name.to_string(),
+        id: crate::store::manifest::model_id(&bytes),
+        size: m.total_size(),
+        modified_at: humantime_rfc3339(mtime),
+        details,
+        layers,
+        license: if licenses.is_empty() {
+            None
+        } else {
+            Some(licenses.join("\n"))
+        },
+        system,
+        template,
+        parameters,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| StoreError::Invalid(e.to_string()))?
+        );
+        return Ok(());
+    }
+    println!("  Model");
+    println!("    {:<16}{}", "name", out.model);
+    println!("    {:<16}{}", "id", out.id);
+    if let Some(d) = &out.details {
+        println!("    {:<16}{}", "architecture", d.family);
+        println!("    {:<16}{}", "parameters", d.parameter_size);
+        println!("    {:<16}{}", "quantization", d.quantization_level);
+        println!("    {:<16}{}", "format", d.format);
+    }
+    println!("    {:<16}{}", "size", human_bytes(out.size));
+    println!();
+    println!("  Layers");
+    let w = out.layers.iter().map(|l| l.file.len()).max().unwrap_or(4);
+    for l in &out.layers {
+        let short = l.media_type.rsplit('.').next().unwrap_or(&l.media_type);
+        println!(
+            "    {:<w$}  {:<10} {}  {}",
+            l.file,
+            short,
+            l.digest,
+            human_bytes(l.size)
+        );
+    }
+    if let Some(sys) = &out.system {
+        println!();
+        println!("  System");
+        for line in sys.lines() {
+            println!("    {line}");
+        }
+    }
+    Ok(())
+}
+
+/// RFC 3339 in UTC with nanoseconds.
+fn humantime_rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_like_ollama() {
+        assert_eq!(human_bytes(2019393189), "2.0 GB");
+        assert_eq!(human_bytes(2_000_000_000), "2 GB");
+        assert_eq!(human_bytes(15_500_000_000), "15 GB");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500), "1.5 KB");
+    }
+
+    #[test]
+    fn rfc3339() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
+        assert_eq!(humantime_rfc3339(t), "2023-11-14T22:13:20.000000005Z");
+    }
+}

@@ -1,0 +1,274 @@
+//! A realistic Ollama store for tests and benchmarks: GGUF headers with real metadata,
+//! models sharing a base, two licenses, a namespace, another host, a host with a port,
+//! a safetensors-style model with named layers, and a large sparse weights blob.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::gguf::{Value, write};
+use crate::name::Name;
+use crate::store::config::GeneratedConfig;
+use crate::store::manifest::{CONFIG_MEDIA_TYPE, Digest, LAYER_PREFIX, Layer, Manifest, go_json};
+use crate::store::{Store, hash_file};
+
+pub const LLAMA: &str = "llama3.2:latest";
+pub const CUSTOM: &str = "myuser/llama3.2:custom";
+pub const HF: &str = "hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M";
+pub const PORT: &str = "localhost:5000/team/tiny:v1";
+pub const QWEN: &str = "qwen2.5:0.5b";
+pub const MLX: &str = "mlx-community/flux:latest";
+
+pub const TEMPLATE: &str = "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}{{ if .Prompt }}<|start_header_id|>user<|end_header_id|>\n\n{{ .Prompt }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n{{ .Response }}<|eot_id|>";
+pub const LICENSE_1: &str =
+    "LLAMA 3.2 COMMUNITY LICENSE AGREEMENT\nLlama 3.2 Version Release Date: September 25, 2024\n";
+pub const LICENSE_2: &str = "Llama 3.2 Acceptable Use Policy\nMeta is committed to promoting safe and fair use of its tools.\n";
+pub const APACHE: &str =
+    "Apache License\nVersion 2.0, January 2004\nhttp://www.apache.org/licenses/\n";
+pub const SYSTEM_CUSTOM: &str = "You are a pirate. Answer like one.\n";
+
+/// What the fixture made, for assertions.
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub big_model: Digest,
+    pub big_size: u64,
+    pub small_model: Digest,
+    pub template: Digest,
+    pub system_custom: Digest,
+    pub models: Vec<Name>,
+}
+
+/// A GGUF file: real header plus zero padding up to `size` (sparse when written with set_len).
+pub fn gguf_header(
+    arch: &str,
+    file_type: u32,
+    tensors: &[(&str, Vec<u64>)],
+    general_type: Option<&str>,
+) -> Vec<u8> {
+    let mut meta: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::Str(arch.into())),
+        ("general.name", Value::Str(format!("{arch} fixture"))),
+        ("general.file_type", Value::Int(file_type as i128)),
+        ("tokenizer.ggml.tokens", Value::Array(8)),
+    ];
+    if let Some(t) = general_type {
+        meta.push(("general.type", Value::Str(t.into())));
+    }
+    let ctx_key = format!("{arch}.context_length");
+    meta.push((Box::leak(ctx_key.into_boxed_str()), Value::Int(131072)));
+    let t: Vec<(&str, Vec<u64>, u32)> = tensors.iter().map(|(n, d)| (*n, d.clone(), 12)).collect();
+    write::header(&meta, &t)
+}
+
+fn blob_from_bytes(store: &Store, bytes: &[u8]) -> io::Result<(Digest, u64)> {
+    let (d, len, _) = store.ingest_bytes(bytes).map_err(io::Error::other)?;
+    Ok((d, len))
+}
+
+/// Write a GGUF blob of `size` bytes: header then a hole.
+fn sparse_gguf_blob(store: &Store, header: &[u8], size: u64) -> io::Result<(Digest, u64)> {
+    let (mut f, path) = store.temp_file()?;
+    f.write_all(header)?;
+    f.set_len(size.max(header.len() as u64))?;
+    let (d, len) = hash_file(&path)?;
+    store.adopt_blob(&path, &f, &d, len)?;
+    Ok((d, len))
+}
+
+fn layer(short: &str, d: Digest, size: u64) -> Layer {
+    Layer::new(&format!("{LAYER_PREFIX}{short}"), d, size)
+}
+
+fn config_for(store: &Store, header: &[u8]) -> io::Result<Layer> {
+    let h = crate::gguf::read_header(header)?;
+    let (d, s) = blob_from_bytes(store, &GeneratedConfig::from_gguf(&h).to_bytes())?;
+    Ok(Layer::new(CONFIG_MEDIA_TYPE, d, s))
+}
+
+fn put(store: &Store, name: &str, m: &Manifest) -> io::Result<Name> {
+    let n = Name::parse(name).map_err(io::Error::other)?;
+    store
+        .write_manifest(&n, &m.to_go_json())
+        .map_err(io::Error::other)?;
+    Ok(n)
+}
+
+/// Build the fixture store in `root` (created if missing). `big_size` is the length of the
+/// shared llama weights (≥ 256 MiB in the mount tests; sparse, so it costs no disk).
+pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
+    fs::create_dir_all(root)?;
+    let store = Store::open(root).map_err(io::Error::other)?;
+    store.prepare_for_writes().map_err(io::Error::other)?;
+
+    let llama_header = gguf_header(
+        "llama",
+        15,
+        &[
+            ("token_embd.weight", vec![2048, 128256]),
+            ("blk.0.attn_q.weight", vec![2048, 2048]),
+            ("output_norm.weight", vec![2048]),
+        ],
+        None,
+    );
+    let (big, big_len) = sparse_gguf_blob(&store, &llama_header, big_size)?;
+    let llama_config = config_for(&store, &llama_header)?;
+    let (tpl, tpl_len) = blob_from_bytes(&store, TEMPLATE.as_bytes())?;
+    let (lic1, lic1_len) = blob_from_bytes(&store, LICENSE_1.as_bytes())?;
+    let (lic2, lic2_len) = blob_from_bytes(&store, LICENSE_2.as_bytes())?;
+    let params =
+        serde_json::json!({"stop": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]});
+    let (par, par_len) = blob_from_bytes(&store, &go_json(&params))?;
+    let base_layers = vec![
+        layer("model", big, big_len),
+        layer("template", tpl, tpl_len),
+        layer("license", lic1, lic1_len),
+        layer("license", lic2, lic2_len),
+        layer("params", par, par_len),
+    ];
+    let mut models = vec![put(
+        &store,
+        LLAMA,
+        &Manifest::new(llama_config.clone(), base_layers.clone()),
+    )?];
+
+    // A derived model over the same weights with its own system prompt.
+    let (sys, sys_len) = blob_from_bytes(&store, SYSTEM_CUSTOM.as_bytes())?;
+    let mut custom_layers = base_layers.clone();
+    custom_layers[0].from = LLAMA.into();
+    custom_layers.insert(2, layer("system", sys, sys_len));
+    models.push(put(
+        &store,
+        CUSTOM,
+        &Manifest::new(llama_config.clone(), custom_layers),
+    )?);
+
+    // Another host, its own small weights (a real header, 4 MiB).
+    let small_header = gguf_header(
+        "llama",
+        15,
+        &[
+            ("token_embd.weight", vec![2048, 1024]),
+            ("blk.0.ffn_up.weight", vec![2048, 8192]),
+        ],
+        None,
+    );
+    let (small, small_len) = sparse_gguf_blob(&store, &small_header, 4 << 20)?;
+    let hf_config = config_for(&store, &small_header)?;
+    models.push(put(
+        &store,
+        HF,
+        &Manifest::new(
+            hf_config,
+            vec![
+                layer("model", small, small_len),
+                layer("template", tpl, tpl_len),
+            ],
+        ),
+    )?);
+
+    // A host with a port, weights plus two LoRA adapters.
+    let tiny_header = gguf_header("qwen2", 7, &[("token_embd.weight", vec![896, 1000])], None);
+    let (tiny, tiny_len) = sparse_gguf_blob(&store, &tiny_header, 1 << 20)?;
+    let ad1_header = gguf_header(
+        "qwen2",
+        1,
+        &[("blk.0.attn_q.lora_a", vec![896, 16])],
+        Some("adapter"),
+    );
+    let (ad1, ad1_len) = sparse_gguf_blob(&store, &ad1_header, 64 << 10)?;
+    let ad2_header = gguf_header(
+        "qwen2",
+        1,
+        &[("blk.0.attn_k.lora_a", vec![896, 16])],
+        Some("adapter"),
+    );
+    let (ad2, ad2_len) = sparse_gguf_blob(&store, &ad2_header, 96 << 10)?;
+    let tiny_config = config_for(&store, &tiny_header)?;
+    models.push(put(
+        &store,
+        PORT,
+        &Manifest::new(
+            tiny_config.clone(),
+            vec![
+                layer("model", tiny, tiny_len),
+                layer("adapter", ad1, ad1_len),
+                layer("adapter", ad2, ad2_len),
+            ],
+        ),
+    )?);
+
+    // A vision model with a projector and an Apache license, sharing the tiny weights.
+    let proj_header = gguf_header(
+        "clip",
+        1,
+        &[("v.patch_embd.weight", vec![14, 14, 3, 1152])],
+        None,
+    );
+    let (proj, proj_len) = sparse_gguf_blob(&store, &proj_header, 256 << 10)?;
+    let (apache, apache_len) = blob_from_bytes(&store, APACHE.as_bytes())?;
+    let msgs = serde_json::json!([{"role": "user", "content": "Hi & welcome"}, {"role": "assistant", "content": "Hello!"}]);
+    let (msg, msg_len) = blob_from_bytes(&store, &go_json(&msgs))?;
+    models.push(put(
+        &store,
+        QWEN,
+        &Manifest::new(
+            tiny_config,
+            vec![
+                layer("model", tiny, tiny_len),
+                layer("projector", proj, proj_len),
+                layer("license", apache, apache_len),
+                layer("messages", msg, msg_len),
+            ],
+        ),
+    )?);
+
+    // A safetensors-style model: named tensor and json layers.
+    let (t1, t1_len) = blob_from_bytes(&store, &[7u8; 4096])?;
+    let (j1, j1_len) = blob_from_bytes(&store, b"{\"architectures\":[\"FluxModel\"]}\n")?;
+    let st_config = serde_json::json!({"model_format":"safetensors","model_family":"flux","model_families":["flux"],"model_type":"12B","file_type":"BF16","architecture":"amd64","os":"linux"});
+    let (stc, stc_len) = blob_from_bytes(&store, &go_json(&st_config))?;
+    let mut tensor = layer("tensor", t1, t1_len);
+    tensor.name = "transformer/blocks.0.weight".into();
+    let mut json = layer("json", j1, j1_len);
+    json.name = "config.json".into();
+    models.push(put(
+        &store,
+        MLX,
+        &Manifest::new(
+            Layer::new(CONFIG_MEDIA_TYPE, stc, stc_len),
+            vec![tensor, json],
+        ),
+    )?);
+
+    // Leave no scratch folder behind: the fixture is a plain Ollama store.
+    let _ = fs::remove_dir_all(store.scratch_dir());
+    Ok(Info {
+        big_model: big,
+        big_size: big_len,
+        small_model: small,
+        template: tpl,
+        system_custom: sys,
+        models,
+    })
+}
+
+/// Write a standalone GGUF file (header + hole) outside any store, for import tests.
+pub fn write_gguf_file(path: &Path, arch: &str, file_type: u32, size: u64) -> io::Result<()> {
+    let header = gguf_header(
+        arch,
+        file_type,
+        &[
+            ("token_embd.weight", vec![1024, 3000]),
+            ("blk.0.attn_v.weight", vec![1024, 1024]),
+        ],
+        None,
+    );
+    let mut f: File = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(&header)?;
+    f.set_len(size.max(header.len() as u64))?;
+    f.sync_all()
+}

@@ -1,0 +1,14 @@
+//! ollamafs: an Ollama model store as a filesystem, and the engine behind it.
+//!
+//! Layers, from the bottom: [`name`] (Ollama's name grammar), [`store`] (manifests,
+//! blobs, ingest, copy, delete, prune; no FUSE), [`layout`] (layer → file name),
+//! [`fs`] (the filesystem's meaning, testable without a kernel), [`fuse`] (a thin
+//! `fuser` adapter) and [`cli`].
+
+pub mod cli;
+pub mod fixture;
+pub mod fuse;
+pub mod gguf;
+pub mod layout;
+pub mod name;
+pub mod store;

@@ -1,0 +1,601 @@
+//! The Ollama model store on disk: manifests, blobs, ingest, copy, delete, prune.
+//! Pure Rust, no FUSE. Every write is atomic (temp file, fsync, rename, parent fsync).
+
+pub mod config;
+pub mod index;
+pub mod manifest;
+pub mod verify;
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::name::{InvalidName, Name};
+pub use manifest::{Digest, Layer, Manifest, ManifestError};
+
+/// Scratch folder inside the store: same filesystem as `blobs/`, so renames are atomic.
+pub const SCRATCH_DIR: &str = ".ollamafs";
+
+/// Errors that carry what the user needs to know and the errno the mount answers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("source {0:?} is invalid")]
+    InvalidSource(String),
+    #[error("destination {0:?} is invalid")]
+    InvalidDestination(String),
+    #[error("{0}")]
+    InvalidName(#[from] InvalidName),
+    #[error("model '{0}' not found")]
+    NotFound(String),
+    #[error("a model named {existing:?} already exists with another spelling")]
+    CaseConflict { existing: String },
+    #[error("manifest of '{name}' is corrupt: {source}")]
+    Corrupt { name: String, source: ManifestError },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl StoreError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            StoreError::InvalidSource(_)
+            | StoreError::InvalidDestination(_)
+            | StoreError::InvalidName(_)
+            | StoreError::Invalid(_)
+            | StoreError::Corrupt { .. } => libc::EINVAL,
+            StoreError::NotFound(_) => libc::ENOENT,
+            StoreError::CaseConflict { .. } => libc::EEXIST,
+            StoreError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    /// CLI exit status: 2 for bad usage or names, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StoreError::InvalidSource(_)
+            | StoreError::InvalidDestination(_)
+            | StoreError::InvalidName(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a file's identity was when last read; a change means "read it again".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Stamp {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl Stamp {
+    pub fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+}
+
+/// One manifest file found on disk.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub name: Name,
+    pub path: PathBuf,
+    pub stamp: Stamp,
+}
+
+/// A manifest file that could not be used.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    manifests: PathBuf,
+    blobs: PathBuf,
+    scratch: PathBuf,
+    /// Owner of the store's root: everything ollamafs creates is given to it.
+    owner: (u32, u32),
+    temp_counter: AtomicU64,
+}
+
+impl Store {
+    /// Open a store folder. It must exist; `blobs/` and `manifests/` are created as
+    /// Ollama would, and leftovers of crashed ollamafs processes are removed.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root: PathBuf = root.into();
+        let meta = fs::metadata(&root).map_err(|e| {
+            io::Error::new(e.kind(), format!("store folder {}: {e}", root.display()))
+        })?;
+        if !meta.is_dir() {
+            return Err(StoreError::Invalid(format!(
+                "store {} is not a folder",
+                root.display()
+            )));
+        }
+        let root = root.canonicalize()?;
+        let store = Store {
+            manifests: root.join("manifests"),
+            blobs: root.join("blobs"),
+            scratch: root.join(SCRATCH_DIR),
+            owner: (meta.uid(), meta.gid()),
+            root,
+            temp_counter: AtomicU64::new(0),
+        };
+        Ok(store)
+    }
+
+    /// Make the folders a writer needs and clear crash leftovers. Read-only users skip this.
+    pub fn prepare_for_writes(&self) -> Result<()> {
+        for dir in [&self.blobs, &self.manifests, &self.scratch] {
+            self.mkdir_owned(dir)?;
+        }
+        self.clean_scratch()?;
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn manifests_dir(&self) -> &Path {
+        &self.manifests
+    }
+    pub fn blobs_dir(&self) -> &Path {
+        &self.blobs
+    }
+    pub fn scratch_dir(&self) -> &Path {
+        &self.scratch
+    }
+    pub fn owner(&self) -> (u32, u32) {
+        self.owner
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.blobs.join(d.blob_file_name())
+    }
+
+    pub fn manifest_path(&self, n: &Name) -> PathBuf {
+        self.manifests.join(n.manifest_path())
+    }
+
+    /// This process's own scratch folder: `.ollamafs/<pid>/`. Other live processes'
+    /// folders are left alone; dead ones are removed by `clean_scratch`.
+    pub fn process_scratch(&self) -> PathBuf {
+        self.scratch.join(std::process::id().to_string())
+    }
+
+    fn clean_scratch(&self) -> Result<()> {
+        let Ok(entries) = fs::read_dir(&self.scratch) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let alive = name.parse::<i32>().is_ok_and(|pid| {
+                pid as u32 != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if !alive {
+                let p = e.path();
+                log::info!("removing leftover scratch {}", p.display());
+                let _ = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn mkdir_owned(&self, dir: &Path) -> io::Result<()> {
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+                self.give_to_owner(dir);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = dir.parent() {
+                    self.mkdir_owned(parent)?;
+                }
+                self.mkdir_owned(dir)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hand a new file or folder to the store's owner so an Ollama service running as
+    /// another user can prune and `utimes` it. Only root can; failures are harmless.
+    fn give_to_owner(&self, path: &Path) {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 && self.owner != (0, 0) {
+            let _ = std::os::unix::fs::chown(path, Some(self.owner.0), Some(self.owner.1));
+        }
+    }
+
+    /// A new empty temp file in this process's scratch folder.
+    pub fn temp_file(&self) -> io::Result<(File, PathBuf)> {
+        let dir = self.process_scratch();
+        self.mkdir_owned(&dir)?;
+        loop {
+            let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+            let path = dir.join(format!("tmp-{n}"));
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)
+            {
+                Ok(f) => return Ok((f, path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Make a fully written temp file the blob `digest`. The caller computed the digest
+    /// from the bytes. Returns true when the blob is new. If a blob of that name already
+    /// exists with the right length it is kept (content-addressed, immutable) and the
+    /// temp file is dropped; a blob of the wrong length is damaged and is replaced.
+    pub fn adopt_blob(
+        &self,
+        temp: &Path,
+        file: &File,
+        digest: &Digest,
+        len: u64,
+    ) -> io::Result<bool> {
+        let target = self.blob_path(digest);
+        if let Ok(meta) = fs::metadata(&target)
+            && meta.len() == len
+        {
+            let _ = fs::remove_file(temp);
+            return Ok(false);
+        }
+        file.sync_all()?;
+        fs::set_permissions(temp, fs::Permissions::from_mode(0o644))?;
+        self.give_to_owner(temp);
+        self.mkdir_owned(&self.blobs)?;
+        fs::rename(temp, &target)?;
+        fsync_dir(&self.blobs)?;
+        Ok(true)
+    }
+
+    /// Stream any reader into the store as a blob.
+    pub fn ingest(&self, mut r: impl Read) -> Result<(Digest, u64, bool)> {
+        let (mut f, path) = self.temp_file()?;
+        let res = (|| -> io::Result<(Digest, u64, bool)> {
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut len = 0u64;
+            loop {
+                let n = match r.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                hasher.update(&buf[..n]);
+                f.write_all(&buf[..n])?;
+                len += n as u64;
+            }
+            let digest = Digest(hasher.finalize().into());
+            let new = self.adopt_blob(&path, &f, &digest, len)?;
+            Ok((digest, len, new))
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        Ok(res?)
+    }
+
+    pub fn ingest_bytes(&self, bytes: &[u8]) -> Result<(Digest, u64, bool)> {
+        self.ingest(bytes)
+    }
+
+    /// Write a manifest atomically: temp file in scratch (never at depth 4, never in
+    /// blobs), fsync, rename into place, fsync the folder. Parent folders are created on
+    /// demand; if a concurrent Ollama prune removes them between mkdir and rename, retry.
+    pub fn write_manifest(&self, name: &Name, bytes: &[u8]) -> Result<()> {
+        let (mut f, temp) = self.temp_file()?;
+        let res = (|| -> io::Result<()> {
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            self.give_to_owner(&temp);
+            let target = self.manifest_path(name);
+            let parent = target.parent().unwrap_or(&self.manifests).to_path_buf();
+            let mut attempts = 0;
+            loop {
+                self.mkdir_owned(&parent)?;
+                match fs::rename(&temp, &target) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 10 => attempts += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            fsync_dir(&parent)
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        Ok(res?)
+    }
+
+    /// The manifest's bytes, or NotFound.
+    pub fn read_manifest_bytes(&self, name: &Name) -> Result<Vec<u8>> {
+        fs::read(self.manifest_path(name)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound(name.display_shortest()),
+            _ => e.into(),
+        })
+    }
+
+    pub fn read_manifest(&self, name: &Name) -> Result<(Vec<u8>, Manifest)> {
+        let bytes = self.read_manifest_bytes(name)?;
+        let m = Manifest::parse(&bytes).map_err(|source| StoreError::Corrupt {
+            name: name.display_shortest(),
+            source,
+        })?;
+        Ok((bytes, m))
+    }
+
+    /// Every file at depth 4 of `manifests/` (Ollama's `*/*/*/*` glob), with the paths
+    /// that are not valid names reported as problems.
+    pub fn scan(&self) -> (Vec<Found>, Vec<Problem>) {
+        let mut found = Vec::new();
+        let mut problems = Vec::new();
+        let mut parts: Vec<String> = Vec::with_capacity(4);
+        self.scan_level(&self.manifests, &mut parts, &mut found, &mut problems);
+        (found, problems)
+    }
+
+    fn scan_level(
+        &self,
+        dir: &Path,
+        parts: &mut Vec<String>,
+        found: &mut Vec<Found>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let file_name = e.file_name().to_string_lossy().into_owned();
+            // Follow symlinks as Ollama's stat does.
+            let meta = match fs::metadata(&path) {
+                Ok(m) => m,
+                Err(err) => {
+                    problems.push(Problem {
+                        path,
+                        reason: format!("cannot stat: {err}"),
+                    });
+                    continue;
+                }
+            };
+            if parts.len() < 3 {
+                if meta.is_dir() {
+                    parts.push(file_name);
+                    self.scan_level(&path, parts, found, problems);
+                    parts.pop();
+                }
+                continue;
+            }
+            if meta.is_dir() {
+                continue; // directories at depth 4 are skipped, as Ollama does
+            }
+            match Name::from_parts(&parts[0], &parts[1], &parts[2], &file_name) {
+                Ok(name) => found.push(Found {
+                    name,
+                    path,
+                    stamp: Stamp::of(&meta),
+                }),
+                Err(_) => problems.push(Problem {
+                    path,
+                    reason: "path is not a valid model name".into(),
+                }),
+            }
+        }
+    }
+
+    /// Ollama's `getExistingName`, made deterministic: an exact match wins; otherwise a
+    /// model equal ignoring case; otherwise each leading part takes the spelling already
+    /// on disk, so `MyUser/x` lands beside `myuser/y` rather than creating a twin folder.
+    pub fn existing_spelling(&self, name: &Name, found: &[Found]) -> Name {
+        if found.iter().any(|f| &f.name == name) {
+            return name.clone();
+        }
+        if let Some(f) = found.iter().find(|f| f.name.eq_ignore_case(name)) {
+            return f.name.clone();
+        }
+        let mut out = name.clone();
+        if let Some(f) = found
+            .iter()
+            .find(|f| f.name.host.eq_ignore_ascii_case(&name.host))
+        {
+            out.host = f.name.host.clone();
+        }
+        if let Some(f) = found.iter().find(|f| {
+            f.name.host == out.host && f.name.namespace.eq_ignore_ascii_case(&name.namespace)
+        }) {
+            out.namespace = f.name.namespace.clone();
+        }
+        if let Some(f) = found.iter().find(|f| {
+            f.name.host == out.host
+                && f.name.namespace == out.namespace
+                && f.name.model.eq_ignore_ascii_case(&name.model)
+        }) {
+            out.model = f.name.model.clone();
+        }
+        out
+    }
+
+    /// `ollama cp`: a byte copy of the source manifest; blobs untouched.
+    pub fn copy(&self, source: &str, destination: &str) -> Result<(Name, Name)> {
+        let src = Name::parse(source).map_err(|_| StoreError::InvalidSource(source.into()))?;
+        let dst = Name::parse(destination)
+            .map_err(|_| StoreError::InvalidDestination(destination.into()))?;
+        let (found, _) = self.scan();
+        let src = self.existing_spelling(&src, &found);
+        let dst = self.existing_spelling(&dst, &found);
+        let bytes = self.read_manifest_bytes(&src).map_err(|e| match e {
+            StoreError::NotFound(_) => StoreError::NotFound(source.into()),
+            e => e,
+        })?;
+        if src != dst {
+            self.write_manifest(&dst, &bytes)?;
+        }
+        Ok((src, dst))
+    }
+
+    /// Remove a manifest file and the folders it leaves empty. Returns its parsed form
+    /// when it could be read (a corrupt manifest is still removed, its blobs are not pruned).
+    pub fn remove_manifest(&self, name: &Name) -> Result<Option<Manifest>> {
+        let path = self.manifest_path(name);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(name.display_shortest()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let parsed = Manifest::parse(&bytes).ok();
+        fs::remove_file(&path)?;
+        if let Some(parent) = path.parent() {
+            let _ = fsync_dir(parent);
+        }
+        self.prune_empty_dirs(&path);
+        Ok(parsed)
+    }
+
+    /// Remove now-empty folders between a removed manifest and `manifests/` (kept).
+    fn prune_empty_dirs(&self, removed: &Path) {
+        let mut dir = removed.parent();
+        while let Some(d) = dir {
+            if d == self.manifests || !d.starts_with(&self.manifests) {
+                break;
+            }
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+
+    /// Every digest that a readable manifest references, by Ollama's exact-string rule.
+    pub fn digests_in_use(&self) -> HashSet<Digest> {
+        let (found, _) = self.scan();
+        let mut set = HashSet::new();
+        for f in found {
+            if let Ok(bytes) = fs::read(&f.path)
+                && let Ok(m) = Manifest::parse(&bytes)
+            {
+                set.extend(m.digests());
+            }
+        }
+        set
+    }
+
+    /// Delete the blobs of `candidates` that `in_use` does not hold. Returns the removed ones.
+    pub fn prune(
+        &self,
+        candidates: impl IntoIterator<Item = Digest>,
+        in_use: &HashSet<Digest>,
+    ) -> Vec<Digest> {
+        let mut removed = Vec::new();
+        let mut seen = HashSet::new();
+        for d in candidates {
+            if in_use.contains(&d) || !seen.insert(d) {
+                continue;
+            }
+            match fs::remove_file(self.blob_path(&d)) {
+                Ok(()) => removed.push(d),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("could not prune blob {d}: {e}"),
+            }
+        }
+        if !removed.is_empty() {
+            let _ = fsync_dir(&self.blobs);
+        }
+        removed
+    }
+
+    /// `ollama rm`: remove the manifest, then (unless `no_prune`) every blob of it that
+    /// no remaining readable manifest references.
+    pub fn delete(&self, raw: &str, no_prune: bool) -> Result<(Name, Vec<Digest>)> {
+        let name = Name::parse(raw.trim())
+            .map_err(|_| StoreError::InvalidName(InvalidName(raw.into())))?;
+        let (found, _) = self.scan();
+        let name = self.existing_spelling(&name, &found);
+        let removed = self.remove_manifest(&name).map_err(|e| match e {
+            StoreError::NotFound(_) => StoreError::NotFound(raw.into()),
+            e => e,
+        })?;
+        let mut pruned = Vec::new();
+        if let (Some(m), false) = (removed, no_prune) {
+            pruned = self.prune(m.digests(), &self.digests_in_use());
+        }
+        Ok((name, pruned))
+    }
+
+    /// Resolve a user-given name to the model on disk, with Ollama's words on failure.
+    pub fn resolve(&self, raw: &str) -> Result<Name> {
+        let name =
+            Name::parse(raw).map_err(|_| StoreError::InvalidName(InvalidName(raw.into())))?;
+        let (found, _) = self.scan();
+        let name = self.existing_spelling(&name, &found);
+        if self.manifest_path(&name).is_file() {
+            Ok(name)
+        } else {
+            Err(StoreError::NotFound(raw.into()))
+        }
+    }
+
+    /// Read a whole (small) blob.
+    pub fn read_blob(&self, d: &Digest) -> io::Result<Vec<u8>> {
+        fs::read(self.blob_path(d))
+    }
+}
+
+/// fsync a folder so a rename or unlink in it is durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Hash a file's contents.
+pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((Digest(hasher.finalize().into()), len))
+}
+
+#[cfg(test)]
+mod tests;

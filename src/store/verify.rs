@@ -1,0 +1,128 @@
+//! `ollamafs verify`: hash every blob, check every manifest against the blobs.
+
+use std::collections::HashMap;
+use std::fs;
+
+use super::manifest::{Digest, Manifest};
+use super::{Store, config, hash_file};
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub blobs: usize,
+    pub bytes: u64,
+    pub manifests: usize,
+    /// Things that make the store wrong for Ollama (exit status 1).
+    pub problems: Vec<String>,
+    /// Things worth knowing that do not break anything.
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Total bytes `verify` will hash, for a progress bar.
+pub fn blob_bytes(store: &Store) -> u64 {
+    fs::read_dir(store.blobs_dir())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+pub fn verify(store: &Store, mut progress: impl FnMut(u64)) -> Report {
+    let mut r = Report::default();
+    // 1. Blobs: the name must be the sha256 of the content.
+    let mut sizes: HashMap<Digest, u64> = HashMap::new();
+    if let Ok(rd) = fs::read_dir(store.blobs_dir()) {
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(d) = name.strip_prefix("sha256-").and_then(Digest::from_hex) else {
+                r.warnings.push(format!(
+                    "blobs/{name}: not a blob name; Ollama's startup prune deletes it"
+                ));
+                continue;
+            };
+            match hash_file(&e.path()) {
+                Ok((got, len)) => {
+                    r.blobs += 1;
+                    r.bytes += len;
+                    progress(len);
+                    if got != d {
+                        r.problems.push(format!(
+                            "blobs/{name}: content hashes to {got}, not its name"
+                        ));
+                    }
+                    sizes.insert(d, len);
+                }
+                Err(err) => r.problems.push(format!("blobs/{name}: cannot read: {err}")),
+            }
+        }
+    }
+    // 2. Manifests: parse, exact digests, blobs present with the written size.
+    let (found, scan_problems) = store.scan();
+    for p in scan_problems {
+        r.problems
+            .push(format!("{}: {}", rel(store, &p.path), p.reason));
+    }
+    for f in found {
+        r.manifests += 1;
+        let at = rel(store, &f.path);
+        let bytes = match fs::read(&f.path) {
+            Ok(b) => b,
+            Err(e) => {
+                r.problems.push(format!("{at}: cannot read: {e}"));
+                continue;
+            }
+        };
+        let m = match Manifest::parse(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                r.problems.push(format!("{at}: {e}"));
+                continue;
+            }
+        };
+        if let Err(e) = m.check_digests() {
+            r.problems.push(format!("{at}: {e}"));
+        }
+        let refs = std::iter::once(&m.config)
+            .chain(m.layers.iter())
+            .filter(|l| !l.digest.is_empty());
+        for l in refs {
+            let Some(d) = l.digest() else { continue };
+            match sizes.get(&d) {
+                None => r.problems.push(format!("{at}: blob {d} is missing")),
+                Some(&len) if len as i64 != l.size => r.problems.push(format!(
+                    "{at}: blob {d} is {len} bytes, manifest says {}",
+                    l.size
+                )),
+                _ => {}
+            }
+        }
+        if let Some(d) = m.config.digest()
+            && sizes.contains_key(&d)
+            && let Ok(cfg) = store.read_blob(&d)
+            && let Err(e) = config::details(&cfg)
+        {
+            r.problems.push(format!(
+                "{at}: config blob {d} is not valid JSON ({e}); Ollama hides this model"
+            ));
+        }
+    }
+    r
+}
+
+fn rel(store: &Store, p: &std::path::Path) -> String {
+    p.strip_prefix(store.root())
+        .unwrap_or(p)
+        .display()
+        .to_string()
+}
