@@ -597,5 +597,12 @@ pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
     Ok((Digest(hasher.finalize().into()), len))
 }
 
+impl Drop for Store {
+    /// This process's scratch folder goes with it (it only ever holds temp files).
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(self.process_scratch());
+    }
+}
+
 #[cfg(test)]
 mod tests;
