@@ -1,16 +1,935 @@
-//! Thin `fuser` adapter (in progress).
-use clap::Args;
-use std::path::PathBuf;
+//! The thin `fuser` adapter: translate requests to `crate::fs`, errors to errno, and run
+//! the mount (background or foreground). No filesystem meaning lives here.
 
-#[derive(Args, Debug)]
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use fuser::{
+    AccessFlags, BackingId, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle,
+    FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, SessionACL, TimeOrNow, WriteFlags,
+};
+
+use crate::cli::{StoreArg, store_dir};
+use crate::fs::{Attr, FileKind, Fs, FsError, Opened, Options, TTL};
+use crate::store::{Digest, Store, StoreError};
+
+#[derive(Args, Debug, Clone)]
 pub struct MountArgs {
     #[command(flatten)]
-    pub store: crate::cli::StoreArg,
+    pub store: StoreArg,
+    /// Stay attached; unmount on SIGINT/SIGTERM
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Refuse every change with EROFS
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users (e.g. the `ollama` service user) use the mount
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Keep blobs that no model uses any more
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Serve reads through the daemon even where FUSE passthrough is available
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// fstab-style options: ro, allow_other, store=DIR, no_prune, no_passthrough, log=FILE, ...
+    #[arg(short = 'o', value_delimiter = ',')]
+    pub options: Vec<String>,
+    /// More log output (repeat for debug)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors in the log
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Write the log to this file (a background mount logs nowhere otherwise)
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
     pub mountpoint: PathBuf,
 }
 
-pub fn mount_command(_a: MountArgs) -> Result<(), crate::store::StoreError> {
-    Err(crate::store::StoreError::Invalid(
-        "mount is not built yet".into(),
-    ))
+/// Fold `-o` options into the flags, as `mount -t fuse.ollamafs` and fstab pass them.
+fn apply_options(a: &mut MountArgs) -> Result<(), StoreError> {
+    for o in a.options.clone() {
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (o.as_str(), None),
+        };
+        match (k, v) {
+            ("ro", None) | ("read_only", None) => a.read_only = true,
+            ("rw", None) => a.read_only = false,
+            ("allow_other", None) => a.allow_other = true,
+            ("no_prune", None) => a.no_prune = true,
+            ("no_passthrough", None) => a.no_passthrough = true,
+            ("store", Some(dir)) => a.store.store = Some(PathBuf::from(dir)),
+            ("log", Some(f)) => a.log_file = Some(PathBuf::from(f)),
+            ("foreground", None) => a.foreground = true,
+            // Options mount(8) and fstab add that mean nothing here.
+            (
+                "defaults" | "auto" | "noauto" | "user" | "nouser" | "nofail" | "_netdev" | "dev"
+                | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
+                | "relatime",
+                _,
+            ) => {}
+            (k, _) if k.starts_with("x-") => {}
+            _ => return Err(StoreError::Invalid(format!("unknown mount option {o:?}"))),
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(a: &MountArgs) {
+    let level = if a.quiet {
+        log::LevelFilter::Error
+    } else {
+        match a.verbose {
+            0 => log::LevelFilter::Warn,
+            1 => log::LevelFilter::Info,
+            _ => log::LevelFilter::Debug,
+        }
+    };
+    let cfg = simplelog::ConfigBuilder::new()
+        .add_filter_ignore_str("fuser")
+        .build();
+    let _ = match &a.log_file {
+        Some(p) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            Ok(f) => simplelog::WriteLogger::init(level, cfg, f),
+            Err(e) => {
+                eprintln!("cannot open log file {}: {e}", p.display());
+                simplelog::TermLogger::init(
+                    level,
+                    cfg,
+                    simplelog::TerminalMode::Stderr,
+                    simplelog::ColorChoice::Never,
+                )
+            }
+        },
+        None => simplelog::TermLogger::init(
+            level,
+            cfg,
+            simplelog::TerminalMode::Stderr,
+            simplelog::ColorChoice::Never,
+        ),
+    };
+}
+
+/// Check the mount point: a folder, and not inside the store (Ollama prunes and walks it).
+fn check_mountpoint(store: &Store, mp: &Path) -> Result<PathBuf, StoreError> {
+    let canon = mp
+        .canonicalize()
+        .map_err(|e| StoreError::Invalid(format!("mount point {}: {e}", mp.display())))?;
+    if !canon.is_dir() {
+        return Err(StoreError::Invalid(format!(
+            "mount point {} is not a folder",
+            mp.display()
+        )));
+    }
+    if canon.starts_with(store.root()) {
+        return Err(StoreError::Invalid(format!(
+            "mount point {} is inside the store {}: Ollama walks and prunes that folder, so the mount must live outside it",
+            canon.display(),
+            store.root().display()
+        )));
+    }
+    Ok(canon)
+}
+
+pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
+    apply_options(&mut a)?;
+    if !a.foreground && std::env::var_os("OLLAMAFS_DAEMON").is_none() {
+        return spawn_background(&a);
+    }
+    init_logging(&a);
+    let store = Arc::new(Store::open(store_dir(&a.store.store))?);
+    let mountpoint = check_mountpoint(&store, &a.mountpoint)?;
+    if !a.read_only {
+        store.prepare_for_writes()?;
+    }
+    let opts = Options {
+        read_only: a.read_only,
+        no_prune: a.no_prune,
+        passthrough: !a.no_passthrough,
+        mountpoint: Some(mountpoint.clone()),
+    };
+    let fs = Arc::new(Fs::new(store.clone(), opts));
+    log::info!(
+        "serving {} models from {} at {}",
+        fs.model_count(),
+        store.root().display(),
+        mountpoint.display()
+    );
+
+    let mut mount_options = vec![
+        MountOption::FSName(format!("ollamafs:{}", store.root().display())),
+        MountOption::Subtype("ollamafs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if a.read_only {
+        mount_options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.mount_options = mount_options;
+    config.acl = if a.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(4);
+    let adapter = FuseFs {
+        fs: fs.clone(),
+        passthrough: AtomicBool::new(!a.no_passthrough),
+        backing: Mutex::default(),
+    };
+    let session = fuser::Session::new(adapter, &mountpoint, &config).map_err(|e| {
+        StoreError::Invalid(format!("cannot mount at {}: {e}", mountpoint.display()))
+    })?;
+    let bg = session.spawn().map_err(StoreError::Io)?;
+    signal_ready(Ok(()));
+
+    // Freshness: pick up what a running Ollama changes on disk.
+    let running = Arc::new(AtomicBool::new(true));
+    let refresher = {
+        let (fs, running) = (fs.clone(), running.clone());
+        std::thread::Builder::new()
+            .name("refresh".into())
+            .spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(300));
+                    if fs.refresh() {
+                        log::debug!("picked up changes made on disk");
+                    }
+                }
+            })?
+    };
+
+    // Wait for a signal or for an external umount (the session thread ends).
+    let (tx, rx) = std::sync::mpsc::channel::<&'static str>();
+    {
+        let tx = tx.clone();
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ])?;
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                let _ = tx.send("signal");
+            }
+        });
+    }
+    let guard_done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = guard_done.clone();
+        let mp = mountpoint.clone();
+        std::thread::spawn(move || {
+            // The session thread ends when the kernel unmounts; poll the mount table cheaply.
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if !is_mounted(&mp) {
+                    let _ = tx.send("unmounted");
+                    return;
+                }
+            }
+        })
+    };
+    let why = rx.recv().unwrap_or("channel closed");
+    log::info!("stopping ({why})");
+    guard_done.store(true, Ordering::Relaxed);
+    running.store(false, Ordering::Relaxed);
+    let _ = watcher.join();
+    let res = if why == "unmounted" {
+        bg.join()
+    } else {
+        bg.umount_and_join()
+    };
+    let _ = refresher.join();
+    fs.shutdown();
+    if let Err(e) = res {
+        log::warn!("session ended with {e}");
+    }
+    Ok(())
+}
+
+/// Whether `mp` is a mount point in /proc/self/mounts.
+fn is_mounted(mp: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mounts") else {
+        return true;
+    };
+    let want = mp.to_string_lossy();
+    text.lines().any(|l| {
+        let mut it = l.split(' ');
+        let _dev = it.next();
+        it.next().is_some_and(|p| unescape_mount(p) == want)
+    })
+}
+
+fn unescape_mount(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Tell a waiting parent (background mount) that the mount is ready, or why it failed.
+fn signal_ready(res: Result<(), String>) {
+    if std::env::var_os("OLLAMAFS_DAEMON").is_none() {
+        return;
+    }
+    let mut out = std::io::stdout();
+    let _ = match res {
+        Ok(()) => writeln!(out, "ready"),
+        Err(e) => writeln!(out, "error: {e}"),
+    };
+    let _ = out.flush();
+    // Detach stdout from the parent's pipe so it sees EOF.
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto stdout with a valid fd.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+/// Run the daemon as a detached child and return when its mount is ready.
+fn spawn_background(a: &MountArgs) -> Result<(), StoreError> {
+    let exe = std::env::current_exe()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (reader, writer) = std::io::pipe()?;
+    let log_target: std::process::Stdio = match &a.log_file {
+        Some(p) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?
+            .into(),
+        None => std::process::Stdio::null(),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&args)
+        .env("OLLAMAFS_DAEMON", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(log_target);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(cmd);
+    let mut line = String::new();
+    let _ = BufReader::new(reader).read_line(&mut line);
+    if line.trim() == "ready" {
+        return Ok(());
+    }
+    let status = child.wait()?;
+    let msg = line
+        .trim()
+        .strip_prefix("error: ")
+        .unwrap_or(line.trim())
+        .to_string();
+    Err(StoreError::Invalid(if msg.is_empty() {
+        format!("mount failed ({status}); run with --foreground to see why")
+    } else {
+        msg
+    }))
+}
+
+/// One kernel backing file per blob, shared by every open of it (fuser's passthrough example).
+#[derive(Default)]
+struct Backing {
+    by_blob: HashMap<Digest, Weak<BackingId>>,
+    by_fh: HashMap<u64, Arc<BackingId>>,
+}
+
+struct FuseFs {
+    fs: Arc<Fs>,
+    passthrough: AtomicBool,
+    backing: Mutex<Backing>,
+}
+
+fn errno(e: FsError) -> Errno {
+    match e.errno {
+        libc::ENOENT => log::debug!("ENOENT: {}", e.why),
+        libc::EIO => log::error!("EIO: {}", e.why),
+        n => log::info!("{:?}: {}", Errno::from_i32(n), e.why),
+    }
+    Errno::from_i32(e.errno)
+}
+
+fn to_file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.mtime,
+        kind: kind(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+fn kind(k: FileKind) -> FileType {
+    match k {
+        FileKind::Dir => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::EINVAL)
+}
+
+fn ttl_for(a: &Attr) -> Duration {
+    if a.kind == FileKind::Symlink {
+        Duration::ZERO
+    } else {
+        TTL
+    }
+}
+
+impl FuseFs {
+    fn reply_opened(&self, o: Opened, reply: ReplyOpen) {
+        let mut flags = FopenFlags::empty();
+        if o.keep_cache {
+            flags |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        if o.direct_io {
+            flags |= FopenFlags::FOPEN_DIRECT_IO;
+        }
+        if let Some((digest, file)) = o.passthrough
+            && self.passthrough.load(Ordering::Relaxed)
+        {
+            let mut b = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+            let id = match b.by_blob.get(&digest).and_then(Weak::upgrade) {
+                Some(id) => Ok(id),
+                None => reply.open_backing(file.as_ref()).map(Arc::new),
+            };
+            match id {
+                Ok(id) => {
+                    b.by_blob.insert(digest, Arc::downgrade(&id));
+                    b.by_fh.insert(o.fh, id.clone());
+                    // The backing file's page cache serves these reads; no FUSE cache flags.
+                    reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), &id);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("FUSE passthrough unavailable ({e}); reads go through the daemon");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        reply.opened(FileHandle(o.fh), flags);
+    }
+
+    fn drop_backing(&self, fh: u64) {
+        let mut b = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        b.by_fh.remove(&fh);
+        b.by_blob.retain(|_, w| w.strong_count() > 0);
+    }
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config.set_max_readahead(4 << 20);
+        let _ = config.set_max_write(1 << 20);
+        if self.passthrough.load(Ordering::Relaxed) {
+            if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok()
+            {
+                log::info!("FUSE passthrough enabled for weights");
+            } else {
+                log::info!("kernel has no FUSE passthrough; reads go through the daemon");
+                self.passthrough.store(false, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.lookup(parent.0, name) {
+            Ok(a) => reply.entry(&ttl_for(&a), &to_file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&ttl_for(&a), &to_file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mtime = mtime.map(|t| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => SystemTime::now(),
+        });
+        match self.fs.setattr(ino.0, fh.map(|f| f.0), mode, size, mtime) {
+            Ok(a) => reply.attr(&ttl_for(&a), &to_file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.mkdir(parent.0, name) {
+            Ok(a) => reply.entry(&TTL, &to_file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.unlink(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.rmdir(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (name, target) = match (name_str(link_name), target.to_str()) {
+            (Ok(n), Some(t)) => (n, t),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match self.fs.symlink(parent.0, name, target) {
+            Ok(a) => reply.entry(&Duration::ZERO, &to_file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = match (name_str(name), name_str(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match self
+            .fs
+            .rename(parent.0, name, newparent.0, newname, flags.bits())
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let newname = match name_str(newname) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.link(ino.0, newparent.0, newname) {
+            Ok(a) => reply.entry(&TTL, &to_file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(ino.0, flags.0) {
+            Ok(o) => self.reply_opened(o, reply),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.drop_backing(fh.0);
+        match self.fs.release(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(entries) = self.fs.dir_entries(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(e.ino), (i + 1) as u64, kind(e.kind), &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(entries) = self.fs.dir_entries(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let (attr, ttl) = match self.fs.entry_attr(ino.0, e) {
+                Some(a) => (to_file_attr(&a), TTL),
+                // `.`/`..` or an entry gone meanwhile: no attributes, nothing cached.
+                None => {
+                    let mut a = to_file_attr(&Attr {
+                        ino: e.ino,
+                        kind: e.kind,
+                        size: 0,
+                        blocks: 0,
+                        perm: 0o755,
+                        nlink: 1,
+                        uid: 0,
+                        gid: 0,
+                        mtime: SystemTime::UNIX_EPOCH,
+                        ctime: SystemTime::UNIX_EPOCH,
+                    });
+                    a.ino = INodeNo(e.ino);
+                    (a, Duration::ZERO)
+                }
+            };
+            let is_dot = e.name == "." || e.name == "..";
+            let ino_for_entry = if is_dot { INodeNo(e.ino) } else { attr.ino };
+            if reply.add(
+                ino_for_entry,
+                (i + 1) as u64,
+                &e.name,
+                &ttl,
+                &attr,
+                Generation(0),
+            ) {
+                if !is_dot {
+                    // The kernel did not take this entry: undo the lookup count.
+                    self.fs.forget(e.ino, 1);
+                }
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release_handle(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.f_blocks as u64,
+                s.f_bfree as u64,
+                s.f_bavail as u64,
+                s.f_files as u64,
+                s.f_ffree as u64,
+                s.f_bsize as u32,
+                255,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        // Read-only attributes; `cp -a` and rsync -X treat ENOTSUP as "not supported here".
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let attrs = match self.fs.xattrs(ino.0) {
+            Ok(a) => a,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let Some((_, v)) = attrs.iter().find(|(k, _)| OsStr::new(k) == name) else {
+            return reply.error(Errno::NO_XATTR);
+        };
+        if size == 0 {
+            reply.size(v.len() as u32);
+        } else if (size as usize) < v.len() {
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(v);
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let attrs = match self.fs.xattrs(ino.0) {
+            Ok(a) => a,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let mut buf = Vec::new();
+        for (k, _) in &attrs {
+            buf.extend_from_slice(k.as_bytes());
+            buf.push(0);
+        }
+        if size == 0 {
+            reply.size(buf.len() as u32);
+        } else if (size as usize) < buf.len() {
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(&buf);
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.create(parent.0, name, mode, flags) {
+            Ok((a, o)) => reply.created(
+                &TTL,
+                &to_file_attr(&a),
+                Generation(0),
+                FileHandle(o.fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // The reply carries a u32; ask for no more than fits.
+        let len = len.min(0xFFFF_F000);
+        match self
+            .fs
+            .copy_file_range(ino_in.0, fh_in.0, offset_in, fh_out.0, offset_out, len)
+        {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
 }

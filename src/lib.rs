@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod fixture;
+pub mod fs;
 pub mod fuse;
 pub mod gguf;
 pub mod layout;

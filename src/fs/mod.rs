@@ -1,0 +1,885 @@
+//! The filesystem's meaning, independent of FUSE: inodes, lookup, attributes, listing,
+//! opening and reading, and (in `write`) every change. Plain values in and out, errors
+//! carry their errno; `crate::fuse` only translates.
+
+mod tree;
+mod write;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use crate::layout::{self, Kind, Source};
+use crate::name::Name;
+use crate::store::index::Index;
+use crate::store::{Digest, Store, StoreError};
+
+pub use tree::{join, scope, split};
+pub use write::Writer;
+
+pub const ROOT_INO: u64 = 1;
+/// Weights inodes have the top bit set and the rest from the digest: stable across mounts.
+const BLOB_INO_BIT: u64 = 1 << 63;
+
+/// An error with the errno the kernel gets and the reason the log gets.
+#[derive(Debug)]
+pub struct FsError {
+    pub errno: i32,
+    pub why: String,
+}
+
+impl FsError {
+    pub fn new(errno: i32, why: impl Into<String>) -> FsError {
+        FsError {
+            errno,
+            why: why.into(),
+        }
+    }
+}
+
+impl From<io::Error> for FsError {
+    fn from(e: io::Error) -> FsError {
+        FsError {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            why: e.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for FsError {
+    fn from(e: StoreError) -> FsError {
+        FsError {
+            errno: e.errno(),
+            why: e.to_string(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, FsError>;
+
+fn enoent(what: impl std::fmt::Display) -> FsError {
+    FsError::new(libc::ENOENT, format!("{what}: no such entry"))
+}
+
+/// What an inode stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Node {
+    /// A prefix folder, by display path ("" is the root).
+    Dir(String),
+    /// A model folder.
+    Model(Name),
+    /// A folder inside a model (`files`, `files/text_encoder`).
+    Sub(Name, String),
+    /// A per-model file: text layer, config.json, manifest.json or a scratch file.
+    File(Name, String),
+    /// A weights blob, shared by every model that uses it.
+    Blob(Digest),
+    /// The short-lived entry answering `symlink` (the kernel insists on a link type).
+    Link(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// Attributes as the kernel needs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub size: u64,
+    pub blocks: u64,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub name: String,
+}
+
+/// Immutable facts about a blob file, cached (blobs never change once named).
+#[derive(Clone, Copy, Debug)]
+struct BlobMeta {
+    size: u64,
+    mtime: SystemTime,
+}
+
+#[derive(Default)]
+struct Inodes {
+    by_node: HashMap<Node, u64>,
+    by_ino: HashMap<u64, (Node, u64)>,
+    next: u64,
+}
+
+impl Inodes {
+    fn ino_of(&mut self, node: &Node) -> u64 {
+        if let Node::Dir(p) = node
+            && p.is_empty()
+        {
+            return ROOT_INO;
+        }
+        if let Some(&ino) = self.by_node.get(node) {
+            return ino;
+        }
+        let ino = match node {
+            Node::Blob(d) => d.short() | BLOB_INO_BIT,
+            _ => {
+                self.next += 1;
+                self.next
+            }
+        };
+        self.by_node.insert(node.clone(), ino);
+        self.by_ino.insert(ino, (node.clone(), 0));
+        ino
+    }
+
+    /// Count a lookup the kernel will later `forget`.
+    fn remember(&mut self, node: &Node) -> u64 {
+        let ino = self.ino_of(node);
+        if let Some(e) = self.by_ino.get_mut(&ino) {
+            e.1 += 1;
+        }
+        ino
+    }
+
+    fn forget(&mut self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let drop_it = match self.by_ino.get_mut(&ino) {
+            Some(e) => {
+                e.1 = e.1.saturating_sub(n);
+                e.1 == 0
+            }
+            None => false,
+        };
+        if drop_it && let Some((node, _)) = self.by_ino.remove(&ino) {
+            self.by_node.remove(&node);
+        }
+    }
+
+    fn node(&self, ino: u64) -> Option<Node> {
+        if ino == ROOT_INO {
+            return Some(Node::Dir(String::new()));
+        }
+        self.by_ino.get(&ino).map(|(n, _)| n.clone())
+    }
+
+    /// A node changed identity (rename): keep its inode under the new node.
+    fn rekey(&mut self, old: &Node, new: &Node) {
+        if let Some(ino) = self.by_node.remove(old) {
+            self.by_node.insert(new.clone(), ino);
+            if let Some(e) = self.by_ino.get_mut(&ino) {
+                e.0 = new.clone();
+            }
+        }
+    }
+}
+
+/// A model being filled: when it last changed, and which files were written into it.
+#[derive(Debug)]
+pub(crate) struct Fresh {
+    at: std::time::Instant,
+    written: std::collections::HashSet<String>,
+}
+
+impl Fresh {
+    fn new() -> Fresh {
+        Fresh {
+            at: std::time::Instant::now(),
+            written: Default::default(),
+        }
+    }
+}
+
+/// A file created in a model folder under a name that is not a layer.
+#[derive(Debug, Clone)]
+pub(crate) struct ScratchFile {
+    path: PathBuf,
+}
+
+/// Everything the metadata operations share; one lock, never held during data I/O.
+pub(crate) struct State {
+    index: Index,
+    inodes: Inodes,
+    blob_meta: HashMap<Digest, BlobMeta>,
+    /// Prefix folders made by mkdir that hold no model yet, by display path.
+    pending_dirs: BTreeSet<String>,
+    /// Model folders made by mkdir that have no manifest yet.
+    pending_models: BTreeSet<Name>,
+    /// Folders made inside models (`files/...`) that hold nothing yet.
+    pending_subs: BTreeSet<(Name, String)>,
+    scratch: BTreeMap<(Name, String), ScratchFile>,
+    /// Layer files made by create and not yet committed (visible while being written).
+    creating: BTreeSet<(Name, String)>,
+    /// Models being filled through the mount (made by mkdir): while fresh, they show only
+    /// the files written into them, so that `cp -r` (which creates every file with O_EXCL,
+    /// in any order) can write `config.json` and `manifest.json` and the layers a copied
+    /// manifest already brought. See `FRESH_WINDOW`.
+    fresh: HashMap<Name, Fresh>,
+    /// `manifest.json` writes waiting for their blobs to arrive.
+    waiting: HashMap<Name, write::WaitingManifest>,
+}
+
+/// What an open file reads from.
+pub(crate) enum Handle {
+    Dir(Arc<Vec<DirEntry>>),
+    Blob(Arc<File>),
+    Bytes(Arc<[u8]>),
+    Write(Arc<Mutex<Writer>>),
+    Scratch(Arc<File>),
+}
+
+/// The result of `open`: the handle number and how the kernel should treat it.
+#[derive(Debug)]
+pub struct Opened {
+    pub fh: u64,
+    /// Keep the kernel page cache across opens (immutable weights).
+    pub keep_cache: bool,
+    /// Serve reads straight from this blob file in the kernel (FUSE passthrough).
+    pub passthrough: Option<(Digest, Arc<File>)>,
+    pub direct_io: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub read_only: bool,
+    pub no_prune: bool,
+    pub passthrough: bool,
+    /// The mount point, to resolve absolute symlink targets.
+    pub mountpoint: Option<PathBuf>,
+}
+
+pub struct Fs {
+    pub(crate) store: Arc<Store>,
+    state: Mutex<State>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    pub(crate) opts: Options,
+    started: SystemTime,
+}
+
+pub const TTL: Duration = Duration::from_millis(500);
+
+/// How long after its last change through the mount a model made by mkdir still hides
+/// its automatic `manifest.json`/`config.json` (a copy tool writes them within this time).
+pub const FRESH_WINDOW: Duration = Duration::from_secs(3);
+
+impl Fs {
+    pub fn new(store: Arc<Store>, opts: Options) -> Fs {
+        let index = Index::load(&store);
+        Fs {
+            store,
+            state: Mutex::new(State {
+                index,
+                inodes: Inodes {
+                    next: ROOT_INO,
+                    ..Default::default()
+                },
+                blob_meta: HashMap::new(),
+                pending_dirs: BTreeSet::new(),
+                pending_models: BTreeSet::new(),
+                pending_subs: BTreeSet::new(),
+                scratch: BTreeMap::new(),
+                creating: BTreeSet::new(),
+                fresh: HashMap::new(),
+                waiting: HashMap::new(),
+            }),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            opts,
+            started: SystemTime::now(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in another request must not wedge the whole mount.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handles(&self) -> MutexGuard<'_, HashMap<u64, Handle>> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn model_count(&self) -> usize {
+        self.lock().index.len()
+    }
+
+    /// Pick up changes made on disk by other processes. Disk work happens outside the
+    /// lock; an entry our own operations changed in the meantime is left alone.
+    pub fn refresh(&self) -> bool {
+        let (found, _) = self.store.scan();
+        let (stale, gone) = {
+            let st = self.lock();
+            let mut stale = Vec::new();
+            let mut seen = std::collections::HashSet::with_capacity(found.len());
+            for f in &found {
+                seen.insert(&f.name);
+                let current = st.index.get(&f.name).map(|m| m.stamp);
+                if current != Some(f.stamp) && !st.index.corrupt().any(|(n, _)| *n == f.name) {
+                    stale.push((f.clone(), current));
+                } else if current.is_none() {
+                    // corrupt and unchanged: skip
+                }
+            }
+            let gone: Vec<(Name, crate::store::Stamp)> = st
+                .index
+                .models()
+                .filter(|m| !seen.contains(&m.name))
+                .map(|m| (m.name.clone(), m.stamp))
+                .collect();
+            (stale, gone)
+        };
+        if stale.is_empty() && gone.is_empty() {
+            return false;
+        }
+        let mut read = Vec::with_capacity(stale.len());
+        for (f, before) in stale {
+            if let Ok(bytes) = std::fs::read(&f.path) {
+                read.push((f, before, bytes));
+            }
+        }
+        let mut st = self.lock();
+        let mut changed = false;
+        for (f, before, bytes) in read {
+            if st.index.get(&f.name).map(|m| m.stamp) == before {
+                st.index.put(f.name.clone(), bytes, f.stamp);
+                st.pending_models.remove(&f.name);
+                changed = true;
+            }
+        }
+        for (name, stamp) in gone {
+            let still_same = st.index.get(&name).is_some_and(|m| m.stamp == stamp);
+            if still_same && !self.store.manifest_path(&name).exists() {
+                st.index.remove(&name);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn node_of(&self, st: &State, ino: u64) -> Result<Node> {
+        st.inodes
+            .node(ino)
+            .ok_or_else(|| FsError::new(libc::ESTALE, format!("unknown inode {ino}")))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        let mut st = self.lock();
+        let node = self.lookup_node(&st, parent, name)?;
+        let attr = self.attr_of(&mut st, &node)?;
+        st.inodes.remember(&node);
+        Ok(attr)
+    }
+
+    fn lookup_node(&self, st: &State, parent: u64, name: &str) -> Result<Node> {
+        let parent_node = self.node_of(st, parent)?;
+        let found = match &parent_node {
+            Node::Dir(p) => st.lookup_in_dir(p, name),
+            Node::Model(m) => st.lookup_in_model(m, "", name),
+            Node::Sub(m, sub) => st.lookup_in_model(m, sub, name),
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
+        };
+        found.ok_or_else(|| enoent(name))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.lock().inodes.forget(ino, n);
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let mut st = self.lock();
+        let node = self.node_of(&st, ino)?;
+        let mut attr = self.attr_of(&mut st, &node)?;
+        drop(st);
+        // An open writer knows the size the file is growing to.
+        if let Some(len) = self.writer_len(ino) {
+            attr.size = len;
+            attr.blocks = len.div_ceil(512);
+        }
+        Ok(attr)
+    }
+
+    fn writer_len(&self, ino: u64) -> Option<u64> {
+        let handles = self.handles();
+        handles.values().find_map(|h| match h {
+            Handle::Write(w) => {
+                let w = w.lock().unwrap_or_else(|e| e.into_inner());
+                (w.ino == ino && w.dirty).then_some(w.len)
+            }
+            _ => None,
+        })
+    }
+
+    fn blob_meta(&self, st: &mut State, d: &Digest) -> Option<BlobMeta> {
+        if let Some(m) = st.blob_meta.get(d) {
+            return Some(*m);
+        }
+        let meta = std::fs::metadata(self.store.blob_path(d)).ok()?;
+        let m = BlobMeta {
+            size: meta.len(),
+            mtime: meta.modified().unwrap_or(self.started),
+        };
+        st.blob_meta.insert(*d, m);
+        Some(m)
+    }
+
+    fn base_attr(&self, ino: u64, kind: FileKind, size: u64, mtime: SystemTime) -> Attr {
+        let (uid, gid) = self.store.owner();
+        Attr {
+            ino,
+            kind,
+            size,
+            blocks: size.div_ceil(512),
+            perm: match kind {
+                FileKind::Dir => 0o755,
+                FileKind::File => 0o644,
+                FileKind::Symlink => 0o777,
+            },
+            nlink: if kind == FileKind::Dir { 2 } else { 1 },
+            uid,
+            gid,
+            mtime,
+            ctime: mtime,
+        }
+    }
+
+    pub(crate) fn attr_of(&self, st: &mut State, node: &Node) -> Result<Attr> {
+        let ino = st.inodes.ino_of(node);
+        match node {
+            Node::Dir(p) => {
+                if !st.dir_exists(p) {
+                    return Err(enoent(p));
+                }
+                Ok(self.base_attr(ino, FileKind::Dir, 0, self.started))
+            }
+            Node::Model(n) => {
+                let mtime = match st.index.get(n) {
+                    Some(m) => m.mtime(),
+                    None if st.pending_models.contains(n) => self.started,
+                    None => return Err(enoent(n)),
+                };
+                Ok(self.base_attr(ino, FileKind::Dir, 0, mtime))
+            }
+            Node::Sub(n, sub) => {
+                if !st.model_exists(n) {
+                    return Err(enoent(sub));
+                }
+                Ok(self.base_attr(ino, FileKind::Dir, 0, self.started))
+            }
+            Node::Blob(d) => {
+                let refs = st.index.refs(d);
+                let meta = self.blob_meta(st, d);
+                let (size, mtime) = match meta {
+                    Some(m) => (m.size, m.mtime),
+                    None => {
+                        if refs.any == 0 {
+                            return Err(enoent(d));
+                        }
+                        // Missing blob: show the manifest's size, reads fail with EIO.
+                        (self.declared_size(st, d), self.started)
+                    }
+                };
+                let mut a = self.base_attr(ino, FileKind::File, size, mtime);
+                a.perm = 0o444;
+                a.nlink = refs.weights.max(1);
+                Ok(a)
+            }
+            Node::File(model, name) => {
+                if let Some(s) = st.scratch.get(&(model.clone(), name.clone())) {
+                    let meta = std::fs::metadata(&s.path)?;
+                    let mut a = self.base_attr(
+                        ino,
+                        FileKind::File,
+                        meta.len(),
+                        meta.modified().unwrap_or(self.started),
+                    );
+                    a.perm = (meta.mode() & 0o7777) as u16;
+                    a.blocks = meta.blocks();
+                    return Ok(a);
+                }
+                let in_manifest = st.index.get(model).cloned().and_then(|m| {
+                    layout::files(&m.manifest)
+                        .into_iter()
+                        .find(|f| f.name == *name)
+                        .map(|f| (m, f))
+                });
+                let Some((m, f)) = in_manifest else {
+                    if st.creating.contains(&(model.clone(), name.clone())) {
+                        return Ok(self.base_attr(ino, FileKind::File, 0, self.started));
+                    }
+                    return Err(enoent(name));
+                };
+                match f.source {
+                    Source::Manifest => {
+                        Ok(self.base_attr(ino, FileKind::File, m.bytes.len() as u64, m.mtime()))
+                    }
+                    Source::Config | Source::Layer(_) => {
+                        let layer = match f.source {
+                            Source::Layer(i) => &m.manifest.layers[i],
+                            _ => &m.manifest.config,
+                        };
+                        let (size, mtime) =
+                            match layer.digest().and_then(|d| self.blob_meta(st, &d)) {
+                                Some(bm) => (bm.size, bm.mtime),
+                                None => (layer.size.max(0) as u64, m.mtime()),
+                            };
+                        let mut a = self.base_attr(ino, FileKind::File, size, mtime);
+                        if f.kind == Kind::Weights {
+                            a.perm = 0o444; // a weights layer with an unusable digest
+                        }
+                        Ok(a)
+                    }
+                }
+            }
+            Node::Link(_) => {
+                let mut a = self.base_attr(ino, FileKind::Symlink, 0, SystemTime::now());
+                a.nlink = 1;
+                Ok(a)
+            }
+        }
+    }
+
+    fn declared_size(&self, st: &State, d: &Digest) -> u64 {
+        let ds = d.prefixed();
+        st.index
+            .models()
+            .flat_map(|m| m.manifest.layers.iter())
+            .find(|l| l.digest == ds)
+            .map(|l| l.size.max(0) as u64)
+            .unwrap_or(0)
+    }
+
+    /// Directory listing, including `.` and `..`.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let mut st = self.lock();
+        let node = self.node_of(&st, ino)?;
+        let (children, parent): (Vec<(String, Node)>, Node) = match &node {
+            Node::Dir(p) => {
+                if !st.dir_exists(p) {
+                    return Err(enoent(p));
+                }
+                let parent = Node::Dir(
+                    p.rsplit_once('/')
+                        .map(|(a, _)| a.to_string())
+                        .unwrap_or_default(),
+                );
+                (st.dir_children(p).into_iter().collect(), parent)
+            }
+            Node::Model(m) => {
+                if !st.model_exists(m) {
+                    return Err(enoent(m));
+                }
+                (st.model_children(m, ""), Node::Dir(tree::model_parent(m)))
+            }
+            Node::Sub(m, sub) => {
+                let parent = match sub.rsplit_once('/') {
+                    Some((p, _)) => Node::Sub(m.clone(), p.to_string()),
+                    None => Node::Model(m.clone()),
+                };
+                (st.model_children(m, sub), parent)
+            }
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
+        };
+        let mut out = Vec::with_capacity(children.len() + 2);
+        out.push(DirEntry {
+            ino,
+            kind: FileKind::Dir,
+            name: ".".into(),
+        });
+        let parent_ino = st.inodes.ino_of(&parent);
+        out.push(DirEntry {
+            ino: parent_ino,
+            kind: FileKind::Dir,
+            name: "..".into(),
+        });
+        for (name, child) in children {
+            let kind = match child {
+                Node::Dir(_) | Node::Model(_) | Node::Sub(..) => FileKind::Dir,
+                _ => FileKind::File,
+            };
+            let ino = st.inodes.ino_of(&child);
+            out.push(DirEntry { ino, kind, name });
+        }
+        Ok(out)
+    }
+
+    /// Snapshot a listing for a directory handle, so paging through it is cheap and stable.
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let entries = self.readdir(ino)?;
+        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
+    }
+
+    pub fn dir_entries(&self, fh: u64) -> Option<Arc<Vec<DirEntry>>> {
+        match self.handles().get(&fh) {
+            Some(Handle::Dir(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// readdirplus: the attributes of an entry, counted as a lookup.
+    pub fn entry_attr(&self, parent: u64, e: &DirEntry) -> Option<Attr> {
+        if e.name == "." || e.name == ".." {
+            return None;
+        }
+        let mut st = self.lock();
+        let node = st.inodes.node(e.ino)?;
+        let _ = parent;
+        let attr = self.attr_of(&mut st, &node).ok()?;
+        st.inodes.remember(&node);
+        Some(attr)
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles().insert(fh, h);
+        fh
+    }
+
+    pub fn release_handle(&self, fh: u64) {
+        self.handles().remove(&fh);
+    }
+
+    /// Open a file. Writes are handled in `write.rs`; here reads and the dispatch.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
+        let acc = flags & libc::O_ACCMODE;
+        let writing = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        let mut st = self.lock();
+        let node = self.node_of(&st, ino)?;
+        match &node {
+            Node::Blob(d) => {
+                if writing {
+                    return Err(FsError::new(
+                        libc::EPERM,
+                        "weights are immutable: rm it or cp -f to replace the layer",
+                    ));
+                }
+                drop(st);
+                let file = Arc::new(File::open(self.store.blob_path(d)).map_err(|e| {
+                    FsError::new(libc::EIO, format!("blob {d} cannot be opened: {e}"))
+                })?);
+                let fh = self.add_handle(Handle::Blob(file.clone()));
+                let passthrough = self.opts.passthrough.then_some((*d, file));
+                Ok(Opened {
+                    fh,
+                    keep_cache: true,
+                    passthrough,
+                    direct_io: false,
+                })
+            }
+            Node::File(model, name) => {
+                if let Some(s) = st.scratch.get(&(model.clone(), name.clone())).cloned() {
+                    drop(st);
+                    return self.open_scratch(&s.path, flags);
+                }
+                if writing {
+                    if self.opts.read_only {
+                        return Err(FsError::new(libc::EROFS, "read-only mount"));
+                    }
+                    return self.open_writer(&mut st, ino, model, name, flags);
+                }
+                let m = st.index.get(model).cloned().ok_or_else(|| enoent(name))?;
+                drop(st);
+                let f = layout::files(&m.manifest)
+                    .into_iter()
+                    .find(|f| f.name == *name)
+                    .ok_or_else(|| enoent(name))?;
+                let handle = match f.source {
+                    Source::Manifest => Handle::Bytes(m.bytes.clone()),
+                    Source::Config => {
+                        Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.config)?))
+                    }
+                    Source::Layer(i) => {
+                        Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.layers[i])?))
+                    }
+                };
+                // Text is per model and may change under the same inode: no keep-cache.
+                Ok(Opened {
+                    fh: self.add_handle(handle),
+                    keep_cache: false,
+                    passthrough: None,
+                    direct_io: false,
+                })
+            }
+            Node::Dir(_) | Node::Model(_) | Node::Sub(..) => {
+                Err(FsError::new(libc::EISDIR, "is a folder"))
+            }
+            Node::Link(_) => Err(FsError::new(libc::ELOOP, "symlink")),
+        }
+    }
+
+    fn open_layer_blob(&self, l: &crate::store::Layer) -> Result<File> {
+        let d = l
+            .digest()
+            .ok_or_else(|| FsError::new(libc::EIO, format!("invalid digest {:?}", l.digest)))?;
+        File::open(self.store.blob_path(&d))
+            .map_err(|e| FsError::new(libc::EIO, format!("blob {d}: {e}")))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let h = {
+            let handles = self.handles();
+            match handles.get(&fh) {
+                Some(Handle::Blob(f)) | Some(Handle::Scratch(f)) => ReadFrom::File(f.clone()),
+                Some(Handle::Bytes(b)) => ReadFrom::Bytes(b.clone()),
+                Some(Handle::Write(w)) => ReadFrom::Writer(w.clone()),
+                Some(Handle::Dir(_)) => return Err(FsError::new(libc::EISDIR, "is a folder")),
+                None => return Err(FsError::new(libc::EBADF, "unknown handle")),
+            }
+        };
+        match h {
+            ReadFrom::File(f) => pread(&f, offset, size),
+            ReadFrom::Bytes(b) => {
+                let start = (offset as usize).min(b.len());
+                let end = (start + size as usize).min(b.len());
+                Ok(b[start..end].to_vec())
+            }
+            ReadFrom::Writer(w) => {
+                let w = w.lock().unwrap_or_else(|e| e.into_inner());
+                w.read(&self.store, offset, size)
+            }
+        }
+    }
+
+    pub fn statfs(&self) -> Result<libc::statvfs> {
+        let c = std::ffi::CString::new(self.store.root().as_os_str().as_encoded_bytes())
+            .map_err(|_| FsError::new(libc::EINVAL, "store path"))?;
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and a zeroed out-struct of the right type.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        Ok(s)
+    }
+
+    /// Extended attributes: digest and media type on layer files, name and ID on models.
+    pub fn xattrs(&self, ino: u64) -> Result<Vec<(String, Vec<u8>)>> {
+        let st = self.lock();
+        let node = self.node_of(&st, ino)?;
+        let mut out = Vec::new();
+        match &node {
+            Node::Model(n) => {
+                out.push(("user.ollama.name".into(), n.to_string().into_bytes()));
+                if let Some(m) = st.index.get(n) {
+                    out.push(("user.ollama.id".into(), m.id.clone().into_bytes()));
+                }
+            }
+            Node::Blob(d) => {
+                out.push(("user.ollama.digest".into(), d.prefixed().into_bytes()));
+                let ds = d.prefixed();
+                if let Some(l) = st
+                    .index
+                    .models()
+                    .flat_map(|m| m.manifest.layers.iter())
+                    .find(|l| l.digest == ds)
+                {
+                    out.push((
+                        "user.ollama.media_type".into(),
+                        l.media_type.clone().into_bytes(),
+                    ));
+                }
+            }
+            Node::File(model, name) => {
+                if let Some(m) = st.index.get(model) {
+                    let files = layout::files(&m.manifest);
+                    if let Some(f) = files.iter().find(|f| f.name == *name) {
+                        let layer = match f.source {
+                            Source::Layer(i) => Some(&m.manifest.layers[i]),
+                            Source::Config => Some(&m.manifest.config),
+                            Source::Manifest => None,
+                        };
+                        match layer {
+                            Some(l) => {
+                                out.push((
+                                    "user.ollama.digest".into(),
+                                    l.digest.clone().into_bytes(),
+                                ));
+                                out.push((
+                                    "user.ollama.media_type".into(),
+                                    l.media_type.clone().into_bytes(),
+                                ));
+                            }
+                            None => {
+                                out.push((
+                                    "user.ollama.digest".into(),
+                                    format!("sha256:{}", m.id).into_bytes(),
+                                ));
+                                out.push((
+                                    "user.ollama.media_type".into(),
+                                    m.manifest.media_type.clone().into_bytes(),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<String> {
+        let st = self.lock();
+        match self.node_of(&st, ino)? {
+            Node::Link(t) => Ok(t),
+            _ => Err(FsError::new(libc::EINVAL, "not a symlink")),
+        }
+    }
+
+    /// Unmount: scratch files are gone (they never were part of the store).
+    pub fn shutdown(&self) {
+        let st = self.lock();
+        for s in st.scratch.values() {
+            let _ = std::fs::remove_file(&s.path);
+        }
+        if !st.waiting.is_empty() {
+            log::warn!(
+                "unmounting with {} manifest.json write(s) still waiting for blobs; they are dropped",
+                st.waiting.len()
+            );
+        }
+    }
+
+    pub fn store_root(&self) -> &Path {
+        self.store.root()
+    }
+}
+
+enum ReadFrom {
+    File(Arc<File>),
+    Bytes(Arc<[u8]>),
+    Writer(Arc<Mutex<Writer>>),
+}
+
+pub(crate) fn pread(f: &File, offset: u64, size: u32) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut done = 0usize;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1549 @@
+//! Every change the mount can make: create, write, copy_file_range, commit at close,
+//! mkdir, unlink, rmdir, rename, link, symlink, setattr. A change to a model always ends
+//! in one atomic manifest write; blob data is only ever added by `Store::adopt_blob`.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest as _, Sha256};
+
+use super::tree::{join, model_parent, scope};
+use super::{
+    Attr, FileKind, Fs, FsError, Handle, Node, Opened, Result, ScratchFile, State, enoent,
+};
+use crate::layout::{self, CONFIG_FILE, Kind, MANIFEST_FILE, Source};
+use crate::name::{DEFAULT_TAG, Name, Part, is_valid_part};
+use crate::store::config::{self, GeneratedConfig};
+use crate::store::manifest::{CONFIG_MEDIA_TYPE, LAYER_PREFIX};
+use crate::store::{Digest, Layer, Manifest, Stamp, Store, hash_file};
+
+/// Largest manifest.json / config.json accepted (they are small JSON files).
+const MAX_JSON: u64 = 16 << 20;
+
+/// A manifest.json write whose blobs have not all arrived yet.
+#[derive(Debug)]
+pub(crate) struct WaitingManifest {
+    bytes: Vec<u8>,
+    missing: HashSet<Digest>,
+}
+
+/// The content so far is exactly the first `covered` bytes of an existing blob, and no
+/// byte has been copied: what `cp` through copy_file_range produces.
+#[derive(Clone, Copy, Debug)]
+struct CloneOf {
+    digest: Digest,
+    covered: u64,
+    source_len: u64,
+}
+
+/// An open, writable layer file. Data goes to a temp file in the store's scratch folder,
+/// hashed on the way when writes are sequential; the commit at close names the blob.
+pub struct Writer {
+    pub(crate) ino: u64,
+    model: Name,
+    file: String,
+    /// Made by create (not yet in the manifest): an unlink before close cancels it.
+    created: bool,
+    temp: Option<(File, PathBuf)>,
+    pub(crate) len: u64,
+    seq: Option<Sha256>,
+    hashed: u64,
+    clone: Option<CloneOf>,
+    pub(crate) dirty: bool,
+}
+
+impl Writer {
+    fn empty(ino: u64, model: Name, file: String, created: bool) -> Writer {
+        Writer {
+            ino,
+            model,
+            file,
+            created,
+            temp: None,
+            len: 0,
+            seq: Some(Sha256::new()),
+            hashed: 0,
+            clone: None,
+            dirty: true,
+        }
+    }
+
+    fn of_blob(ino: u64, model: Name, file: String, digest: Digest, len: u64) -> Writer {
+        Writer {
+            ino,
+            model,
+            file,
+            created: false,
+            temp: None,
+            len,
+            seq: None,
+            hashed: 0,
+            clone: Some(CloneOf {
+                digest,
+                covered: len,
+                source_len: len,
+            }),
+            dirty: false,
+        }
+    }
+
+    fn temp(&mut self, store: &Store) -> io::Result<&File> {
+        if self.temp.is_none() {
+            self.temp = Some(store.temp_file()?);
+        }
+        Ok(&self
+            .temp
+            .as_ref()
+            .map(|(f, _)| f)
+            .expect("temp was just created"))
+    }
+
+    /// Turn a clone into real bytes before a write that does not continue it.
+    fn materialize(&mut self, store: &Store) -> io::Result<()> {
+        let Some(c) = self.clone.take() else {
+            return Ok(());
+        };
+        let temp = self.temp(store)?.try_clone()?;
+        let src = File::open(store.blob_path(&c.digest))?;
+        let mut off = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        while off < c.covered {
+            let want = ((c.covered - off) as usize).min(buf.len());
+            let n = src.read_at(&mut buf[..want], off)?;
+            if n == 0 {
+                break;
+            }
+            temp.write_all_at(&buf[..n], off)?;
+            off += n as u64;
+        }
+        self.seq = None;
+        Ok(())
+    }
+
+    fn write(&mut self, store: &Store, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.materialize(store)?;
+        self.temp(store)?.write_all_at(data, offset)?;
+        match &mut self.seq {
+            Some(h) if offset == self.hashed && self.hashed == self.len => {
+                h.update(data);
+                self.hashed += data.len() as u64;
+            }
+            _ => self.seq = None,
+        }
+        self.len = self.len.max(offset + data.len() as u64);
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn truncate(&mut self, store: &Store, size: u64) -> io::Result<()> {
+        if size == self.len {
+            return Ok(());
+        }
+        if size == 0 {
+            if let Some((_, p)) = self.temp.take() {
+                let _ = std::fs::remove_file(p);
+            }
+            self.clone = None;
+            self.seq = Some(Sha256::new());
+            self.hashed = 0;
+        } else {
+            self.materialize(store)?;
+            self.temp(store)?.set_len(size)?;
+            if size != self.hashed {
+                self.seq = None;
+            }
+        }
+        self.len = size;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Continue or start a no-copy clone of `digest`. None means "copy for real".
+    fn clone_range(
+        &mut self,
+        digest: Digest,
+        source_len: u64,
+        off_in: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Option<u64> {
+        let fresh = self.len == 0 && self.temp.is_none() && self.clone.is_none();
+        if fresh && off_in == 0 && off_out == 0 {
+            self.clone = Some(CloneOf {
+                digest,
+                covered: 0,
+                source_len,
+            });
+            self.seq = None;
+        }
+        let c = self.clone.as_mut()?;
+        if c.digest != digest || c.covered != off_in || off_in != off_out || c.covered != self.len {
+            return None;
+        }
+        let n = len.min(c.source_len - c.covered);
+        c.covered += n;
+        self.len = c.covered;
+        self.dirty = true;
+        Some(n)
+    }
+
+    pub(crate) fn read(&self, store: &Store, offset: u64, size: u32) -> Result<Vec<u8>> {
+        if offset >= self.len {
+            return Ok(Vec::new());
+        }
+        let size = (size as u64).min(self.len - offset) as u32;
+        if let Some(c) = &self.clone {
+            let f = File::open(store.blob_path(&c.digest))?;
+            return super::pread(&f, offset, size);
+        }
+        match &self.temp {
+            Some((f, _)) => super::pread(f, offset, size),
+            None => Ok(vec![0; size as usize]),
+        }
+    }
+
+    fn read_all(&self, store: &Store) -> Result<Vec<u8>> {
+        if self.len > MAX_JSON {
+            return Err(FsError::new(
+                libc::EFBIG,
+                format!("{} larger than {MAX_JSON} bytes", self.file),
+            ));
+        }
+        self.read(store, 0, self.len as u32)
+    }
+
+    /// Name the content: an existing blob (clone, or same bytes) or a new one.
+    fn finish(&mut self, store: &Store) -> Result<(Digest, u64)> {
+        if let Some(c) = self.clone
+            && c.covered == c.source_len
+        {
+            self.dirty = false;
+            return Ok((c.digest, c.source_len));
+        }
+        self.materialize(store)?;
+        let (digest, len) = match self.temp.take() {
+            None => {
+                let (d, l, _) = store.ingest_bytes(b"")?;
+                (d, l)
+            }
+            Some((file, path)) => {
+                file.set_len(self.len)?;
+                let digest = match self.seq.take() {
+                    Some(h) if self.hashed == self.len => Digest(h.finalize().into()),
+                    _ => hash_file(&path)?.0,
+                };
+                if let Err(e) = store.adopt_blob(&path, &file, &digest, self.len) {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e.into());
+                }
+                (digest, self.len)
+            }
+        };
+        self.clone = Some(CloneOf {
+            digest,
+            covered: len,
+            source_len: len,
+        });
+        self.seq = None;
+        self.dirty = false;
+        Ok((digest, len))
+    }
+
+    fn discard(&mut self) {
+        if let Some((_, p)) = self.temp.take() {
+            let _ = std::fs::remove_file(p);
+        }
+        self.dirty = false;
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
+/// Is `name` (relative to the model folder) a file that becomes part of the manifest?
+pub fn is_layer_name(name: &str) -> bool {
+    name == CONFIG_FILE
+        || name == MANIFEST_FILE
+        || layout::media_type_for(name).is_some()
+        || name.strip_prefix("files/").is_some_and(|r| {
+            !r.is_empty() && !r.split('/').any(|p| p.is_empty() || p.starts_with('.'))
+        })
+}
+
+fn erofs() -> FsError {
+    FsError::new(libc::EROFS, "read-only mount")
+}
+
+fn einval(why: impl Into<String>) -> FsError {
+    FsError::new(libc::EINVAL, why)
+}
+
+fn empty_config() -> Layer {
+    Layer {
+        media_type: String::new(),
+        digest: String::new(),
+        size: 0,
+        from: String::new(),
+        name: String::new(),
+    }
+}
+
+/// The model a colon-less prefix folder turns into once a layer file is created in it.
+fn dir_as_model(path: &str) -> Option<Name> {
+    let (parent, last) = match path.rsplit_once('/') {
+        Some((p, l)) => (p, l),
+        None => ("", path),
+    };
+    let s = scope(parent)?;
+    let (h, ns) = s.models.first()?;
+    Name::from_parts(h, ns, last, DEFAULT_TAG).ok()
+}
+
+impl Fs {
+    fn check_writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            Err(erofs())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A folder node as the model it is, when it is one (a colon-less folder that became NAME:latest).
+    fn as_model_dir(&self, st: &State, node: &Node) -> Option<(Name, String)> {
+        match node {
+            Node::Model(m) => Some((m.clone(), String::new())),
+            Node::Sub(m, s) => Some((m.clone(), s.clone())),
+            Node::Dir(p) if !p.is_empty() => {
+                let n = dir_as_model(p)?;
+                (st.model_exists(&n) && !st.dir_exists(p)).then_some((n, String::new()))
+            }
+            _ => None,
+        }
+    }
+
+    fn parent_node(&self, st: &State, parent: u64) -> Result<Node> {
+        let node = self.node_of(st, parent)?;
+        if let Some((m, s)) = self.as_model_dir(st, &node) {
+            return Ok(if s.is_empty() {
+                Node::Model(m)
+            } else {
+                Node::Sub(m, s)
+            });
+        }
+        Ok(node)
+    }
+
+    /// The model named `entry` inside prefix folder `path`, as mkdir/rename/symlink target.
+    fn model_at(&self, path: &str, entry: &str) -> Result<Name> {
+        let s = scope(path).ok_or_else(|| einval(format!("{path:?} cannot hold models")))?;
+        let (h, ns) = s.models.first().ok_or_else(|| {
+            einval(format!(
+                "{path:?} is a host folder; models go one level down"
+            ))
+        })?;
+        let (model, tag) = entry.rsplit_once(':').unwrap_or((entry, DEFAULT_TAG));
+        Name::from_parts(h, ns, model, tag).map_err(|e| einval(e.to_string()))
+    }
+
+    fn check_case_twin(&self, st: &State, n: &Name) -> Result<()> {
+        let twin = st.index.find_ignore_case(n).cloned().or_else(|| {
+            st.pending_models
+                .iter()
+                .find(|p| p.eq_ignore_case(n))
+                .cloned()
+        });
+        match twin {
+            Some(t) if &t != n => Err(FsError::new(
+                libc::EEXIST,
+                format!(
+                    "{} differs only in case from existing {}",
+                    n.display_shortest(),
+                    t.display_shortest()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    // ----- folders -----
+
+    pub fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+        self.check_writable()?;
+        let mut st = self.lock();
+        let parent_node = self.parent_node(&st, parent)?;
+        let node = match &parent_node {
+            Node::Dir(p) => self.mkdir_in_prefix(&mut st, p, name)?,
+            Node::Model(m)
+                if st.index.get(m).is_none()
+                    && model_parent(m).is_empty()
+                    && m.display_shortest().contains(':') =>
+            {
+                // `mkdir -p localhost:5000/team/...`: the first mkdir looked like a model
+                // (`localhost` tag `5000`); a folder inside it makes it a host prefix.
+                let as_host = format!("{}:{}", m.model, m.tag);
+                if !is_valid_part(Part::Host, &as_host) || !is_valid_part(Part::Namespace, name) {
+                    return Err(einval(format!(
+                        "{name:?} cannot go inside model folder {}",
+                        m.display_shortest()
+                    )));
+                }
+                st.pending_models.remove(m);
+                st.pending_dirs.insert(as_host.clone());
+                let child = join(&as_host, name);
+                st.pending_dirs.insert(child.clone());
+                let old = Node::Model(m.clone());
+                st.inodes.rekey(&old, &Node::Dir(as_host));
+                Node::Dir(child)
+            }
+            Node::Model(m) | Node::Sub(m, _) => {
+                let sub = match &parent_node {
+                    Node::Sub(_, s) => join(s, name),
+                    _ => name.to_string(),
+                };
+                if !(sub == "files" || sub.starts_with("files/")) || name.starts_with('.') {
+                    return Err(einval(format!(
+                        "only a files/ folder can be made inside a model, not {sub:?}"
+                    )));
+                }
+                if st.lookup_in_model(m, "", &sub).is_some() {
+                    return Err(FsError::new(libc::EEXIST, sub));
+                }
+                st.pending_subs.insert((m.clone(), sub.clone()));
+                Node::Sub(m.clone(), sub)
+            }
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
+        };
+        let attr = self.attr_of(&mut st, &node)?;
+        st.inodes.remember(&node);
+        Ok(attr)
+    }
+
+    fn mkdir_in_prefix(&self, st: &mut State, p: &str, name: &str) -> Result<Node> {
+        if st.lookup_in_dir(p, name).is_some() {
+            return Err(FsError::new(libc::EEXIST, name.to_string()));
+        }
+        let child = join(p, name);
+        let model_position = name.contains(':') || scope(&child).is_none();
+        if !model_position {
+            // A prefix: valid as a namespace or host, and no case-only twin beside it.
+            if !is_valid_part(Part::Host, name) && !is_valid_part(Part::Namespace, name) {
+                return Err(einval(format!(
+                    "{name:?} is not a valid namespace or host name"
+                )));
+            }
+            if let Some(twin) = st
+                .dir_children(p)
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case(name) && *k != name)
+            {
+                return Err(FsError::new(
+                    libc::EEXIST,
+                    format!("{name:?} differs only in case from {twin:?}"),
+                ));
+            }
+            st.pending_dirs.insert(child.clone());
+            return Ok(Node::Dir(child));
+        }
+        let n = self.model_at(p, name)?;
+        self.check_case_twin(st, &n)?;
+        if st.model_exists(&n) {
+            return Err(FsError::new(libc::EEXIST, n.display_shortest()));
+        }
+        st.pending_models.insert(n.clone());
+        st.fresh.insert(n.clone(), super::Fresh::new());
+        Ok(Node::Model(n))
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        self.check_writable()?;
+        let mut st = self.lock();
+        let node = self.lookup_node(&st, parent, name)?;
+        match &node {
+            Node::Dir(p) => {
+                if !st.dir_children(p).is_empty() {
+                    return Err(FsError::new(libc::ENOTEMPTY, p.clone()));
+                }
+                st.pending_dirs.remove(p);
+                Ok(())
+            }
+            Node::Model(m) => {
+                if st.index.get(m).is_some() || !st.model_children(m, "").is_empty() {
+                    return Err(FsError::new(libc::ENOTEMPTY, m.display_shortest()));
+                }
+                st.pending_models.remove(m);
+                Ok(())
+            }
+            Node::Sub(m, s) => {
+                if !st.model_children(m, s).is_empty() {
+                    return Err(FsError::new(libc::ENOTEMPTY, s.clone()));
+                }
+                st.pending_subs.remove(&(m.clone(), s.clone()));
+                Ok(())
+            }
+            _ => Err(FsError::new(libc::ENOTDIR, name.to_string())),
+        }
+    }
+
+    // ----- files -----
+
+    /// Create a file in a model folder: a layer writer, or a scratch file for other names.
+    pub fn create(&self, parent: u64, name: &str, mode: u32, flags: i32) -> Result<(Attr, Opened)> {
+        self.check_writable()?;
+        let mut st = self.lock();
+        let mut parent_node = self.node_of(&st, parent)?;
+        // A colon-less prefix folder with a layer file created in it becomes NAME:latest.
+        if let Node::Dir(p) = &parent_node
+            && !p.is_empty()
+            && is_layer_name(name)
+            && let Some(n) = dir_as_model(p)
+            && st.dir_children(p).is_empty()
+        {
+            self.check_case_twin(&st, &n)?;
+            st.pending_dirs.remove(p);
+            st.pending_models.insert(n.clone());
+            st.fresh.insert(n.clone(), super::Fresh::new());
+            parent_node = Node::Model(n);
+        }
+        let (model, sub) = match self.as_model_dir(&st, &parent_node) {
+            Some(ms) => ms,
+            None => {
+                return Err(einval(format!(
+                    "{name:?}: files can only be created inside a model folder"
+                )));
+            }
+        };
+        let full = join(&sub, name);
+        if st.lookup_in_model(&model, "", &full).is_some()
+            || st.creating.contains(&(model.clone(), full.clone()))
+        {
+            return Err(FsError::new(libc::EEXIST, full));
+        }
+        if !is_layer_name(&full) {
+            return self.create_scratch(&mut st, model, full, mode, flags);
+        }
+        if st.index.get(&model).is_none() {
+            st.pending_models.insert(model.clone());
+            st.fresh.insert(model.clone(), super::Fresh::new());
+        }
+        if let Some(f) = st.fresh.get_mut(&model) {
+            f.at = std::time::Instant::now();
+            f.written.insert(full.clone());
+        }
+        let node = Node::File(model.clone(), full.clone());
+        let ino = st.inodes.remember(&node);
+        st.creating.insert((model.clone(), full.clone()));
+        let attr = self.base_attr(ino, FileKind::File, 0, std::time::SystemTime::now());
+        drop(st);
+        let w = Writer::empty(ino, model, full, true);
+        let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
+        Ok((
+            attr,
+            Opened {
+                fh,
+                keep_cache: false,
+                passthrough: None,
+                direct_io: false,
+            },
+        ))
+    }
+
+    fn create_scratch(
+        &self,
+        st: &mut State,
+        model: Name,
+        full: String,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(Attr, Opened)> {
+        let (f, path) = self.store.temp_file()?;
+        drop(f);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))?;
+        st.scratch.insert(
+            (model.clone(), full.clone()),
+            ScratchFile { path: path.clone() },
+        );
+        let node = Node::File(model, full);
+        let attr = self.attr_of(st, &node)?;
+        st.inodes.remember(&node);
+        let opened = self.open_scratch(&path, flags & !(libc::O_CREAT | libc::O_EXCL))?;
+        Ok((attr, opened))
+    }
+
+    pub(super) fn open_scratch(&self, path: &PathBuf, flags: i32) -> Result<Opened> {
+        let acc = flags & libc::O_ACCMODE;
+        let mut oo = OpenOptions::new();
+        oo.read(true);
+        if acc != libc::O_RDONLY {
+            oo.write(true);
+        }
+        oo.truncate(flags & libc::O_TRUNC != 0 && acc != libc::O_RDONLY);
+        oo.custom_flags(flags & libc::O_APPEND);
+        let f = oo.open(path)?;
+        let fh = self.add_handle(Handle::Scratch(Arc::new(f)));
+        Ok(Opened {
+            fh,
+            keep_cache: false,
+            passthrough: None,
+            direct_io: false,
+        })
+    }
+
+    /// Open an existing per-model file for writing (text layers, config, manifest).
+    pub(super) fn open_writer(
+        &self,
+        st: &mut State,
+        ino: u64,
+        model: &Name,
+        name: &str,
+        flags: i32,
+    ) -> Result<Opened> {
+        let m = st.index.get(model).cloned().ok_or_else(|| enoent(name))?;
+        let f = layout::files(&m.manifest)
+            .into_iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| enoent(name))?;
+        if f.kind == Kind::Weights {
+            return Err(FsError::new(
+                libc::EPERM,
+                "weights are immutable: rm it or cp -f to replace the layer",
+            ));
+        }
+        let truncate = flags & libc::O_TRUNC != 0;
+        let w = match (f.source, truncate) {
+            (_, true) => Writer::empty(ino, model.clone(), name.to_string(), false),
+            (Source::Manifest, false) => {
+                // Start from the current bytes: a small in-place edit of the manifest.
+                let mut w = Writer::empty(ino, model.clone(), name.to_string(), false);
+                w.write(&self.store, 0, &m.bytes)?;
+                w.dirty = false;
+                w
+            }
+            (Source::Config, false) | (Source::Layer(_), false) => {
+                let l = match f.source {
+                    Source::Layer(i) => &m.manifest.layers[i],
+                    _ => &m.manifest.config,
+                };
+                let d = l.digest().ok_or_else(|| {
+                    FsError::new(libc::EIO, format!("invalid digest {:?}", l.digest))
+                })?;
+                let len = self
+                    .blob_meta(st, &d)
+                    .map(|b| b.size)
+                    .unwrap_or(l.size.max(0) as u64);
+                Writer::of_blob(ino, model.clone(), name.to_string(), d, len)
+            }
+        };
+        let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
+        Ok(Opened {
+            fh,
+            keep_cache: false,
+            passthrough: None,
+            direct_io: false,
+        })
+    }
+
+    fn handle(&self, fh: u64) -> Result<HandleRef> {
+        match self.handles().get(&fh) {
+            Some(Handle::Write(w)) => Ok(HandleRef::Writer(w.clone())),
+            Some(Handle::Scratch(f)) => Ok(HandleRef::Scratch(f.clone())),
+            Some(Handle::Blob(_)) | Some(Handle::Bytes(_)) => {
+                Err(FsError::new(libc::EBADF, "opened read-only"))
+            }
+            Some(Handle::Dir(_)) => Err(FsError::new(libc::EISDIR, "folder")),
+            None => Err(FsError::new(libc::EBADF, "unknown handle")),
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        match self.handle(fh)? {
+            HandleRef::Writer(w) => {
+                let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+                w.write(&self.store, offset, data)?;
+            }
+            HandleRef::Scratch(f) => f.write_all_at(data, offset)?,
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// copy_file_range: a destination that receives a whole source file in order, from
+    /// offset 0, becomes that blob with no byte read or written. Anything else copies.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_file_range(
+        &self,
+        ino_in: u64,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let source = self.clone_source(ino_in, fh_in);
+        if let (Some((d, src_len)), HandleRef::Writer(w)) = (source, self.handle(fh_out)?) {
+            let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+            if off_in >= src_len {
+                return Ok(0);
+            }
+            if let Some(n) = w.clone_range(d, src_len, off_in, off_out, len) {
+                return Ok(n);
+            }
+        }
+        // Real copy, in bounded chunks.
+        let chunk = len.min(8 << 20) as u32;
+        let data = self.read(fh_in, off_in, chunk)?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.write(fh_out, off_out, &data)?;
+        Ok(data.len() as u64)
+    }
+
+    /// The blob an open source file shows, when it is an unchanged blob.
+    fn clone_source(&self, ino: u64, fh: u64) -> Option<(Digest, u64)> {
+        if !matches!(self.handles().get(&fh), Some(Handle::Blob(_))) {
+            return None;
+        }
+        let mut st = self.lock();
+        let node = st.inodes.node(ino)?;
+        let d = match &node {
+            Node::Blob(d) => *d,
+            Node::File(m, name) => {
+                let model = st.index.get(m)?.clone();
+                let f = layout::files(&model.manifest)
+                    .into_iter()
+                    .find(|f| f.name == *name)?;
+                match f.source {
+                    Source::Layer(i) => model.manifest.layers[i].digest()?,
+                    Source::Config => model.manifest.config.digest()?,
+                    Source::Manifest => return None,
+                }
+            }
+            _ => return None,
+        };
+        let meta = self.blob_meta(&mut st, &d)?;
+        Some((d, meta.size))
+    }
+
+    /// flush (every close): commit what the handle changed, durably, before close returns.
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let w = match self.handles().get(&fh) {
+            Some(Handle::Write(w)) => w.clone(),
+            Some(Handle::Scratch(f)) => {
+                let f = f.clone();
+                return f.sync_data().map_err(Into::into);
+            }
+            _ => return Ok(()),
+        };
+        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.dirty {
+            return Ok(());
+        }
+        let res = self.commit(&mut w);
+        if res.is_err() {
+            w.discard();
+        }
+        res
+    }
+
+    /// release: commit if anything is still pending, then drop the handle.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let res = self.flush(fh);
+        let h = self.handles().remove(&fh);
+        if let Some(Handle::Write(w)) = h {
+            let w = w.lock().unwrap_or_else(|e| e.into_inner());
+            if w.created {
+                self.lock()
+                    .creating
+                    .remove(&(w.model.clone(), w.file.clone()));
+            }
+        }
+        res
+    }
+
+    fn commit(&self, w: &mut Writer) -> Result<()> {
+        let key = (w.model.clone(), w.file.clone());
+        if w.created && !self.lock().creating.contains(&key) {
+            w.discard(); // unlinked before close
+            return Ok(());
+        }
+        if w.file == MANIFEST_FILE {
+            let bytes = w.read_all(&self.store)?;
+            w.discard();
+            return self.write_manifest_file(&w.model, bytes);
+        }
+        if w.file == CONFIG_FILE {
+            let bytes = w.read_all(&self.store)?;
+            if let Err(e) =
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+            {
+                return Err(einval(format!(
+                    "config.json of {} is not a JSON object: {e}",
+                    w.model.display_shortest()
+                )));
+            }
+        }
+        let (d, len) = w.finish(&self.store)?;
+        let mut st = self.lock();
+        st.blob_meta.remove(&d);
+        let (model, file) = key;
+        self.apply_layer(&mut st, &model, &file, d, len)
+    }
+
+    /// Put blob `d` into `model` as file `file`: replace the layer of that name, or add one.
+    fn apply_layer(
+        &self,
+        st: &mut State,
+        model: &Name,
+        file: &str,
+        d: Digest,
+        len: u64,
+    ) -> Result<()> {
+        if let Some(wait) = st.waiting.get_mut(model) {
+            // A manifest.json is waiting for its blobs: files arriving now only supply blobs.
+            wait.missing.remove(&d);
+            return self.try_waiting(st, model);
+        }
+        let mut m = st
+            .index
+            .get(model)
+            .map(|m| m.manifest.clone())
+            .unwrap_or_else(|| Manifest::new(empty_config(), vec![]));
+        let files = layout::files(&m);
+        match files.iter().find(|f| f.name == file).map(|f| f.source) {
+            Some(Source::Layer(i)) => {
+                if m.layers[i].digest() == Some(d) && m.layers[i].size == len as i64 {
+                    return Ok(()); // same content: the manifest keeps its bytes and its ID
+                }
+                m.layers[i].digest = d.prefixed();
+                m.layers[i].size = len as i64;
+            }
+            Some(Source::Config) | None if file == CONFIG_FILE => {
+                if m.config.digest() == Some(d) {
+                    return Ok(());
+                }
+                m.config = Layer::new(CONFIG_MEDIA_TYPE, d, len);
+            }
+            Some(_) => return Err(einval(format!("{file} cannot be written as a layer"))),
+            None => {
+                let layer = match (layout::media_type_for(file), file.strip_prefix("files/")) {
+                    (Some((mt, _)), _) => Layer::new(&mt, d, len),
+                    (None, Some(rest)) => {
+                        let short = if rest.ends_with(".json") {
+                            "json"
+                        } else {
+                            "tensor"
+                        };
+                        let mut l = Layer::new(&format!("{LAYER_PREFIX}{short}"), d, len);
+                        l.name = rest.to_string();
+                        l
+                    }
+                    _ => return Err(einval(format!("{file:?} is not a layer name"))),
+                };
+                m.layers.push(layer);
+            }
+        }
+        self.fill_config(&mut m)?;
+        if let Some(f) = st.fresh.get_mut(model) {
+            f.at = std::time::Instant::now();
+        }
+        self.install(st, model, m.to_go_json())
+    }
+
+    /// A model needs a config for Ollama to list it: generate one from the GGUF header
+    /// (as `ollama create` does) when there is none, or when ours was made before the
+    /// weights arrived.
+    fn fill_config(&self, m: &mut Manifest) -> Result<bool> {
+        let weights = m
+            .layers
+            .iter()
+            .find(|l| l.media_type == format!("{LAYER_PREFIX}model"))
+            .and_then(Layer::digest);
+        // No weights yet (a copy that writes text files first): leave the config empty
+        // rather than store a blob that the next file replaces.
+        if weights.is_none() {
+            return Ok(false);
+        }
+        let regenerate = match m.config.digest() {
+            None => true,
+            Some(cd) => {
+                weights.is_some()
+                    && self
+                        .store
+                        .read_blob(&cd)
+                        .ok()
+                        .and_then(|b| config::details(&b).ok())
+                        .is_some_and(|d| d.format.is_empty())
+            }
+        };
+        if !regenerate {
+            return Ok(false);
+        }
+        let generated = weights
+            .and_then(|d| File::open(self.store.blob_path(&d)).ok())
+            .and_then(|f| crate::gguf::read_header(BufReader::new(f)).ok())
+            .map(|h| GeneratedConfig::from_gguf(&h))
+            .unwrap_or_else(GeneratedConfig::empty);
+        let (d, len, _) = self.store.ingest_bytes(&generated.to_bytes())?;
+        m.config = Layer::new(CONFIG_MEDIA_TYPE, d, len);
+        Ok(true)
+    }
+
+    /// Write a model's manifest, update the index, prune what the old one alone used.
+    fn install(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
+        let old = st.index.get(model).cloned();
+        if old.as_ref().is_some_and(|o| *o.bytes == *bytes) {
+            return Ok(());
+        }
+        self.store.write_manifest(model, &bytes)?;
+        let stamp = std::fs::metadata(self.store.manifest_path(model))
+            .map(|m| Stamp::of(&m))
+            .unwrap_or_default();
+        st.index.put(model.clone(), bytes, stamp);
+        st.pending_models.remove(model);
+        if let Some(old) = old {
+            self.prune_unused(st, old.manifest.digests().collect());
+        }
+        Ok(())
+    }
+
+    /// Ollama's rule: remove blobs that no readable manifest references any more.
+    fn prune_unused(&self, st: &mut State, candidates: Vec<Digest>) {
+        if self.opts.no_prune {
+            return;
+        }
+        let waiting: HashSet<Digest> = st
+            .waiting
+            .values()
+            .filter_map(|w| Manifest::parse(&w.bytes).ok())
+            .flat_map(|m| m.digests().collect::<Vec<_>>())
+            .collect();
+        let unused: Vec<Digest> = candidates
+            .into_iter()
+            .filter(|d| st.index.refs(d).any == 0 && !waiting.contains(d))
+            .collect();
+        for d in self.store.prune(unused, &HashSet::new()) {
+            st.blob_meta.remove(&d);
+            log::info!("pruned unused blob {d}");
+        }
+    }
+
+    /// A written manifest.json: validated, then installed byte for byte (a copy keeps the
+    /// source's ID), or parked until its missing blobs arrive in the same folder.
+    fn write_manifest_file(&self, model: &Name, bytes: Vec<u8>) -> Result<()> {
+        let m = Manifest::parse_strict(&bytes).map_err(|e| {
+            einval(format!(
+                "manifest.json of {}: {e}",
+                model.display_shortest()
+            ))
+        })?;
+        let mut missing = HashSet::new();
+        for l in std::iter::once(&m.config).chain(m.layers.iter()) {
+            let Some(d) = l.digest() else { continue };
+            match std::fs::metadata(self.store.blob_path(&d)) {
+                Ok(meta) if meta.len() as i64 == l.size => {}
+                Ok(meta) => {
+                    return Err(einval(format!(
+                        "manifest.json of {}: blob {d} is {} bytes, the manifest says {}",
+                        model.display_shortest(),
+                        meta.len(),
+                        l.size
+                    )));
+                }
+                Err(_) => {
+                    missing.insert(d);
+                }
+            }
+        }
+        let mut st = self.lock();
+        if let Some(f) = st.fresh.get_mut(model) {
+            f.at = std::time::Instant::now();
+        }
+        if missing.is_empty() {
+            st.waiting.remove(model);
+            return self.install(&mut st, model, bytes);
+        }
+        log::info!(
+            "manifest.json of {} waits for {} blob(s)",
+            model.display_shortest(),
+            missing.len()
+        );
+        if st.index.get(model).is_none() {
+            st.pending_models.insert(model.clone());
+        }
+        st.waiting
+            .insert(model.clone(), WaitingManifest { bytes, missing });
+        Ok(())
+    }
+
+    fn try_waiting(&self, st: &mut State, model: &Name) -> Result<()> {
+        let ready = st.waiting.get(model).is_some_and(|w| w.missing.is_empty());
+        if !ready {
+            return Ok(());
+        }
+        let Some(w) = st.waiting.remove(model) else {
+            return Ok(());
+        };
+        self.install(st, model, w.bytes)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        self.check_writable()?;
+        let mut st = self.lock();
+        let parent_node = self.parent_node(&st, parent)?;
+        let (model, sub) = match &parent_node {
+            Node::Model(m) => (m.clone(), String::new()),
+            Node::Sub(m, s) => (m.clone(), s.clone()),
+            Node::Dir(p) => {
+                return Err(match st.lookup_in_dir(p, name) {
+                    Some(_) => FsError::new(libc::EISDIR, name.to_string()),
+                    None => enoent(name),
+                });
+            }
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
+        };
+        let full = join(&sub, name);
+        let key = (model.clone(), full.clone());
+        if let Some(s) = st.scratch.remove(&key) {
+            let _ = std::fs::remove_file(&s.path);
+            return Ok(());
+        }
+        if st.creating.remove(&key) {
+            return Ok(()); // the writer's commit sees this and drops its data
+        }
+        if full == MANIFEST_FILE {
+            return self.delete_model(&mut st, &model);
+        }
+        let Some(m) = st.index.get(&model).map(|m| m.manifest.clone()) else {
+            return Err(enoent(name));
+        };
+        let files = layout::files(&m);
+        let Some(f) = files.iter().find(|f| f.name == full) else {
+            return Err(enoent(name));
+        };
+        let mut m = m;
+        match f.source {
+            Source::Layer(i) => {
+                m.layers.remove(i);
+            }
+            Source::Config => m.config = empty_config(),
+            Source::Manifest => unreachable!("handled above"),
+        }
+        self.install(&mut st, &model, m.to_go_json())
+    }
+
+    /// `rm manifest.json`, `rm -r`: the model goes, like `ollama rm`.
+    fn delete_model(&self, st: &mut State, model: &Name) -> Result<()> {
+        st.waiting.remove(model);
+        st.fresh.remove(model);
+        if st.index.get(model).is_none() {
+            return Err(enoent(model));
+        }
+        let removed = self.store.remove_manifest(model)?;
+        st.index.remove(model);
+        if let Some(m) = removed {
+            self.prune_unused(st, m.digests().collect());
+        }
+        Ok(())
+    }
+
+    // ----- rename, link, symlink -----
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        flags: u32,
+    ) -> Result<()> {
+        self.check_writable()?;
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(einval("RENAME_EXCHANGE is not supported"));
+        }
+        let mut st = self.lock();
+        let src = self.lookup_node(&st, parent, name)?;
+        let dest_parent = self.parent_node(&st, newparent)?;
+        let dest_existing = self.lookup_node(&st, newparent, newname).ok();
+        if flags & libc::RENAME_NOREPLACE != 0 && dest_existing.is_some() {
+            return Err(FsError::new(libc::EEXIST, newname.to_string()));
+        }
+        match (&src, &dest_parent) {
+            (Node::Model(from), Node::Dir(p)) => {
+                let to = self.model_at(p, newname)?;
+                self.rename_model(&mut st, from, &to)
+            }
+            (Node::Dir(from), Node::Dir(p)) => self.rename_prefix(&mut st, from, &join(p, newname)),
+            (Node::File(..) | Node::Blob(_), Node::Model(_) | Node::Sub(..)) => {
+                let (pm, psub) = match self.as_model_dir(&st, &self.parent_node(&st, parent)?) {
+                    Some(x) => x,
+                    None => return Err(einval("source is not in a model folder")),
+                };
+                let (dm, dsub) = self
+                    .as_model_dir(&st, &dest_parent)
+                    .ok_or_else(|| einval("destination is not a model folder"))?;
+                self.rename_file(
+                    &mut st,
+                    (&pm, &join(&psub, name)),
+                    (&dm, &join(&dsub, newname)),
+                )
+            }
+            _ => Err(FsError::new(
+                libc::EXDEV,
+                format!("cannot move {name:?} there"),
+            )),
+        }
+    }
+
+    fn rename_model(&self, st: &mut State, from: &Name, to: &Name) -> Result<()> {
+        if from == to {
+            return Ok(());
+        }
+        if st.index.get(to).is_some() {
+            return Err(FsError::new(
+                libc::ENOTEMPTY,
+                format!("{} exists", to.display_shortest()),
+            ));
+        }
+        self.check_case_twin(st, to)?;
+        if st.pending_models.remove(from) {
+            st.pending_models.remove(to);
+            st.pending_models.insert(to.clone());
+            st.inodes
+                .rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
+            return Ok(());
+        }
+        let m = st.index.get(from).cloned().ok_or_else(|| enoent(from))?;
+        self.store.write_manifest(to, &m.bytes)?;
+        let stamp = std::fs::metadata(self.store.manifest_path(to))
+            .map(|m| Stamp::of(&m))
+            .unwrap_or_default();
+        st.index.put(to.clone(), m.bytes.to_vec(), stamp);
+        st.pending_models.remove(to);
+        self.store.remove_manifest(from)?;
+        st.index.remove(from);
+        st.inodes
+            .rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
+        Ok(())
+    }
+
+    /// Move every model below prefix `from` to prefix `to`; all or nothing on validation.
+    fn rename_prefix(&self, st: &mut State, from: &str, to: &str) -> Result<()> {
+        if scope(to).is_none() {
+            return Err(einval(format!("{to:?} cannot be a prefix folder")));
+        }
+        if st.dir_exists(to) && !st.dir_children(to).is_empty() {
+            return Err(FsError::new(libc::ENOTEMPTY, to.to_string()));
+        }
+        let prefix = format!("{from}/");
+        let mut moves = Vec::new();
+        for m in st.index.models() {
+            let d = m.name.display_shortest();
+            if let Some(rest) = d.strip_prefix(&prefix) {
+                let target = format!("{to}/{rest}");
+                let n = Name::parse(&target)
+                    .map_err(|_| einval(format!("{target:?} is not a valid model name")))?;
+                moves.push((m.name.clone(), n));
+            }
+        }
+        for (_, n) in &moves {
+            if st.index.get(n).is_some() {
+                return Err(FsError::new(libc::ENOTEMPTY, n.display_shortest()));
+            }
+        }
+        for (a, b) in &moves {
+            self.rename_model(st, a, b)?;
+        }
+        let pend: Vec<String> = st
+            .pending_dirs
+            .iter()
+            .filter(|p| *p == from || p.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for p in pend {
+            st.pending_dirs.remove(&p);
+            st.pending_dirs.insert(format!("{to}{}", &p[from.len()..]));
+        }
+        if moves.is_empty() {
+            st.pending_dirs.insert(to.to_string());
+        }
+        st.inodes
+            .rekey(&Node::Dir(from.to_string()), &Node::Dir(to.to_string()));
+        Ok(())
+    }
+
+    fn rename_file(
+        &self,
+        st: &mut State,
+        (sm, sname): (&Name, &str),
+        (dm, dname): (&Name, &str),
+    ) -> Result<()> {
+        let skey = (sm.clone(), sname.to_string());
+        let dkey = (dm.clone(), dname.to_string());
+        if skey == dkey {
+            return Ok(());
+        }
+        if st.creating.contains(&skey) {
+            return Err(FsError::new(
+                libc::EBUSY,
+                format!("{sname} is still being written"),
+            ));
+        }
+        // A scratch file moving onto a layer name is committed as that layer: its file
+        // is renamed into blobs/, no byte copied.
+        if let Some(s) = st.scratch.get(&skey).cloned() {
+            if !is_layer_name(dname) {
+                if let Some(old) = st.scratch.remove(&dkey) {
+                    let _ = std::fs::remove_file(old.path);
+                }
+                st.scratch.remove(&skey);
+                st.scratch.insert(dkey, s);
+                return Ok(());
+            }
+            if dname == MANIFEST_FILE || dname == CONFIG_FILE {
+                let bytes = std::fs::read(&s.path)?;
+                if dname == MANIFEST_FILE {
+                    self.check_manifest_bytes(dm, &bytes)?;
+                }
+            }
+            let (digest, len) = hash_file(&s.path)?;
+            if dname == MANIFEST_FILE {
+                let bytes = std::fs::read(&s.path)?;
+                st.scratch.remove(&skey);
+                let _ = std::fs::remove_file(&s.path);
+                // Release the lock order: write_manifest_file takes it itself.
+                return self.install_manifest_locked(st, dm, bytes);
+            }
+            let file = File::open(&s.path)?;
+            self.store.adopt_blob(&s.path, &file, &digest, len)?;
+            st.scratch.remove(&skey);
+            st.blob_meta.remove(&digest);
+            self.replace_or_add(st, dm, dname, digest, len)?;
+            return Ok(());
+        }
+        // A layer moving: same blob, other name or other model.
+        let src_layer = self.layer_of(st, sm, sname)?;
+        if is_layer_name(dname) {
+            let (d, len) = src_layer;
+            if sm == dm {
+                // One manifest write: drop the source layer, then set the destination.
+                let mut m = st
+                    .index
+                    .get(sm)
+                    .map(|m| m.manifest.clone())
+                    .ok_or_else(|| enoent(sm))?;
+                remove_file_from(&mut m, sname);
+                set_file_in(&mut m, dname, d, len)?;
+                self.fill_config(&mut m)?;
+                return self.install(st, sm, m.to_go_json());
+            }
+            self.replace_or_add(st, dm, dname, d, len)?;
+            let mut m = st
+                .index
+                .get(sm)
+                .map(|m| m.manifest.clone())
+                .ok_or_else(|| enoent(sm))?;
+            remove_file_from(&mut m, sname);
+            return self.install(st, sm, m.to_go_json());
+        }
+        // A layer moving to a scratch name (an editor's backup): copy it out, detach it.
+        let (d, _) = src_layer;
+        let (f, path) = self.store.temp_file()?;
+        drop(f);
+        std::fs::copy(self.store.blob_path(&d), &path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        st.scratch.insert(dkey, ScratchFile { path });
+        let mut m = st
+            .index
+            .get(sm)
+            .map(|m| m.manifest.clone())
+            .ok_or_else(|| enoent(sm))?;
+        remove_file_from(&mut m, sname);
+        self.install(st, sm, m.to_go_json())
+    }
+
+    fn check_manifest_bytes(&self, model: &Name, bytes: &[u8]) -> Result<()> {
+        Manifest::parse_strict(bytes).map_err(|e| {
+            einval(format!(
+                "manifest.json of {}: {e}",
+                model.display_shortest()
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn install_manifest_locked(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
+        let m = Manifest::parse_strict(&bytes).map_err(|e| einval(e.to_string()))?;
+        for d in m.digests() {
+            if !self.store.blob_path(&d).exists() {
+                return Err(einval(format!("manifest.json references missing blob {d}")));
+            }
+        }
+        self.install(st, model, bytes)
+    }
+
+    fn replace_or_add(
+        &self,
+        st: &mut State,
+        model: &Name,
+        file: &str,
+        d: Digest,
+        len: u64,
+    ) -> Result<()> {
+        if st.index.get(model).is_none() {
+            st.pending_models.insert(model.clone());
+        }
+        self.apply_layer(st, model, file, d, len)
+    }
+
+    fn layer_of(&self, st: &State, model: &Name, file: &str) -> Result<(Digest, u64)> {
+        let m = st.index.get(model).ok_or_else(|| enoent(model))?;
+        let f = layout::files(&m.manifest)
+            .into_iter()
+            .find(|f| f.name == file)
+            .ok_or_else(|| enoent(file))?;
+        let l = match f.source {
+            Source::Layer(i) => &m.manifest.layers[i],
+            Source::Config => &m.manifest.config,
+            Source::Manifest => return Err(einval("manifest.json can only be copied, not moved")),
+        };
+        let d = l
+            .digest()
+            .ok_or_else(|| FsError::new(libc::EIO, "invalid digest"))?;
+        Ok((d, l.size.max(0) as u64))
+    }
+
+    /// `ln A/model.gguf B/model.gguf`: B gains that layer, same blob, same inode.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &str) -> Result<Attr> {
+        self.check_writable()?;
+        let mut st = self.lock();
+        let node = self.node_of(&st, ino)?;
+        let dest_parent = self.parent_node(&st, newparent)?;
+        let (dm, dsub) = self
+            .as_model_dir(&st, &dest_parent)
+            .ok_or_else(|| einval("links go into model folders"))?;
+        let dname = join(&dsub, newname);
+        if !is_layer_name(&dname) {
+            return Err(einval(format!("{dname:?} is not a layer name")));
+        }
+        let (d, len) = match &node {
+            Node::Blob(d) => (
+                *d,
+                self.blob_meta(&mut st, d)
+                    .map(|m| m.size)
+                    .ok_or_else(|| enoent(d))?,
+            ),
+            Node::File(m, f) => self.layer_of(&st, m, f)?,
+            _ => return Err(FsError::new(libc::EPERM, "only layer files can be linked")),
+        };
+        self.replace_or_add(&mut st, &dm, &dname, d, len)?;
+        let new_node = st
+            .lookup_in_model(&dm, "", &dname)
+            .ok_or_else(|| enoent(&dname))?;
+        let attr = self.attr_of(&mut st, &new_node)?;
+        st.inodes.remember(&new_node);
+        Ok(attr)
+    }
+
+    /// `ln -s A B` on model folders: B becomes a manifest copy of A, shown as a folder.
+    /// The kernel requires the reply to be a symlink, so it gets a short-lived link entry.
+    pub fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
+        self.check_writable()?;
+        let mut st = self.lock();
+        let parent_node = self.node_of(&st, parent)?;
+        let Node::Dir(p) = &parent_node else {
+            return Err(einval("symlinks can only make models, in prefix folders"));
+        };
+        let rel = self.symlink_target_path(p, target)?;
+        let src = self.resolve_model_path(&st, &rel).ok_or_else(|| {
+            einval(format!(
+                "symlink target {target:?} is not a model in this mount"
+            ))
+        })?;
+        let dest = self.model_at(p, name)?;
+        if st.lookup_in_dir(p, name).is_some() {
+            return Err(FsError::new(libc::EEXIST, name.to_string()));
+        }
+        self.check_case_twin(&st, &dest)?;
+        let bytes = st
+            .index
+            .get(&src)
+            .map(|m| m.bytes.to_vec())
+            .ok_or_else(|| enoent(&src))?;
+        self.install(&mut st, &dest, bytes)?;
+        let node = Node::Link(target.to_string());
+        let attr = self.attr_of(&mut st, &node)?;
+        st.inodes.remember(&node);
+        Ok(attr)
+    }
+
+    /// A symlink target as a path relative to the mount root, `..` resolved.
+    fn symlink_target_path(&self, dir: &str, target: &str) -> Result<Vec<String>> {
+        let (base, rest): (Vec<String>, &str) = if let Some(abs) = target.strip_prefix('/') {
+            let mp = self
+                .opts
+                .mountpoint
+                .as_ref()
+                .ok_or_else(|| einval("absolute target and unknown mount point"))?;
+            let mp = mp.to_string_lossy();
+            let mp = mp.trim_start_matches('/').trim_end_matches('/');
+            let inside = abs
+                .strip_prefix(mp)
+                .filter(|r| r.is_empty() || r.starts_with('/'));
+            let inside = inside
+                .ok_or_else(|| einval(format!("symlink target {target:?} is outside the mount")))?;
+            (Vec::new(), inside)
+        } else {
+            (
+                super::split(dir).into_iter().map(String::from).collect(),
+                target,
+            )
+        };
+        let mut parts = base;
+        for c in rest.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        return Err(einval(format!(
+                            "symlink target {target:?} leaves the mount"
+                        )));
+                    }
+                }
+                c => parts.push(c.to_string()),
+            }
+        }
+        Ok(parts)
+    }
+
+    fn resolve_model_path(&self, st: &State, parts: &[String]) -> Option<Name> {
+        let mut dir = String::new();
+        for (i, c) in parts.iter().enumerate() {
+            match st.lookup_in_dir(&dir, c)? {
+                Node::Dir(p) => dir = p,
+                Node::Model(n) if i + 1 == parts.len() => return Some(n),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    // ----- attributes -----
+
+    /// chmod/chown/utimens succeed without effect on layers and models (blobs keep their
+    /// metadata); truncation goes through a writer; scratch files are ordinary files.
+    #[allow(clippy::too_many_arguments)]
+    pub fn setattr(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        mode: Option<u32>,
+        size: Option<u64>,
+        mtime: Option<std::time::SystemTime>,
+    ) -> Result<Attr> {
+        if (mode.is_some() || size.is_some() || mtime.is_some()) && self.opts.read_only {
+            return Err(erofs());
+        }
+        let node = {
+            let st = self.lock();
+            self.node_of(&st, ino)?
+        };
+        if let Node::File(m, name) = &node {
+            let scratch = self.lock().scratch.get(&(m.clone(), name.clone())).cloned();
+            if let Some(s) = scratch {
+                if let Some(mode) = mode {
+                    std::fs::set_permissions(
+                        &s.path,
+                        std::fs::Permissions::from_mode(mode & 0o7777),
+                    )?;
+                }
+                if let Some(size) = size {
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&s.path)?
+                        .set_len(size)?;
+                }
+                if let Some(t) = mtime {
+                    File::options().write(true).open(&s.path)?.set_modified(t)?;
+                }
+                return self.getattr(ino);
+            }
+        }
+        if let Some(size) = size {
+            match &node {
+                Node::Blob(_) => return Err(FsError::new(libc::EPERM, "weights are immutable")),
+                Node::File(m, name) => {
+                    let writer = fh.and_then(|fh| match self.handles().get(&fh) {
+                        Some(Handle::Write(w)) => Some(w.clone()),
+                        _ => None,
+                    });
+                    match writer {
+                        Some(w) => w
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .truncate(&self.store, size)?,
+                        None => {
+                            // truncate(1) on a path: a one-shot writer, committed now.
+                            let opened = {
+                                let mut st = self.lock();
+                                self.open_writer(&mut st, ino, m, name, 0)?
+                            };
+                            let w = match self.handles().get(&opened.fh) {
+                                Some(Handle::Write(w)) => w.clone(),
+                                _ => return Err(FsError::new(libc::EIO, "writer vanished")),
+                            };
+                            w.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .truncate(&self.store, size)?;
+                            self.release(opened.fh)?;
+                        }
+                    }
+                }
+                _ => return Err(FsError::new(libc::EISDIR, "is a folder")),
+            }
+        }
+        self.getattr(ino)
+    }
+}
+
+enum HandleRef {
+    Writer(Arc<Mutex<Writer>>),
+    Scratch(Arc<File>),
+}
+
+/// Remove the layer shown as `file` from a manifest (config.json empties the config).
+fn remove_file_from(m: &mut Manifest, file: &str) {
+    let files = layout::files(m);
+    if let Some(f) = files.iter().find(|f| f.name == file) {
+        match f.source {
+            Source::Layer(i) => {
+                m.layers.remove(i);
+            }
+            Source::Config => m.config = empty_config(),
+            Source::Manifest => {}
+        }
+    }
+}
+
+/// Set file `file` of a manifest to blob `d`, replacing a layer of that name or adding one.
+fn set_file_in(m: &mut Manifest, file: &str, d: Digest, len: u64) -> Result<()> {
+    let files = layout::files(m);
+    match files.iter().find(|f| f.name == file).map(|f| f.source) {
+        Some(Source::Layer(i)) => {
+            m.layers[i].digest = d.prefixed();
+            m.layers[i].size = len as i64;
+        }
+        _ if file == CONFIG_FILE => m.config = Layer::new(CONFIG_MEDIA_TYPE, d, len),
+        _ => {
+            let (mt, _) = layout::media_type_for(file)
+                .ok_or_else(|| einval(format!("{file:?} is not a layer name")))?;
+            m.layers.push(Layer::new(&mt, d, len));
+        }
+    }
+    Ok(())
+}
