@@ -98,3 +98,190 @@ pub fn assert_verifies(store: &Path) {
         stderr(&o)
     );
 }
+
+/// Is real FUSE usable here? Under CI=true it must be; elsewhere the mount tests skip loudly.
+pub fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists() && unsafe { libc::geteuid() } == 0;
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but FUSE is not usable (need root and /dev/fuse)");
+        }
+        eprintln!("\n!!!!!!!! SKIPPING MOUNT TEST: /dev/fuse or root is missing !!!!!!!!\n");
+    }
+    ok
+}
+
+pub fn is_mounted(mp: &Path) -> bool {
+    let want = mp.to_string_lossy().to_string();
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            l.split(' ')
+                .nth(1)
+                .is_some_and(|p| p.replace("\\040", " ") == want)
+        })
+}
+
+/// A real mount of a store, run in the foreground as a child process. Dropping it always
+/// unmounts (even when the test panicked) and reaps the daemon.
+pub struct Mount {
+    pub store: PathBuf,
+    pub mp: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<std::process::Child>,
+}
+
+impl Mount {
+    pub fn start(store: &Path, mp: &Path, extra: &[&str]) -> Mount {
+        fs::create_dir_all(mp).unwrap();
+        let log = mp.with_extension("log");
+        let child = Command::new(bin())
+            .args(["mount", "--foreground", "-vv", "--log-file"])
+            .arg(&log)
+            .args(["--store"])
+            .arg(store)
+            .args(extra)
+            .arg(mp)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ollamafs mount");
+        let mut m = Mount {
+            store: store.to_path_buf(),
+            mp: mp.canonicalize().unwrap(),
+            log,
+            child: Some(child),
+        };
+        let t0 = std::time::Instant::now();
+        while !is_mounted(&m.mp) {
+            if let Some(c) = m.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!(
+                    "mount exited early with {st}: {}",
+                    fs::read_to_string(&m.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "mount did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        m
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mp.join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Bytes the daemon has read and written through syscalls so far (/proc/PID/io).
+    pub fn daemon_io(&self) -> (u64, u64) {
+        let text = fs::read_to_string(format!("/proc/{}/io", self.pid())).unwrap_or_default();
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(k)
+                        .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+                })
+                .unwrap_or(0)
+        };
+        (get("rchar:"), get("wchar:"))
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn unmount(&mut self) {
+        if is_mounted(&self.mp) {
+            let ok = Command::new("umount")
+                .arg(&self.mp)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let t0 = std::time::Instant::now();
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if t0.elapsed() > std::time::Duration::from_secs(10) => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+/// Run a shell command line, returning its output.
+pub fn sh(cmd: &str) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("bash")
+}
+
+/// Run a shell command line that must succeed.
+pub fn sh_ok(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed ({}):\n{}{}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// The store is valid for Ollama: verify passes, nothing temporary in blobs/, only
+/// valid manifest files at depth 4.
+pub fn assert_store_clean(store: &Path) {
+    assert_verifies(store);
+    for b in blobs(store) {
+        assert!(
+            b.starts_with("sha256-") && b.len() == 71,
+            "stray file in blobs/: {b}"
+        );
+    }
+    for m in manifest_files(store) {
+        assert_eq!(
+            m.split('/').count(),
+            4,
+            "file at the wrong depth in manifests/: {m}"
+        );
+        assert!(
+            ollamafs::name::Name::from_manifest_path(&m).is_some(),
+            "invalid manifest path {m}"
+        );
+    }
+}
+
+/// A fixture store with the big (256 MiB, sparse) weights, and a mount of it.
+pub fn mounted_fixture(extra: &[&str]) -> Option<(tempfile::TempDir, Mount, fixture::Info)> {
+    if !fuse_available() {
+        return None;
+    }
+    let (dir, store, info) = fixture_store(256 << 20);
+    let m = Mount::start(&store, &dir.path().join("mnt"), extra);
+    Some((dir, m, info))
+}
