@@ -93,9 +93,7 @@ pub fn store_dir(arg: &Option<PathBuf>) -> PathBuf {
             return PathBuf::from(v);
         }
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".ollama").join("models")
 }
 
@@ -118,22 +116,14 @@ fn run(cmd: Command) -> Result<(), StoreError> {
     match cmd {
         Command::Mount(args) => crate::fuse::mount_command(args),
         Command::Ls { store, prefix } => ls(&open(&store)?, prefix.as_deref()),
-        Command::Cp {
-            store,
-            source,
-            destination,
-        } => {
+        Command::Cp { store, source, destination } => {
             let s = open(&store)?;
             s.prepare_for_writes()?;
             s.copy(&source, &destination)?;
             println!("copied '{source}' to '{destination}'");
             Ok(())
         }
-        Command::Rm {
-            store,
-            no_prune,
-            names,
-        } => {
+        Command::Rm { store, no_prune, names } => {
             let s = open(&store)?;
             s.prepare_for_writes()?;
             let mut first_err = None;
@@ -167,17 +157,9 @@ fn run(cmd: Command) -> Result<(), StoreError> {
                 report.blobs,
                 human_bytes(report.bytes as i64),
                 report.manifests,
-                if report.is_clean() {
-                    "ok".to_string()
-                } else {
-                    format!("{} problems", report.problems.len())
-                }
+                if report.is_clean() { "ok".to_string() } else { format!("{} problems", report.problems.len()) }
             );
-            if report.is_clean() {
-                Ok(())
-            } else {
-                std::process::exit(1)
-            }
+            if report.is_clean() { Ok(()) } else { std::process::exit(1) }
         }
         Command::Fixture { dir, big_size } => {
             let info = crate::fixture::build(&dir, big_size)?;
@@ -193,10 +175,8 @@ fn run_verify(s: &Store) -> verify::Report {
     if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(verify::blob_bytes(s));
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let r = verify::verify(s, |n| bar.inc(n));
         bar.finish_and_clear();
@@ -242,18 +222,11 @@ fn ls(s: &Store, prefix: Option<&str>) -> Result<(), StoreError> {
     let mut rows = listable(s, &idx);
     if let Some(p) = prefix {
         let p = p.to_ascii_lowercase();
-        rows.retain(|(m, _)| {
-            m.name
-                .display_shortest()
-                .to_ascii_lowercase()
-                .starts_with(&p)
-        });
+        rows.retain(|(m, _)| m.name.display_shortest().to_ascii_lowercase().starts_with(&p));
     }
     // Newest first by whole seconds; ties by name so the output is stable.
     rows.sort_by(|(a, _), (b, _)| {
-        secs(b.mtime())
-            .cmp(&secs(a.mtime()))
-            .then_with(|| a.name.display_shortest().cmp(&b.name.display_shortest()))
+        secs(b.mtime()).cmp(&secs(a.mtime())).then_with(|| a.name.display_shortest().cmp(&b.name.display_shortest()))
     });
     let table: Vec<[String; 4]> = rows
         .iter()
@@ -293,20 +266,14 @@ fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
             c = w[2]
         )
     };
-    let _ = writeln!(
-        out,
-        "{}",
-        line([head[0], head[1], head[2], head[3]]).trim_end()
-    );
+    let _ = writeln!(out, "{}", line([head[0], head[1], head[2], head[3]]).trim_end());
     for r in rows {
         let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3]]).trim_end());
     }
 }
 
 fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Ollama's `format.HumanBytes` (decimal units).
@@ -334,11 +301,7 @@ pub fn human_time(t: SystemTime) -> String {
     };
     let s = d.as_secs();
     let unit = |n: u64, one: &str, many: &str| {
-        if n == 1 {
-            format!("1 {one} ago")
-        } else {
-            format!("{n} {many} ago")
-        }
+        if n == 1 { format!("1 {one} ago") } else { format!("{n} {many} ago") }
     };
     match s {
         0 => "Less than a second ago".into(),
@@ -401,11 +364,7 @@ fn show(s: &Store, raw: &str, json: bool) -> Result<(), StoreError> {
             size: l.size,
             from: l.from.clone(),
         });
-        let text = || {
-            l.digest()
-                .and_then(|d| s.read_blob(&d).ok())
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-        };
+        let text = || l.digest().and_then(|d| s.read_blob(&d).ok()).map(|b| String::from_utf8_lossy(&b).into_owned());
         match l.media_type.rsplit('.').next().unwrap_or("") {
             "license" => licenses.extend(text()),
             "system" => system = text(),
@@ -414,11 +373,7 @@ fn show(s: &Store, raw: &str, json: bool) -> Result<(), StoreError> {
             _ => {}
         }
     }
-    let details = m
-        .config
-        .digest()
-        .and_then(|d| s.read_blob(&d).ok())
-        .and_then(|b| config::details(&b).ok());
+    let details = m.config.digest().and_then(|d| s.read_blob(&d).ok()).and_then(|b| config::details(&b).ok());
     let out = ShowOut {
         name: name.display_shortest(),
         model: name.to_string(),
@@ -427,20 +382,13 @@ fn show(s: &Store, raw: &str, json: bool) -> Result<(), StoreError> {
         modified_at: humantime_rfc3339(mtime),
         details,
         layers,
-        license: if licenses.is_empty() {
-            None
-        } else {
-            Some(licenses.join("\n"))
-        },
+        license: if licenses.is_empty() { None } else { Some(licenses.join("\n")) },
         system,
         template,
         parameters,
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).map_err(|e| StoreError::Invalid(e.to_string()))?
-        );
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| StoreError::Invalid(e.to_string()))?);
         return Ok(());
     }
     println!("  Model");
@@ -458,13 +406,7 @@ fn show(s: &Store, raw: &str, json: bool) -> Result<(), StoreError> {
     let w = out.layers.iter().map(|l| l.file.len()).max().unwrap_or(4);
     for l in &out.layers {
         let short = l.media_type.rsplit('.').next().unwrap_or(&l.media_type);
-        println!(
-            "    {:<w$}  {:<10} {}  {}",
-            l.file,
-            short,
-            l.digest,
-            human_bytes(l.size)
-        );
+        println!("    {:<w$}  {:<10} {}  {}", l.file, short, l.digest, human_bytes(l.size));
     }
     if let Some(sys) = &out.system {
         println!();

@@ -22,9 +22,9 @@ pub const MLX: &str = "mlx-community/flux:latest";
 pub const TEMPLATE: &str = "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}{{ if .Prompt }}<|start_header_id|>user<|end_header_id|>\n\n{{ .Prompt }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n{{ .Response }}<|eot_id|>";
 pub const LICENSE_1: &str =
     "LLAMA 3.2 COMMUNITY LICENSE AGREEMENT\nLlama 3.2 Version Release Date: September 25, 2024\n";
-pub const LICENSE_2: &str = "Llama 3.2 Acceptable Use Policy\nMeta is committed to promoting safe and fair use of its tools.\n";
-pub const APACHE: &str =
-    "Apache License\nVersion 2.0, January 2004\nhttp://www.apache.org/licenses/\n";
+pub const LICENSE_2: &str =
+    "Llama 3.2 Acceptable Use Policy\nMeta is committed to promoting safe and fair use of its tools.\n";
+pub const APACHE: &str = "Apache License\nVersion 2.0, January 2004\nhttp://www.apache.org/licenses/\n";
 pub const SYSTEM_CUSTOM: &str = "You are a pirate. Answer like one.\n";
 
 /// What the fixture made, for assertions.
@@ -39,12 +39,7 @@ pub struct Info {
 }
 
 /// A GGUF file: real header plus zero padding up to `size` (sparse when written with set_len).
-pub fn gguf_header(
-    arch: &str,
-    file_type: u32,
-    tensors: &[(&str, Vec<u64>)],
-    general_type: Option<&str>,
-) -> Vec<u8> {
+pub fn gguf_header(arch: &str, file_type: u32, tensors: &[(&str, Vec<u64>)], general_type: Option<&str>) -> Vec<u8> {
     let mut meta: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::Str(arch.into())),
         ("general.name", Value::Str(format!("{arch} fixture"))),
@@ -87,9 +82,7 @@ fn config_for(store: &Store, header: &[u8]) -> io::Result<Layer> {
 
 fn put(store: &Store, name: &str, m: &Manifest) -> io::Result<Name> {
     let n = Name::parse(name).map_err(io::Error::other)?;
-    store
-        .write_manifest(&n, &m.to_go_json())
-        .map_err(io::Error::other)?;
+    store.write_manifest(&n, &m.to_go_json()).map_err(io::Error::other)?;
     Ok(n)
 }
 
@@ -115,8 +108,7 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
     let (tpl, tpl_len) = blob_from_bytes(&store, TEMPLATE.as_bytes())?;
     let (lic1, lic1_len) = blob_from_bytes(&store, LICENSE_1.as_bytes())?;
     let (lic2, lic2_len) = blob_from_bytes(&store, LICENSE_2.as_bytes())?;
-    let params =
-        serde_json::json!({"stop": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]});
+    let params = serde_json::json!({"stop": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]});
     let (par, par_len) = blob_from_bytes(&store, &go_json(&params))?;
     let base_layers = vec![
         layer("model", big, big_len),
@@ -125,31 +117,20 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
         layer("license", lic2, lic2_len),
         layer("params", par, par_len),
     ];
-    let mut models = vec![put(
-        &store,
-        LLAMA,
-        &Manifest::new(llama_config.clone(), base_layers.clone()),
-    )?];
+    let mut models = vec![put(&store, LLAMA, &Manifest::new(llama_config.clone(), base_layers.clone()))?];
 
     // A derived model over the same weights with its own system prompt.
     let (sys, sys_len) = blob_from_bytes(&store, SYSTEM_CUSTOM.as_bytes())?;
     let mut custom_layers = base_layers.clone();
     custom_layers[0].from = LLAMA.into();
     custom_layers.insert(2, layer("system", sys, sys_len));
-    models.push(put(
-        &store,
-        CUSTOM,
-        &Manifest::new(llama_config.clone(), custom_layers),
-    )?);
+    models.push(put(&store, CUSTOM, &Manifest::new(llama_config.clone(), custom_layers))?);
 
     // Another host, its own small weights (a real header, 4 MiB).
     let small_header = gguf_header(
         "llama",
         15,
-        &[
-            ("token_embd.weight", vec![2048, 1024]),
-            ("blk.0.ffn_up.weight", vec![2048, 8192]),
-        ],
+        &[("token_embd.weight", vec![2048, 1024]), ("blk.0.ffn_up.weight", vec![2048, 8192])],
         None,
     );
     let (small, small_len) = sparse_gguf_blob(&store, &small_header, 4 << 20)?;
@@ -157,31 +138,15 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
     models.push(put(
         &store,
         HF,
-        &Manifest::new(
-            hf_config,
-            vec![
-                layer("model", small, small_len),
-                layer("template", tpl, tpl_len),
-            ],
-        ),
+        &Manifest::new(hf_config, vec![layer("model", small, small_len), layer("template", tpl, tpl_len)]),
     )?);
 
     // A host with a port, weights plus two LoRA adapters.
     let tiny_header = gguf_header("qwen2", 7, &[("token_embd.weight", vec![896, 1000])], None);
     let (tiny, tiny_len) = sparse_gguf_blob(&store, &tiny_header, 1 << 20)?;
-    let ad1_header = gguf_header(
-        "qwen2",
-        1,
-        &[("blk.0.attn_q.lora_a", vec![896, 16])],
-        Some("adapter"),
-    );
+    let ad1_header = gguf_header("qwen2", 1, &[("blk.0.attn_q.lora_a", vec![896, 16])], Some("adapter"));
     let (ad1, ad1_len) = sparse_gguf_blob(&store, &ad1_header, 64 << 10)?;
-    let ad2_header = gguf_header(
-        "qwen2",
-        1,
-        &[("blk.0.attn_k.lora_a", vec![896, 16])],
-        Some("adapter"),
-    );
+    let ad2_header = gguf_header("qwen2", 1, &[("blk.0.attn_k.lora_a", vec![896, 16])], Some("adapter"));
     let (ad2, ad2_len) = sparse_gguf_blob(&store, &ad2_header, 96 << 10)?;
     let tiny_config = config_for(&store, &tiny_header)?;
     models.push(put(
@@ -189,24 +154,16 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
         PORT,
         &Manifest::new(
             tiny_config.clone(),
-            vec![
-                layer("model", tiny, tiny_len),
-                layer("adapter", ad1, ad1_len),
-                layer("adapter", ad2, ad2_len),
-            ],
+            vec![layer("model", tiny, tiny_len), layer("adapter", ad1, ad1_len), layer("adapter", ad2, ad2_len)],
         ),
     )?);
 
     // A vision model with a projector and an Apache license, sharing the tiny weights.
-    let proj_header = gguf_header(
-        "clip",
-        1,
-        &[("v.patch_embd.weight", vec![14, 14, 3, 1152])],
-        None,
-    );
+    let proj_header = gguf_header("clip", 1, &[("v.patch_embd.weight", vec![14, 14, 3, 1152])], None);
     let (proj, proj_len) = sparse_gguf_blob(&store, &proj_header, 256 << 10)?;
     let (apache, apache_len) = blob_from_bytes(&store, APACHE.as_bytes())?;
-    let msgs = serde_json::json!([{"role": "user", "content": "Hi & welcome"}, {"role": "assistant", "content": "Hello!"}]);
+    let msgs =
+        serde_json::json!([{"role": "user", "content": "Hi & welcome"}, {"role": "assistant", "content": "Hello!"}]);
     let (msg, msg_len) = blob_from_bytes(&store, &go_json(&msgs))?;
     models.push(put(
         &store,
@@ -231,25 +188,11 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
     tensor.name = "transformer/blocks.0.weight".into();
     let mut json = layer("json", j1, j1_len);
     json.name = "config.json".into();
-    models.push(put(
-        &store,
-        MLX,
-        &Manifest::new(
-            Layer::new(CONFIG_MEDIA_TYPE, stc, stc_len),
-            vec![tensor, json],
-        ),
-    )?);
+    models.push(put(&store, MLX, &Manifest::new(Layer::new(CONFIG_MEDIA_TYPE, stc, stc_len), vec![tensor, json]))?);
 
     // Leave no scratch folder behind: the fixture is a plain Ollama store.
     let _ = fs::remove_dir_all(store.scratch_dir());
-    Ok(Info {
-        big_model: big,
-        big_size: big_len,
-        small_model: small,
-        template: tpl,
-        system_custom: sys,
-        models,
-    })
+    Ok(Info { big_model: big, big_size: big_len, small_model: small, template: tpl, system_custom: sys, models })
 }
 
 /// Write a standalone GGUF file (header + hole) outside any store, for import tests.
@@ -257,17 +200,10 @@ pub fn write_gguf_file(path: &Path, arch: &str, file_type: u32, size: u64) -> io
     let header = gguf_header(
         arch,
         file_type,
-        &[
-            ("token_embd.weight", vec![1024, 3000]),
-            ("blk.0.attn_v.weight", vec![1024, 1024]),
-        ],
+        &[("token_embd.weight", vec![1024, 3000]), ("blk.0.attn_v.weight", vec![1024, 1024])],
         None,
     );
-    let mut f: File = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let mut f: File = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
     f.write_all(&header)?;
     f.set_len(size.max(header.len() as u64))?;
     f.sync_all()

@@ -13,11 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use fuser::{
-    AccessFlags, BackingId, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle,
-    FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, SessionACL, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
 use crate::cli::{StoreArg, store_dir};
@@ -76,9 +75,8 @@ fn apply_options(a: &mut MountArgs) -> Result<(), StoreError> {
             ("foreground", None) => a.foreground = true,
             // Options mount(8) and fstab add that mean nothing here.
             (
-                "defaults" | "auto" | "noauto" | "user" | "nouser" | "nofail" | "_netdev" | "dev"
-                | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
-                | "relatime",
+                "defaults" | "auto" | "noauto" | "user" | "nouser" | "nofail" | "_netdev" | "dev" | "nodev" | "suid"
+                | "nosuid" | "exec" | "noexec" | "atime" | "noatime" | "relatime",
                 _,
             ) => {}
             (k, _) if k.starts_with("x-") => {}
@@ -98,45 +96,24 @@ fn init_logging(a: &MountArgs) {
             _ => log::LevelFilter::Debug,
         }
     };
-    let cfg = simplelog::ConfigBuilder::new()
-        .add_filter_ignore_str("fuser")
-        .build();
+    let cfg = simplelog::ConfigBuilder::new().add_filter_ignore_str("fuser").build();
     let _ = match &a.log_file {
-        Some(p) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-        {
+        Some(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
             Ok(f) => simplelog::WriteLogger::init(level, cfg, f),
             Err(e) => {
                 eprintln!("cannot open log file {}: {e}", p.display());
-                simplelog::TermLogger::init(
-                    level,
-                    cfg,
-                    simplelog::TerminalMode::Stderr,
-                    simplelog::ColorChoice::Never,
-                )
+                simplelog::TermLogger::init(level, cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never)
             }
         },
-        None => simplelog::TermLogger::init(
-            level,
-            cfg,
-            simplelog::TerminalMode::Stderr,
-            simplelog::ColorChoice::Never,
-        ),
+        None => simplelog::TermLogger::init(level, cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never),
     };
 }
 
 /// Check the mount point: a folder, and not inside the store (Ollama prunes and walks it).
 fn check_mountpoint(store: &Store, mp: &Path) -> Result<PathBuf, StoreError> {
-    let canon = mp
-        .canonicalize()
-        .map_err(|e| StoreError::Invalid(format!("mount point {}: {e}", mp.display())))?;
+    let canon = mp.canonicalize().map_err(|e| StoreError::Invalid(format!("mount point {}: {e}", mp.display())))?;
     if !canon.is_dir() {
-        return Err(StoreError::Invalid(format!(
-            "mount point {} is not a folder",
-            mp.display()
-        )));
+        return Err(StoreError::Invalid(format!("mount point {} is not a folder", mp.display())));
     }
     if canon.starts_with(store.root()) {
         return Err(StoreError::Invalid(format!(
@@ -166,12 +143,7 @@ pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
         mountpoint: Some(mountpoint.clone()),
     };
     let fs = Arc::new(Fs::new(store.clone(), opts));
-    log::info!(
-        "serving {} models from {} at {}",
-        fs.model_count(),
-        store.root().display(),
-        mountpoint.display()
-    );
+    log::info!("serving {} models from {} at {}", fs.model_count(), store.root().display(), mountpoint.display());
 
     let mut mount_options = vec![
         MountOption::FSName(format!("ollamafs:{}", store.root().display())),
@@ -185,20 +157,11 @@ pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
     }
     let mut config = Config::default();
     config.mount_options = mount_options;
-    config.acl = if a.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
+    config.acl = if a.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(4);
-    let adapter = FuseFs {
-        fs: fs.clone(),
-        passthrough: AtomicBool::new(!a.no_passthrough),
-        backing: Mutex::default(),
-    };
-    let session = fuser::Session::new(adapter, &mountpoint, &config).map_err(|e| {
-        StoreError::Invalid(format!("cannot mount at {}: {e}", mountpoint.display()))
-    })?;
+    let adapter = FuseFs { fs: fs.clone(), passthrough: AtomicBool::new(!a.no_passthrough), backing: Mutex::default() };
+    let session = fuser::Session::new(adapter, &mountpoint, &config)
+        .map_err(|e| StoreError::Invalid(format!("cannot mount at {}: {e}", mountpoint.display())))?;
     let bg = session.spawn().map_err(StoreError::Io)?;
     signal_ready(Ok(()));
 
@@ -206,16 +169,14 @@ pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
     let running = Arc::new(AtomicBool::new(true));
     let refresher = {
         let (fs, running) = (fs.clone(), running.clone());
-        std::thread::Builder::new()
-            .name("refresh".into())
-            .spawn(move || {
-                while running.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(300));
-                    if fs.refresh() {
-                        log::debug!("picked up changes made on disk");
-                    }
+        std::thread::Builder::new().name("refresh".into()).spawn(move || {
+            while running.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(300));
+                if fs.refresh() {
+                    log::debug!("picked up changes made on disk");
                 }
-            })?
+            }
+        })?
     };
 
     // Wait for a signal or for an external umount (the session thread ends).
@@ -253,11 +214,7 @@ pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
     guard_done.store(true, Ordering::Relaxed);
     running.store(false, Ordering::Relaxed);
     let _ = watcher.join();
-    let res = if why == "unmounted" {
-        bg.join()
-    } else {
-        bg.umount_and_join()
-    };
+    let res = if why == "unmounted" { bg.join() } else { bg.umount_and_join() };
     let _ = refresher.join();
     fs.shutdown();
     if let Err(e) = res {
@@ -280,10 +237,7 @@ fn is_mounted(mp: &Path) -> bool {
 }
 
 fn unescape_mount(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
 /// Tell a waiting parent (background mount) that the mount is ready, or why it failed.
@@ -311,19 +265,11 @@ fn spawn_background(a: &MountArgs) -> Result<(), StoreError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (reader, writer) = std::io::pipe()?;
     let log_target: std::process::Stdio = match &a.log_file {
-        Some(p) => std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)?
-            .into(),
+        Some(p) => std::fs::OpenOptions::new().create(true).append(true).open(p)?.into(),
         None => std::process::Stdio::null(),
     };
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(&args)
-        .env("OLLAMAFS_DAEMON", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(writer)
-        .stderr(log_target);
+    cmd.args(&args).env("OLLAMAFS_DAEMON", "1").stdin(std::process::Stdio::null()).stdout(writer).stderr(log_target);
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from the terminal.
     unsafe {
         cmd.pre_exec(|| {
@@ -339,11 +285,7 @@ fn spawn_background(a: &MountArgs) -> Result<(), StoreError> {
         return Ok(());
     }
     let status = child.wait()?;
-    let msg = line
-        .trim()
-        .strip_prefix("error: ")
-        .unwrap_or(line.trim())
-        .to_string();
+    let msg = line.trim().strip_prefix("error: ").unwrap_or(line.trim()).to_string();
     Err(StoreError::Invalid(if msg.is_empty() {
         format!("mount failed ({status}); run with --foreground to see why")
     } else {
@@ -364,11 +306,25 @@ struct FuseFs {
     backing: Mutex<Backing>,
 }
 
+/// Every refusal gets a log line that says why (ENOENT is routine, so only at debug).
 fn errno(e: FsError) -> Errno {
+    let name = match e.errno {
+        libc::ENOENT => "ENOENT",
+        libc::EINVAL => "EINVAL",
+        libc::EEXIST => "EEXIST",
+        libc::EPERM => "EPERM",
+        libc::EROFS => "EROFS",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::ENOSPC => "ENOSPC",
+        libc::EIO => "EIO",
+        libc::EBUSY => "EBUSY",
+        libc::EXDEV => "EXDEV",
+        _ => "errno",
+    };
     match e.errno {
-        libc::ENOENT => log::debug!("ENOENT: {}", e.why),
-        libc::EIO => log::error!("EIO: {}", e.why),
-        n => log::info!("{:?}: {}", Errno::from_i32(n), e.why),
+        libc::ENOENT => log::debug!("{name}: {}", e.why),
+        libc::EIO | libc::ENOSPC => log::error!("{name}: {}", e.why),
+        n => log::warn!("{name} ({n}): {}", e.why),
     }
     Errno::from_i32(e.errno)
 }
@@ -406,11 +362,7 @@ fn name_str(name: &OsStr) -> Result<&str, Errno> {
 }
 
 fn ttl_for(a: &Attr) -> Duration {
-    if a.kind == FileKind::Symlink {
-        Duration::ZERO
-    } else {
-        TTL
-    }
+    if a.kind == FileKind::Symlink { Duration::ZERO } else { TTL }
 }
 
 impl FuseFs {
@@ -457,15 +409,12 @@ impl FuseFs {
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
-        let _ = config
-            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.set_max_readahead(4 << 20);
         let _ = config.set_max_write(1 << 20);
         if self.passthrough.load(Ordering::Relaxed) {
-            if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(1).is_ok()
-            {
+            if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(1).is_ok() {
                 log::info!("FUSE passthrough enabled for weights");
             } else {
                 log::info!("kernel has no FUSE passthrough; reads go through the daemon");
@@ -532,15 +481,7 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn mkdir(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -573,14 +514,7 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn symlink(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &Path,
-        reply: ReplyEntry,
-    ) {
+    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let (name, target) = match (name_str(link_name), target.to_str()) {
             (Ok(n), Some(t)) => (n, t),
             _ => return reply.error(Errno::EINVAL),
@@ -605,23 +539,13 @@ impl Filesystem for FuseFs {
             (Ok(a), Ok(b)) => (a, b),
             _ => return reply.error(Errno::EINVAL),
         };
-        match self
-            .fs
-            .rename(parent.0, name, newparent.0, newname, flags.bits())
-        {
+        match self.fs.rename(parent.0, name, newparent.0, newname, flags.bits()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn link(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let newname = match name_str(newname) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -674,14 +598,7 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         match self.fs.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -705,14 +622,7 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         match self.fs.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -726,14 +636,7 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let Some(entries) = self.fs.dir_entries(fh.0) else {
             return reply.error(Errno::EBADF);
         };
@@ -745,14 +648,7 @@ impl Filesystem for FuseFs {
         reply.ok();
     }
 
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let Some(entries) = self.fs.dir_entries(fh.0) else {
             return reply.error(Errno::EBADF);
         };
@@ -779,14 +675,7 @@ impl Filesystem for FuseFs {
             };
             let is_dot = e.name == "." || e.name == "..";
             let ino_for_entry = if is_dot { INodeNo(e.ino) } else { attr.ino };
-            if reply.add(
-                ino_for_entry,
-                (i + 1) as u64,
-                &e.name,
-                &ttl,
-                &attr,
-                Generation(0),
-            ) {
+            if reply.add(ino_for_entry, (i + 1) as u64, &e.name, &ttl, &attr, Generation(0)) {
                 if !is_dot {
                     // The kernel did not take this entry: undo the lookup count.
                     self.fs.forget(e.ino, 1);
@@ -797,14 +686,7 @@ impl Filesystem for FuseFs {
         reply.ok();
     }
 
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         self.fs.release_handle(fh.0);
         reply.ok();
     }
@@ -898,13 +780,7 @@ impl Filesystem for FuseFs {
             Err(e) => return reply.error(e),
         };
         match self.fs.create(parent.0, name, mode, flags) {
-            Ok((a, o)) => reply.created(
-                &TTL,
-                &to_file_attr(&a),
-                Generation(0),
-                FileHandle(o.fh),
-                FopenFlags::empty(),
-            ),
+            Ok((a, o)) => reply.created(&TTL, &to_file_attr(&a), Generation(0), FileHandle(o.fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -924,10 +800,7 @@ impl Filesystem for FuseFs {
     ) {
         // The reply carries a u32; ask for no more than fits.
         let len = len.min(0xFFFF_F000);
-        match self
-            .fs
-            .copy_file_range(ino_in.0, fh_in.0, offset_in, fh_out.0, offset_out, len)
-        {
+        match self.fs.copy_file_range(ino_in.0, fh_in.0, offset_in, fh_out.0, offset_out, len) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }

@@ -52,9 +52,7 @@ impl Header {
     }
     /// `general.file_type` as Ollama names it.
     pub fn file_type_name(&self) -> &'static str {
-        self.int("general.file_type")
-            .map(file_type_name)
-            .unwrap_or("unknown")
+        self.int("general.file_type").map(file_type_name).unwrap_or("unknown")
     }
 }
 
@@ -157,11 +155,7 @@ pub fn read_header(r: impl Read) -> io::Result<Header> {
     if tensor_count > MAX_TENSORS || kv_count > MAX_KV {
         return Err(bad("GGUF header counts are implausible"));
     }
-    let mut h = Header {
-        version,
-        tensor_count,
-        ..Default::default()
-    };
+    let mut h = Header { version, tensor_count, ..Default::default() };
     for _ in 0..kv_count {
         let key = r.string()?;
         let ty = r.u32()?;
@@ -235,18 +229,10 @@ pub fn human_number(n: u64) -> String {
     let f = n as f64;
     if f >= BILLION {
         let v = f / BILLION;
-        if v == v.floor() {
-            format!("{v:.0}B")
-        } else {
-            format!("{v:.1}B")
-        }
+        if v == v.floor() { format!("{v:.0}B") } else { format!("{v:.1}B") }
     } else if f >= MILLION {
         let v = f / MILLION;
-        if v == v.floor() {
-            format!("{v:.0}M")
-        } else {
-            format!("{v:.2}M")
-        }
+        if v == v.floor() { format!("{v:.0}M") } else { format!("{v:.2}M") }
     } else if f >= THOUSAND {
         format!("{:.0}K", f / THOUSAND)
     } else {
@@ -343,19 +329,13 @@ mod tests {
                 ("llama.context_length", Value::Int(131072)),
                 ("tokenizer.ggml.tokens", Value::Array(5)),
             ],
-            &[
-                ("token_embd.weight", vec![2048, 1000], 12),
-                ("blk.0.attn_q.weight", vec![2048, 2048], 12),
-            ],
+            &[("token_embd.weight", vec![2048, 1000], 12), ("blk.0.attn_q.weight", vec![2048, 2048], 12)],
         );
         let h = read_header(&bytes[..]).unwrap();
         assert_eq!(h.architecture(), "llama");
         assert_eq!(h.file_type_name(), "Q4_K_M");
         assert_eq!(h.parameter_count, 2048 * 1000 + 2048 * 2048);
-        assert_eq!(
-            h.metadata.get("tokenizer.ggml.tokens"),
-            Some(&Value::Array(5))
-        );
+        assert_eq!(h.metadata.get("tokenizer.ggml.tokens"), Some(&Value::Array(5)));
         assert_eq!(h.int("llama.context_length"), Some(131072));
     }
 
@@ -370,10 +350,7 @@ mod tests {
         huge.extend_from_slice(&u64::MAX.to_le_bytes()); // key length
         assert!(read_header(&huge[..]).is_err());
         // Every truncation of a valid header is an error, never a panic.
-        let good = write::header(
-            &[("general.architecture", Value::Str("x".into()))],
-            &[("t", vec![4, 4], 0)],
-        );
+        let good = write::header(&[("general.architecture", Value::Str("x".into()))], &[("t", vec![4, 4], 0)]);
         for cut in 0..good.len() - 8 {
             let _ = read_header(&good[..cut]);
         }

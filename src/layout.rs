@@ -78,12 +78,7 @@ pub fn media_type_for(file_name: &str) -> Option<(String, Kind)> {
 fn strip_number(stem: &str) -> &str {
     if let Some(i) = stem.rfind('-') {
         let n = &stem[i + 1..];
-        if !n.is_empty()
-            && n.bytes().all(|c| c.is_ascii_digit())
-            && n != "0"
-            && n != "1"
-            && !n.starts_with('0')
-        {
+        if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) && n != "0" && n != "1" && !n.starts_with('0') {
             return &stem[..i];
         }
     }
@@ -113,24 +108,12 @@ pub fn files(m: &Manifest) -> Vec<LayerFile> {
         let count = seen.entry(base.clone()).or_insert(0);
         *count += 1;
         let name = numbered(&base, *count);
-        out.push(LayerFile {
-            name,
-            kind,
-            source: Source::Layer(i),
-        });
+        out.push(LayerFile { name, kind, source: Source::Layer(i) });
     }
     if !m.config.digest.is_empty() {
-        out.push(LayerFile {
-            name: CONFIG_FILE.into(),
-            kind: Kind::Text,
-            source: Source::Config,
-        });
+        out.push(LayerFile { name: CONFIG_FILE.into(), kind: Kind::Text, source: Source::Config });
     }
-    out.push(LayerFile {
-        name: MANIFEST_FILE.into(),
-        kind: Kind::Text,
-        source: Source::Manifest,
-    });
+    out.push(LayerFile { name: MANIFEST_FILE.into(), kind: Kind::Text, source: Source::Manifest });
     out
 }
 
@@ -150,11 +133,7 @@ mod tests {
         let mut json = layer("json");
         json.name = "config.json".into();
         let m = Manifest::new(
-            Layer::new(
-                "application/vnd.docker.container.image.v1+json",
-                Digest([1; 32]),
-                2,
-            ),
+            Layer::new("application/vnd.docker.container.image.v1+json", Digest([1; 32]), 2),
             vec![
                 layer("model"),
                 layer("template"),
@@ -200,14 +179,8 @@ mod tests {
 
     #[test]
     fn file_names_map_back_to_media_types() {
-        assert_eq!(
-            media_type_for("license-2").unwrap().0,
-            format!("{LAYER_PREFIX}license")
-        );
-        assert_eq!(
-            media_type_for("adapter-3.gguf").unwrap(),
-            (format!("{LAYER_PREFIX}adapter"), Kind::Weights)
-        );
+        assert_eq!(media_type_for("license-2").unwrap().0, format!("{LAYER_PREFIX}license"));
+        assert_eq!(media_type_for("adapter-3.gguf").unwrap(), (format!("{LAYER_PREFIX}adapter"), Kind::Weights));
         assert_eq!(media_type_for("system").unwrap().1, Kind::Text);
         assert!(media_type_for("notes.txt").is_none());
         assert!(media_type_for(".system.swp").is_none());

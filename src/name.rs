@@ -88,11 +88,7 @@ impl BareName {
 fn cut_last(s: &str, sep: char) -> Option<(String, String)> {
     let i = s.rfind(sep)?;
     let fix = |p: &str| {
-        if p.is_empty() {
-            MISSING.to_string()
-        } else {
-            p.to_string()
-        }
+        if p.is_empty() { MISSING.to_string() } else { p.to_string() }
     };
     Some((fix(&s[..i]), fix(&s[i + sep.len_utf8()..])))
 }
@@ -150,36 +146,16 @@ impl Name {
         if !b.is_valid() {
             return Err(InvalidName(s.to_string()));
         }
-        Ok(Name {
-            host: b.host,
-            namespace: b.namespace,
-            model: b.model,
-            tag: b.tag,
-        })
+        Ok(Name { host: b.host, namespace: b.namespace, model: b.model, tag: b.tag })
     }
 
     /// Build from four parts, each checked against the grammar.
-    pub fn from_parts(
-        host: &str,
-        namespace: &str,
-        model: &str,
-        tag: &str,
-    ) -> Result<Name, InvalidName> {
-        let b = BareName {
-            host: host.into(),
-            namespace: namespace.into(),
-            model: model.into(),
-            tag: tag.into(),
-        };
+    pub fn from_parts(host: &str, namespace: &str, model: &str, tag: &str) -> Result<Name, InvalidName> {
+        let b = BareName { host: host.into(), namespace: namespace.into(), model: model.into(), tag: tag.into() };
         if !b.is_valid() {
             return Err(InvalidName(format!("{host}/{namespace}/{model}:{tag}")));
         }
-        Ok(Name {
-            host: b.host,
-            namespace: b.namespace,
-            model: b.model,
-            tag: b.tag,
-        })
+        Ok(Name { host: b.host, namespace: b.namespace, model: b.model, tag: b.tag })
     }
 
     /// `ParseNameFromFilepath`: exactly four valid `/`-separated parts.
@@ -193,10 +169,7 @@ impl Name {
 
     /// Relative path below `manifests/`.
     pub fn manifest_path(&self) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.host, self.namespace, self.model, self.tag
-        )
+        format!("{}/{}/{}/{}", self.host, self.namespace, self.model, self.tag)
     }
 
     pub fn is_default_host(&self) -> bool {
@@ -210,10 +183,7 @@ impl Name {
     /// Ollama's `DisplayShortest`: defaults left out (compared ignoring case), tag always shown.
     pub fn display_shortest(&self) -> String {
         if !self.is_default_host() {
-            format!(
-                "{}/{}/{}:{}",
-                self.host, self.namespace, self.model, self.tag
-            )
+            format!("{}/{}/{}:{}", self.host, self.namespace, self.model, self.tag)
         } else if !self.is_default_namespace() {
             format!("{}/{}:{}", self.namespace, self.model, self.tag)
         } else {
@@ -238,11 +208,7 @@ impl Name {
 impl fmt::Display for Name {
     /// `host/namespace/model:tag`, as Ollama's `String()`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}:{}",
-            self.host, self.namespace, self.model, self.tag
-        )
+        write!(f, "{}/{}/{}:{}", self.host, self.namespace, self.model, self.tag)
     }
 }
 
@@ -296,23 +262,10 @@ mod tests {
             ("host/name:space/model:tag", false, false, ["host", "name:space", "model", "tag"], ""),
         ];
         for (input, bare_valid, valid, parts, display) in cases {
-            assert_eq!(
-                parse_bare(input).is_valid(),
-                bare_valid,
-                "bare validity of {input:?}"
-            );
+            assert_eq!(parse_bare(input).is_valid(), bare_valid, "bare validity of {input:?}");
             assert_eq!(Name::parse(input).is_ok(), valid, "validity of {input:?}");
             let got = p(input);
-            assert_eq!(
-                [
-                    got.0.as_str(),
-                    got.1.as_str(),
-                    got.2.as_str(),
-                    got.3.as_str()
-                ],
-                parts,
-                "parts of {input:?}"
-            );
+            assert_eq!([got.0.as_str(), got.1.as_str(), got.2.as_str(), got.3.as_str()], parts, "parts of {input:?}");
             if valid {
                 assert_eq!(Name::parse(input).unwrap().display_shortest(), display);
             }
@@ -344,40 +297,19 @@ mod tests {
         let ns_ok = |s: &str| is_valid_part(Part::Namespace, s);
         assert!(!ns_ok(""));
         assert!(ns_ok("a"));
-        for bad in [
-            "a:b",
-            "a/b",
-            "a:b/c",
-            "a/b:c",
-            "a/b:c/d",
-            "a/b:c/d@e",
-            "a/b:c/d@sha256-100",
-        ] {
+        for bad in ["a:b", "a/b", "a:b/c", "a/b:c", "a/b:c/d", "a/b:c/d@e", "a/b:c/d@sha256-100"] {
             assert!(!ns_ok(bad), "{bad}");
         }
         assert!(ns_ok("himynameisjoe"));
-        assert!(ns_ok(
-            "himynameisreallyreallyreallyreallyreallyreallyreallylongbutvalid"
-        ));
+        assert!(ns_ok("himynameisreallyreallyreallyreallyreallyreallyreallylongbutvalid"));
     }
 
     #[test]
     fn manifest_paths() {
         let n = Name::parse("llama3.2").unwrap();
-        assert_eq!(
-            n.manifest_path(),
-            "registry.ollama.ai/library/llama3.2/latest"
-        );
-        assert_eq!(
-            Name::from_manifest_path("host/namespace/model/tag")
-                .unwrap()
-                .model,
-            "model"
-        );
-        assert_eq!(
-            Name::from_manifest_path("host:5000/ns/m/t").unwrap().host,
-            "host:5000"
-        );
+        assert_eq!(n.manifest_path(), "registry.ollama.ai/library/llama3.2/latest");
+        assert_eq!(Name::from_manifest_path("host/namespace/model/tag").unwrap().model, "model");
+        assert_eq!(Name::from_manifest_path("host:5000/ns/m/t").unwrap().host, "host:5000");
         for bad in [
             "namespace/model/tag",
             "model/tag",
@@ -409,10 +341,7 @@ mod tests {
         let n = Name::parse("https://example.com/ns/m:t").unwrap();
         assert_eq!(n.host, "example.com");
         assert!(Name::parse("https://a/b/ns/m:t").is_err());
-        assert!(
-            Name::parse(" llama3.2").is_err(),
-            "whitespace is not trimmed"
-        );
+        assert!(Name::parse(" llama3.2").is_err(), "whitespace is not trimmed");
     }
 
     #[test]

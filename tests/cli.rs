@@ -18,26 +18,13 @@ fn ls_lists_like_ollama() {
             && lines[0].contains("MODIFIED")
     );
     assert_eq!(lines.len(), 7, "{out}");
-    for name in [
-        fixture::LLAMA,
-        fixture::CUSTOM,
-        fixture::HF,
-        fixture::PORT,
-        fixture::QWEN,
-        fixture::MLX,
-    ] {
-        assert!(
-            out.lines().any(|l| l.starts_with(&format!("{name} "))),
-            "{name} missing in\n{out}"
-        );
+    for name in [fixture::LLAMA, fixture::CUSTOM, fixture::HF, fixture::PORT, fixture::QWEN, fixture::MLX] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{name} "))), "{name} missing in\n{out}");
     }
     // ID is the first 12 hex of the manifest's sha256; size sums the manifest's sizes.
     let bytes = manifest_bytes(&store, "registry.ollama.ai/library/llama3.2/latest");
-    let id = ollamafs::store::manifest::model_id(&bytes);
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("llama3.2:latest "))
-        .unwrap();
+    let id = ollamafs::store::manifest::model_id(bytes.as_bytes());
+    let line = out.lines().find(|l| l.starts_with("llama3.2:latest ")).unwrap();
     assert!(line.contains(&id[..12]), "{line}");
     assert!(line.contains("8.4 MB"), "{line}");
     // Prefix filter, ignoring case.
@@ -51,23 +38,13 @@ fn cp_copies_the_manifest_only() {
     let before = blobs(&store);
     let o = ollamafs(&store, &["cp", "llama3.2", "myuser/llama3.2:custom2"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        stdout(&o),
-        "copied 'llama3.2' to 'myuser/llama3.2:custom2'\n"
-    );
+    assert_eq!(stdout(&o), "copied 'llama3.2' to 'myuser/llama3.2:custom2'\n");
     assert_eq!(
         manifest_bytes(&store, "registry.ollama.ai/library/llama3.2/latest"),
         manifest_bytes(&store, "registry.ollama.ai/myuser/llama3.2/custom2")
     );
     assert_eq!(blobs(&store), before);
-    assert!(
-        !store
-            .join(".ollamafs")
-            .read_dir()
-            .map(|mut r| r.next().is_some())
-            .unwrap_or(false),
-        "scratch is empty"
-    );
+    assert!(!store.join(".ollamafs").read_dir().map(|mut r| r.next().is_some()).unwrap_or(false), "scratch is empty");
     assert_verifies(&store);
 }
 
@@ -77,25 +54,13 @@ fn cp_errors_and_exit_codes() {
     let files = manifest_files(&store);
     let o = ollamafs(&store, &["cp", "a b", "x"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("source \"a b\" is invalid"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("source \"a b\" is invalid"), "{}", stderr(&o));
     let o = ollamafs(&store, &["cp", "llama3.2", "bad/name/x/y"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("destination \"bad/name/x/y\" is invalid"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("destination \"bad/name/x/y\" is invalid"), "{}", stderr(&o));
     let o = ollamafs(&store, &["cp", "ghost", "x"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("model 'ghost' not found"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("model 'ghost' not found"), "{}", stderr(&o));
     let o = ollamafs(&store, &["cp", "llama3.2"]);
     assert_eq!(o.status.code(), Some(2), "usage error");
     assert_eq!(manifest_files(&store), files, "nothing changed");
@@ -125,33 +90,14 @@ fn show_json_lists_layers_with_file_names() {
     let o = ollamafs(&store, &["show", "--json", fixture::CUSTOM]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let files: Vec<&str> = v["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["file"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        files,
-        [
-            "model.gguf",
-            "template",
-            "system",
-            "license",
-            "license-2",
-            "params.json",
-            "config.json"
-        ]
-    );
+    let files: Vec<&str> = v["layers"].as_array().unwrap().iter().map(|l| l["file"].as_str().unwrap()).collect();
+    assert_eq!(files, ["model.gguf", "template", "system", "license", "license-2", "params.json", "config.json"]);
     assert_eq!(v["layers"][0]["digest"], info.big_model.prefixed());
     assert_eq!(v["layers"][0]["from"], "llama3.2:latest");
     assert_eq!(v["system"], fixture::SYSTEM_CUSTOM);
     assert_eq!(v["details"]["family"], "llama");
     assert_eq!(v["details"]["quantization_level"], "Q4_K_M");
-    assert_eq!(
-        v["license"],
-        format!("{}\n{}", fixture::LICENSE_1, fixture::LICENSE_2)
-    );
+    assert_eq!(v["license"], format!("{}\n{}", fixture::LICENSE_1, fixture::LICENSE_2));
     let o = ollamafs(&store, &["show", "nope"]);
     assert_eq!(o.status.code(), Some(1));
     let o = ollamafs(&store, &["show", fixture::QWEN]);
@@ -165,12 +111,7 @@ fn verify_reports_corruption_and_ls_survives_it() {
     let bad = store.join("manifests/registry.ollama.ai/library/broken/latest");
     fs::create_dir_all(bad.parent().unwrap()).unwrap();
     fs::write(&bad, b"{not json").unwrap();
-    fs::remove_file(
-        store
-            .join("blobs")
-            .join(info.system_custom.blob_file_name()),
-    )
-    .unwrap();
+    fs::remove_file(store.join("blobs").join(info.system_custom.blob_file_name())).unwrap();
     let o = ollamafs(&store, &["verify"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
@@ -178,11 +119,7 @@ fn verify_reports_corruption_and_ls_survives_it() {
     assert!(err.contains("is missing"), "{err}");
     let o = ollamafs(&store, &["ls"]);
     assert!(o.status.success());
-    assert_eq!(
-        stdout(&o).lines().count(),
-        7,
-        "the corrupt one is skipped, the rest listed"
-    );
+    assert_eq!(stdout(&o).lines().count(), 7, "the corrupt one is skipped, the rest listed");
     let o = ollamafs(&store, &["cp", "llama3.2", "still:works"]);
     assert!(o.status.success());
 }
@@ -198,11 +135,7 @@ fn store_from_flag_and_env_with_quotes() {
         .unwrap();
     assert_eq!(stdout(&o).lines().count(), 7);
     let quoted = format!("  \"{}\" ", store.display());
-    let o = std::process::Command::new(bin())
-        .arg("ls")
-        .env("OLLAMA_MODELS", quoted)
-        .output()
-        .unwrap();
+    let o = std::process::Command::new(bin()).arg("ls").env("OLLAMA_MODELS", quoted).output().unwrap();
     assert_eq!(stdout(&o).lines().count(), 7, "{}", stderr(&o));
     let o = ollamafs(&store.join("missing"), &["ls"]);
     assert_eq!(o.status.code(), Some(1));

@@ -14,68 +14,30 @@ fn tree_names_and_file_layout() {
     };
     let root = sh_ok(&format!("ls -1 {}", m.mp.display()));
     let root: Vec<&str> = root.lines().collect();
-    assert_eq!(
-        root,
-        [
-            "hf.co",
-            "llama3.2:latest",
-            "localhost:5000",
-            "mlx-community",
-            "myuser",
-            "qwen2.5:0.5b"
-        ]
-    );
-    assert_eq!(
-        sh_ok(&format!("ls -1 {}", m.p("myuser").display())).trim(),
-        "llama3.2:custom"
-    );
+    assert_eq!(root, ["hf.co", "llama3.2:latest", "localhost:5000", "mlx-community", "myuser", "qwen2.5:0.5b"]);
+    assert_eq!(sh_ok(&format!("ls -1 {}", m.p("myuser").display())).trim(), "llama3.2:custom");
     assert_eq!(
         sh_ok(&format!("ls -1 {}", m.p("hf.co/bartowski").display())).trim(),
         "Llama-3.2-1B-Instruct-GGUF:Q4_K_M"
     );
-    assert_eq!(
-        sh_ok(&format!("ls -1 {}", m.p("localhost:5000/team").display())).trim(),
-        "tiny:v1"
-    );
+    assert_eq!(sh_ok(&format!("ls -1 {}", m.p("localhost:5000/team").display())).trim(), "tiny:v1");
     // Directory order is manifest order, config.json and manifest.json last (ls -f keeps it).
     let files = sh_ok(&format!("ls -f1 {}", m.p("llama3.2:latest").display()));
     let files: Vec<&str> = files.lines().filter(|l| !l.starts_with('.')).collect();
     assert_eq!(
         files,
-        [
-            "model.gguf",
-            "template",
-            "license",
-            "license-2",
-            "params.json",
-            "config.json",
-            "manifest.json"
-        ]
+        ["model.gguf", "template", "license", "license-2", "params.json", "config.json", "manifest.json"]
     );
-    let tiny = sh_ok(&format!(
-        "ls -f1 {}",
-        m.p("localhost:5000/team/tiny:v1").display()
-    ));
+    let tiny = sh_ok(&format!("ls -f1 {}", m.p("localhost:5000/team/tiny:v1").display()));
     assert!(tiny.contains("adapter-2.gguf"), "{tiny}");
     let qwen = sh_ok(&format!("ls -f1 {}", m.p("qwen2.5:0.5b").display()));
-    assert!(
-        qwen.contains("projector.gguf") && qwen.contains("messages.json"),
-        "{qwen}"
-    );
+    assert!(qwen.contains("projector.gguf") && qwen.contains("messages.json"), "{qwen}");
     assert_eq!(
-        sh_ok(&format!(
-            "find {} -type f | sort",
-            m.p("mlx-community/flux:latest").display()
-        ))
-        .lines()
-        .map(|l| l.rsplit("flux:latest/").next().unwrap().to_string())
-        .collect::<Vec<_>>(),
-        [
-            "config.json",
-            "files/config.json",
-            "files/transformer/blocks.0.weight",
-            "manifest.json"
-        ]
+        sh_ok(&format!("find {} -type f | sort", m.p("mlx-community/flux:latest").display()))
+            .lines()
+            .map(|l| l.rsplit("flux:latest/").next().unwrap().to_string())
+            .collect::<Vec<_>>(),
+        ["config.json", "files/config.json", "files/transformer/blocks.0.weight", "manifest.json"]
     );
     // Colon-less names resolve to :latest; spelled-out defaults resolve to the same model.
     let a = fs::metadata(m.p("llama3.2:latest")).unwrap().ino();
@@ -102,11 +64,7 @@ fn weights_are_shared_inodes_and_text_is_per_model() {
     assert_eq!(a.nlink(), 2, "link count = models showing the blob");
     assert_eq!(a.mode() & 0o777, 0o444);
     assert_eq!(a.len(), info.big_size);
-    assert_eq!(
-        a.blocks(),
-        info.big_size / 512,
-        "st_blocks = size in 512-byte blocks (not sparse)"
-    );
+    assert_eq!(a.blocks(), info.big_size / 512, "st_blocks = size in 512-byte blocks (not sparse)");
     let blob = fs::metadata(m.store.join("blobs").join(info.big_model.blob_file_name())).unwrap();
     assert_eq!(a.mtime(), blob.mtime(), "file mtime = blob mtime");
     assert_eq!(a.uid(), fs::metadata(&m.store).unwrap().uid());
@@ -115,22 +73,11 @@ fn weights_are_shared_inodes_and_text_is_per_model() {
     assert_ne!(ta.ino(), tb.ino(), "text files are per model");
     assert_eq!(ta.mode() & 0o777, 0o644);
     // find -samefile sees the sharing; du counts a shared inode once.
-    let same = sh_ok(&format!(
-        "find {} -samefile {} | sort",
-        m.mp.display(),
-        m.p("llama3.2:latest/model.gguf").display()
-    ));
+    let same =
+        sh_ok(&format!("find {} -samefile {} | sort", m.mp.display(), m.p("llama3.2:latest/model.gguf").display()));
     assert_eq!(same.lines().count(), 2, "{same}");
-    let du_all: u64 = sh_ok(&format!("du -sb {}", m.mp.display()))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        du_all < info.big_size + (16 << 20),
-        "du counted the shared weights twice: {du_all}"
-    );
+    let du_all: u64 = sh_ok(&format!("du -sb {}", m.mp.display())).split_whitespace().next().unwrap().parse().unwrap();
+    assert!(du_all < info.big_size + (16 << 20), "du counted the shared weights twice: {du_all}");
     assert!(du_all > info.big_size, "{du_all}");
     // ls -li shows the same number on both lines.
     let li = sh_ok(&format!(
@@ -138,18 +85,11 @@ fn weights_are_shared_inodes_and_text_is_per_model() {
         m.p("llama3.2:latest/model.gguf").display(),
         m.p("myuser/llama3.2:custom/model.gguf").display()
     ));
-    let inos: Vec<&str> = li
-        .lines()
-        .map(|l| l.split_whitespace().next().unwrap())
-        .collect();
+    let inos: Vec<&str> = li.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
     assert_eq!(inos[0], inos[1]);
     // Model dir mtime = manifest mtime.
     let md = fs::metadata(m.p("llama3.2:latest")).unwrap();
-    let mf = fs::metadata(
-        m.store
-            .join("manifests/registry.ollama.ai/library/llama3.2/latest"),
-    )
-    .unwrap();
+    let mf = fs::metadata(m.store.join("manifests/registry.ollama.ai/library/llama3.2/latest")).unwrap();
     assert_eq!(md.mtime(), mf.mtime());
     assert!(md.is_dir() && md.mode() & 0o777 == 0o755);
 }
@@ -160,14 +100,7 @@ fn every_layer_reads_back_as_its_blob() {
         return;
     };
     let mut checked = 0;
-    for model in [
-        fixture::LLAMA,
-        fixture::CUSTOM,
-        fixture::HF,
-        fixture::PORT,
-        fixture::QWEN,
-        fixture::MLX,
-    ] {
+    for model in [fixture::LLAMA, fixture::CUSTOM, fixture::HF, fixture::PORT, fixture::QWEN, fixture::MLX] {
         let o = ollamafs(&m.store, &["show", "--json", model]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         for l in v["layers"].as_array().unwrap() {
@@ -177,42 +110,24 @@ fn every_layer_reads_back_as_its_blob() {
             sh_ok(&format!(
                 "cmp '{}' '{}'",
                 path.display(),
-                m.store
-                    .join("blobs")
-                    .join(format!("sha256-{hex}"))
-                    .display()
+                m.store.join("blobs").join(format!("sha256-{hex}")).display()
             ));
-            let x = sh_ok(&format!(
-                "getfattr --only-values -n user.ollama.digest '{}'",
-                path.display()
-            ));
+            let x = sh_ok(&format!("getfattr --only-values -n user.ollama.digest '{}'", path.display()));
             assert_eq!(x, l["digest"].as_str().unwrap());
-            let mt = sh_ok(&format!(
-                "getfattr --only-values -n user.ollama.media_type '{}'",
-                path.display()
-            ));
+            let mt = sh_ok(&format!("getfattr --only-values -n user.ollama.media_type '{}'", path.display()));
             assert_eq!(mt, l["media_type"].as_str().unwrap());
             checked += 1;
         }
         // manifest.json is the manifest's bytes.
         let rel = ollamafs::name::Name::parse(model).unwrap().manifest_path();
-        assert_eq!(
-            fs::read(m.p(model).join("manifest.json")).unwrap(),
-            manifest_bytes(&m.store, &rel)
-        );
+        assert_eq!(fs::read(m.p(model).join("manifest.json")).unwrap(), manifest_bytes(&m.store, &rel));
     }
     assert!(checked >= 20, "{checked}");
-    let name = sh_ok(&format!(
-        "getfattr --only-values -n user.ollama.name '{}'",
-        m.p(fixture::CUSTOM).display()
-    ));
+    let name = sh_ok(&format!("getfattr --only-values -n user.ollama.name '{}'", m.p(fixture::CUSTOM).display()));
     assert_eq!(name, "registry.ollama.ai/myuser/llama3.2:custom");
-    let id = sh_ok(&format!(
-        "getfattr --only-values -n user.ollama.id '{}'",
-        m.p(fixture::CUSTOM).display()
-    ));
+    let id = sh_ok(&format!("getfattr --only-values -n user.ollama.id '{}'", m.p(fixture::CUSTOM).display()));
     let bytes = manifest_bytes(&m.store, "registry.ollama.ai/myuser/llama3.2/custom");
-    assert_eq!(id, ollamafs::store::manifest::model_id(&bytes));
+    assert_eq!(id, ollamafs::store::manifest::model_id(bytes.as_bytes()));
 }
 
 #[test]
@@ -241,10 +156,7 @@ print('ok')
         blob = blob.display(),
         size = info.big_size
     );
-    assert_eq!(
-        sh_ok(&format!("python3 -c \"{}\"", script.replace('"', "\\\""))).trim(),
-        "ok"
-    );
+    assert_eq!(sh_ok(&format!("python3 -c \"{}\"", script.replace('"', "\\\""))).trim(), "ok");
 }
 
 #[test]
@@ -256,29 +168,19 @@ fn changes_made_by_another_process_show_within_a_second() {
     let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
         let t0 = Instant::now();
         while !cond() {
-            assert!(
-                t0.elapsed() < Duration::from_millis(1500),
-                "{what} not visible after {:?}",
-                t0.elapsed()
-            );
+            assert!(t0.elapsed() < Duration::from_millis(1500), "{what} not visible after {:?}", t0.elapsed());
             std::thread::sleep(Duration::from_millis(20));
         }
         t0.elapsed()
     };
-    let src = m
-        .store
-        .join("manifests/registry.ollama.ai/library/llama3.2/latest");
+    let src = m.store.join("manifests/registry.ollama.ai/library/llama3.2/latest");
     let dst_dir = m.store.join("manifests/registry.ollama.ai/library/ext");
     fs::create_dir_all(&dst_dir).unwrap();
     fs::copy(&src, dst_dir.join("v1")).unwrap();
     let seen = wait_for("new model", &|| m.p("ext:v1/model.gguf").exists());
     assert!(seen < Duration::from_secs(1), "{seen:?}");
     // In-place rewrite (Ollama truncates and writes) with another model's manifest.
-    let qwen = fs::read(
-        m.store
-            .join("manifests/registry.ollama.ai/library/qwen2.5/0.5b"),
-    )
-    .unwrap();
+    let qwen = fs::read(m.store.join("manifests/registry.ollama.ai/library/qwen2.5/0.5b")).unwrap();
     fs::write(dst_dir.join("v1"), &qwen).unwrap();
     wait_for("rewrite", &|| m.p("ext:v1/projector.gguf").exists());
     fs::remove_file(dst_dir.join("v1")).unwrap();
@@ -296,18 +198,11 @@ fn inodes_are_stable_across_remounts() {
     let mp = dir.path().join("mnt");
     let first = {
         let m = Mount::start(&store, &mp, &[]);
-        fs::metadata(m.p("llama3.2:latest/model.gguf"))
-            .unwrap()
-            .ino()
+        fs::metadata(m.p("llama3.2:latest/model.gguf")).unwrap().ino()
     };
     assert!(!is_mounted(&mp), "guard unmounted");
     let m = Mount::start(&store, &mp, &[]);
-    assert_eq!(
-        fs::metadata(m.p("myuser/llama3.2:custom/model.gguf"))
-            .unwrap()
-            .ino(),
-        first
-    );
+    assert_eq!(fs::metadata(m.p("myuser/llama3.2:custom/model.gguf")).unwrap().ino(), first);
 }
 
 #[test]
@@ -318,32 +213,17 @@ fn read_only_mount_refuses_every_change() {
     let before = manifest_files(&m.store);
     for cmd in [
         format!("mkdir '{}'", m.p("new:tag").display()),
-        format!(
-            "cp -r '{}' '{}'",
-            m.p("llama3.2:latest").display(),
-            m.p("copy:x").display()
-        ),
+        format!("cp -r '{}' '{}'", m.p("llama3.2:latest").display(), m.p("copy:x").display()),
         format!("rm '{}'", m.p("llama3.2:latest/manifest.json").display()),
         format!("echo hi > '{}'", m.p("llama3.2:latest/template").display()),
-        format!(
-            "mv '{}' '{}'",
-            m.p("llama3.2:latest").display(),
-            m.p("moved:x").display()
-        ),
+        format!("mv '{}' '{}'", m.p("llama3.2:latest").display(), m.p("moved:x").display()),
     ] {
         let o = sh(&cmd);
         assert!(!o.status.success(), "{cmd} succeeded on a read-only mount");
-        assert!(
-            stderr(&o).contains("Read-only file system"),
-            "{cmd}: {}",
-            stderr(&o)
-        );
+        assert!(stderr(&o).contains("Read-only file system"), "{cmd}: {}", stderr(&o));
     }
     assert_eq!(manifest_files(&m.store), before);
-    assert!(
-        fs::read(m.p("llama3.2:latest/params.json")).is_ok(),
-        "reads still work"
-    );
+    assert!(fs::read(m.p("llama3.2:latest/params.json")).is_ok(), "reads still work");
 }
 
 #[test]
@@ -359,10 +239,7 @@ fn foreground_mount_unmounts_on_sigterm() {
         if let Some(s) = c.try_wait().unwrap() {
             break s;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "daemon ignored SIGTERM"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "daemon ignored SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
@@ -378,32 +255,20 @@ fn background_mount_returns_when_ready_and_umount_stops_it() {
     let (dir, store, _) = fixture_store(8 << 20);
     let mp = dir.path().join("mnt");
     fs::create_dir_all(&mp).unwrap();
-    let o = std::process::Command::new(bin())
-        .args(["mount", "--store"])
-        .arg(&store)
-        .arg(&mp)
-        .output()
-        .unwrap();
+    let o = std::process::Command::new(bin()).args(["mount", "--store"]).arg(&store).arg(&mp).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     // Ready on return: no waiting needed.
     let guard = MountedPath(mp.canonicalize().unwrap());
     assert!(mp.join("llama3.2:latest/model.gguf").exists());
     sh_ok(&format!("umount '{}'", mp.display()));
     let t0 = Instant::now();
-    while sh("pgrep -f 'ollamafs mount --store'").status.success()
-        && t0.elapsed() < Duration::from_secs(5)
-    {
+    while sh("pgrep -f 'ollamafs mount --store'").status.success() && t0.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!is_mounted(&mp));
     drop(guard);
     // The daemon cleaned its scratch folder on the way out.
-    assert!(
-        fs::read_dir(store.join(".ollamafs"))
-            .map(|r| r.count())
-            .unwrap_or(0)
-            == 0
-    );
+    assert!(fs::read_dir(store.join(".ollamafs")).map(|r| r.count()).unwrap_or(0) == 0);
 }
 
 /// Unmounts a background mount if a test fails before doing so.
@@ -411,10 +276,7 @@ struct MountedPath(std::path::PathBuf);
 impl Drop for MountedPath {
     fn drop(&mut self) {
         if is_mounted(&self.0) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
         }
     }
 }
@@ -439,11 +301,7 @@ fn mount_point_inside_the_store_is_refused() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("unknown mount option"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("unknown mount option"), "{}", stderr(&o));
 }
 
 #[test]
@@ -463,11 +321,7 @@ fn fstab_style_options_work() {
     }
     let (dir, store, _) = fixture_store(1 << 20);
     let mp = dir.path().join("mnt");
-    let m = Mount::start(
-        &store,
-        &mp,
-        &["-o", &format!("ro,noatime,store={}", store.display())],
-    );
+    let m = Mount::start(&store, &mp, &["-o", &format!("ro,noatime,store={}", store.display())]);
     let o = sh(&format!("mkdir '{}'", m.p("x:y").display()));
     assert!(stderr(&o).contains("Read-only"), "{}", stderr(&o));
 }

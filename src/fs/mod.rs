@@ -23,8 +23,14 @@ pub use tree::{join, scope, split};
 pub use write::Writer;
 
 pub const ROOT_INO: u64 = 1;
-/// Weights inodes have the top bit set and the rest from the digest: stable across mounts.
-const BLOB_INO_BIT: u64 = 1 << 63;
+/// Inode numbers come in ranges so that sorting by inode (what `cp -r` does before
+/// copying a folder) gives: folders and text files, then weights, then `config.json`,
+/// then `manifest.json`. So `manifest.json` is copied last and makes the copy exact.
+/// Weights: `10` + 62 bits of the digest, stable across mounts.
+const BLOB_INO_BASE: u64 = 0b10 << 62;
+const BLOB_INO_MASK: u64 = (1 << 62) - 1;
+const CONFIG_INO_BASE: u64 = 0b110 << 61;
+const MANIFEST_INO_BASE: u64 = 0b111 << 61;
 
 /// An error with the errno the kernel gets and the reason the log gets.
 #[derive(Debug)]
@@ -35,28 +41,19 @@ pub struct FsError {
 
 impl FsError {
     pub fn new(errno: i32, why: impl Into<String>) -> FsError {
-        FsError {
-            errno,
-            why: why.into(),
-        }
+        FsError { errno, why: why.into() }
     }
 }
 
 impl From<io::Error> for FsError {
     fn from(e: io::Error) -> FsError {
-        FsError {
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-            why: e.to_string(),
-        }
+        FsError { errno: e.raw_os_error().unwrap_or(libc::EIO), why: e.to_string() }
     }
 }
 
 impl From<StoreError> for FsError {
     fn from(e: StoreError) -> FsError {
-        FsError {
-            errno: e.errno(),
-            why: e.to_string(),
-        }
+        FsError { errno: e.errno(), why: e.to_string() }
     }
 }
 
@@ -124,6 +121,8 @@ struct Inodes {
     by_node: HashMap<Node, u64>,
     by_ino: HashMap<u64, (Node, u64)>,
     next: u64,
+    next_config: u64,
+    next_manifest: u64,
 }
 
 impl Inodes {
@@ -136,12 +135,15 @@ impl Inodes {
         if let Some(&ino) = self.by_node.get(node) {
             return ino;
         }
+        let counter = |c: &mut u64, base: u64| {
+            *c += 1;
+            base + *c
+        };
         let ino = match node {
-            Node::Blob(d) => d.short() | BLOB_INO_BIT,
-            _ => {
-                self.next += 1;
-                self.next
-            }
+            Node::Blob(d) => BLOB_INO_BASE | (d.short() & BLOB_INO_MASK),
+            Node::File(_, f) if f == layout::CONFIG_FILE => counter(&mut self.next_config, CONFIG_INO_BASE),
+            Node::File(_, f) if f == layout::MANIFEST_FILE => counter(&mut self.next_manifest, MANIFEST_INO_BASE),
+            _ => counter(&mut self.next, 0),
         };
         self.by_node.insert(node.clone(), ino);
         self.by_ino.insert(ino, (node.clone(), 0));
@@ -169,7 +171,10 @@ impl Inodes {
             None => false,
         };
         if drop_it && let Some((node, _)) = self.by_ino.remove(&ino) {
-            self.by_node.remove(&node);
+            // A rename may have handed this node's name to another inode meanwhile.
+            if self.by_node.get(&node) == Some(&ino) {
+                self.by_node.remove(&node);
+            }
         }
     }
 
@@ -181,7 +186,9 @@ impl Inodes {
     }
 
     /// A node changed identity (rename): keep its inode under the new node.
-    fn rekey(&mut self, old: &Node, new: &Node) {
+    /// The kernel keeps the renamed inode under the new name, so the new name's node
+    /// must now be this inode (any inode the new name had is left to be forgotten).
+    pub(crate) fn rekey(&mut self, old: &Node, new: &Node) {
         if let Some(ino) = self.by_node.remove(old) {
             self.by_node.insert(new.clone(), ino);
             if let Some(e) = self.by_ino.get_mut(&ino) {
@@ -200,10 +207,7 @@ pub(crate) struct Fresh {
 
 impl Fresh {
     fn new() -> Fresh {
-        Fresh {
-            at: std::time::Instant::now(),
-            written: Default::default(),
-        }
+        Fresh { at: std::time::Instant::now(), written: Default::default() }
     }
 }
 
@@ -232,6 +236,13 @@ pub(crate) struct State {
     /// in any order) can write `config.json` and `manifest.json` and the layers a copied
     /// manifest already brought. See `FRESH_WINDOW`.
     fresh: HashMap<Name, Fresh>,
+    /// Names that vanished because a removal renumbered their kind (`license-2` became
+    /// `license`): they keep resolving, to the same blob, for `FRESH_WINDOW`, so that
+    /// `rm -r` walking an old listing still finds every file.
+    aliases: HashMap<(Name, String), (Digest, std::time::Instant)>,
+    /// Positions of layers just removed, so that `cp -f` (unlink + create) or `rm` + `cp`
+    /// puts the replacement back where the old layer was.
+    vacated: HashMap<(Name, String), (usize, std::time::Instant)>,
     /// `manifest.json` writes waiting for their blobs to arrive.
     waiting: HashMap<Name, write::WaitingManifest>,
 }
@@ -287,10 +298,7 @@ impl Fs {
             store,
             state: Mutex::new(State {
                 index,
-                inodes: Inodes {
-                    next: ROOT_INO,
-                    ..Default::default()
-                },
+                inodes: Inodes { next: ROOT_INO, ..Default::default() },
                 blob_meta: HashMap::new(),
                 pending_dirs: BTreeSet::new(),
                 pending_models: BTreeSet::new(),
@@ -298,6 +306,8 @@ impl Fs {
                 scratch: BTreeMap::new(),
                 creating: BTreeSet::new(),
                 fresh: HashMap::new(),
+                aliases: HashMap::new(),
+                vacated: HashMap::new(),
                 waiting: HashMap::new(),
             }),
             handles: Mutex::new(HashMap::new()),
@@ -337,12 +347,8 @@ impl Fs {
                     // corrupt and unchanged: skip
                 }
             }
-            let gone: Vec<(Name, crate::store::Stamp)> = st
-                .index
-                .models()
-                .filter(|m| !seen.contains(&m.name))
-                .map(|m| (m.name.clone(), m.stamp))
-                .collect();
+            let gone: Vec<(Name, crate::store::Stamp)> =
+                st.index.models().filter(|m| !seen.contains(&m.name)).map(|m| (m.name.clone(), m.stamp)).collect();
             (stale, gone)
         };
         if stale.is_empty() && gone.is_empty() {
@@ -374,9 +380,17 @@ impl Fs {
     }
 
     fn node_of(&self, st: &State, ino: u64) -> Result<Node> {
-        st.inodes
-            .node(ino)
-            .ok_or_else(|| FsError::new(libc::ESTALE, format!("unknown inode {ino}")))
+        let node = st.inodes.node(ino).ok_or_else(|| FsError::new(libc::ESTALE, format!("unknown inode {ino}")))?;
+        // A colon-less folder made by mkdir that a layer file turned into NAME:latest.
+        if let Node::Dir(p) = &node
+            && !p.is_empty()
+            && !st.dir_exists(p)
+            && let Some(n) = tree::dir_as_model(p)
+            && st.model_exists(&n)
+        {
+            return Ok(Node::Model(n));
+        }
+        Ok(node)
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
@@ -431,10 +445,7 @@ impl Fs {
             return Some(*m);
         }
         let meta = std::fs::metadata(self.store.blob_path(d)).ok()?;
-        let m = BlobMeta {
-            size: meta.len(),
-            mtime: meta.modified().unwrap_or(self.started),
-        };
+        let m = BlobMeta { size: meta.len(), mtime: meta.modified().unwrap_or(self.started) };
         st.blob_meta.insert(*d, m);
         Some(m)
     }
@@ -503,22 +514,17 @@ impl Fs {
             Node::File(model, name) => {
                 if let Some(s) = st.scratch.get(&(model.clone(), name.clone())) {
                     let meta = std::fs::metadata(&s.path)?;
-                    let mut a = self.base_attr(
-                        ino,
-                        FileKind::File,
-                        meta.len(),
-                        meta.modified().unwrap_or(self.started),
-                    );
+                    let mut a =
+                        self.base_attr(ino, FileKind::File, meta.len(), meta.modified().unwrap_or(self.started));
                     a.perm = (meta.mode() & 0o7777) as u16;
                     a.blocks = meta.blocks();
                     return Ok(a);
                 }
-                let in_manifest = st.index.get(model).cloned().and_then(|m| {
-                    layout::files(&m.manifest)
-                        .into_iter()
-                        .find(|f| f.name == *name)
-                        .map(|f| (m, f))
-                });
+                let in_manifest = st
+                    .index
+                    .get(model)
+                    .cloned()
+                    .and_then(|m| layout::files(&m.manifest).into_iter().find(|f| f.name == *name).map(|f| (m, f)));
                 let Some((m, f)) = in_manifest else {
                     if st.creating.contains(&(model.clone(), name.clone())) {
                         return Ok(self.base_attr(ino, FileKind::File, 0, self.started));
@@ -526,19 +532,16 @@ impl Fs {
                     return Err(enoent(name));
                 };
                 match f.source {
-                    Source::Manifest => {
-                        Ok(self.base_attr(ino, FileKind::File, m.bytes.len() as u64, m.mtime()))
-                    }
+                    Source::Manifest => Ok(self.base_attr(ino, FileKind::File, m.bytes.len() as u64, m.mtime())),
                     Source::Config | Source::Layer(_) => {
                         let layer = match f.source {
                             Source::Layer(i) => &m.manifest.layers[i],
                             _ => &m.manifest.config,
                         };
-                        let (size, mtime) =
-                            match layer.digest().and_then(|d| self.blob_meta(st, &d)) {
-                                Some(bm) => (bm.size, bm.mtime),
-                                None => (layer.size.max(0) as u64, m.mtime()),
-                            };
+                        let (size, mtime) = match layer.digest().and_then(|d| self.blob_meta(st, &d)) {
+                            Some(bm) => (bm.size, bm.mtime),
+                            None => (layer.size.max(0) as u64, m.mtime()),
+                        };
                         let mut a = self.base_attr(ino, FileKind::File, size, mtime);
                         if f.kind == Kind::Weights {
                             a.perm = 0o444; // a weights layer with an unusable digest
@@ -574,11 +577,7 @@ impl Fs {
                 if !st.dir_exists(p) {
                     return Err(enoent(p));
                 }
-                let parent = Node::Dir(
-                    p.rsplit_once('/')
-                        .map(|(a, _)| a.to_string())
-                        .unwrap_or_default(),
-                );
+                let parent = Node::Dir(p.rsplit_once('/').map(|(a, _)| a.to_string()).unwrap_or_default());
                 (st.dir_children(p).into_iter().collect(), parent)
             }
             Node::Model(m) => {
@@ -597,17 +596,9 @@ impl Fs {
             _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
         };
         let mut out = Vec::with_capacity(children.len() + 2);
-        out.push(DirEntry {
-            ino,
-            kind: FileKind::Dir,
-            name: ".".into(),
-        });
+        out.push(DirEntry { ino, kind: FileKind::Dir, name: ".".into() });
         let parent_ino = st.inodes.ino_of(&parent);
-        out.push(DirEntry {
-            ino: parent_ino,
-            kind: FileKind::Dir,
-            name: "..".into(),
-        });
+        out.push(DirEntry { ino: parent_ino, kind: FileKind::Dir, name: "..".into() });
         for (name, child) in children {
             let kind = match child {
                 Node::Dir(_) | Node::Model(_) | Node::Sub(..) => FileKind::Dir,
@@ -670,17 +661,13 @@ impl Fs {
                     ));
                 }
                 drop(st);
-                let file = Arc::new(File::open(self.store.blob_path(d)).map_err(|e| {
-                    FsError::new(libc::EIO, format!("blob {d} cannot be opened: {e}"))
-                })?);
+                let file = Arc::new(
+                    File::open(self.store.blob_path(d))
+                        .map_err(|e| FsError::new(libc::EIO, format!("blob {d} cannot be opened: {e}")))?,
+                );
                 let fh = self.add_handle(Handle::Blob(file.clone()));
                 let passthrough = self.opts.passthrough.then_some((*d, file));
-                Ok(Opened {
-                    fh,
-                    keep_cache: true,
-                    passthrough,
-                    direct_io: false,
-                })
+                Ok(Opened { fh, keep_cache: true, passthrough, direct_io: false })
             }
             Node::File(model, name) => {
                 if let Some(s) = st.scratch.get(&(model.clone(), name.clone())).cloned() {
@@ -695,40 +682,23 @@ impl Fs {
                 }
                 let m = st.index.get(model).cloned().ok_or_else(|| enoent(name))?;
                 drop(st);
-                let f = layout::files(&m.manifest)
-                    .into_iter()
-                    .find(|f| f.name == *name)
-                    .ok_or_else(|| enoent(name))?;
+                let f = layout::files(&m.manifest).into_iter().find(|f| f.name == *name).ok_or_else(|| enoent(name))?;
                 let handle = match f.source {
                     Source::Manifest => Handle::Bytes(m.bytes.clone()),
-                    Source::Config => {
-                        Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.config)?))
-                    }
-                    Source::Layer(i) => {
-                        Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.layers[i])?))
-                    }
+                    Source::Config => Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.config)?)),
+                    Source::Layer(i) => Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.layers[i])?)),
                 };
                 // Text is per model and may change under the same inode: no keep-cache.
-                Ok(Opened {
-                    fh: self.add_handle(handle),
-                    keep_cache: false,
-                    passthrough: None,
-                    direct_io: false,
-                })
+                Ok(Opened { fh: self.add_handle(handle), keep_cache: false, passthrough: None, direct_io: false })
             }
-            Node::Dir(_) | Node::Model(_) | Node::Sub(..) => {
-                Err(FsError::new(libc::EISDIR, "is a folder"))
-            }
+            Node::Dir(_) | Node::Model(_) | Node::Sub(..) => Err(FsError::new(libc::EISDIR, "is a folder")),
             Node::Link(_) => Err(FsError::new(libc::ELOOP, "symlink")),
         }
     }
 
     fn open_layer_blob(&self, l: &crate::store::Layer) -> Result<File> {
-        let d = l
-            .digest()
-            .ok_or_else(|| FsError::new(libc::EIO, format!("invalid digest {:?}", l.digest)))?;
-        File::open(self.store.blob_path(&d))
-            .map_err(|e| FsError::new(libc::EIO, format!("blob {d}: {e}")))
+        let d = l.digest().ok_or_else(|| FsError::new(libc::EIO, format!("invalid digest {:?}", l.digest)))?;
+        File::open(self.store.blob_path(&d)).map_err(|e| FsError::new(libc::EIO, format!("blob {d}: {e}")))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -782,16 +752,8 @@ impl Fs {
             Node::Blob(d) => {
                 out.push(("user.ollama.digest".into(), d.prefixed().into_bytes()));
                 let ds = d.prefixed();
-                if let Some(l) = st
-                    .index
-                    .models()
-                    .flat_map(|m| m.manifest.layers.iter())
-                    .find(|l| l.digest == ds)
-                {
-                    out.push((
-                        "user.ollama.media_type".into(),
-                        l.media_type.clone().into_bytes(),
-                    ));
+                if let Some(l) = st.index.models().flat_map(|m| m.manifest.layers.iter()).find(|l| l.digest == ds) {
+                    out.push(("user.ollama.media_type".into(), l.media_type.clone().into_bytes()));
                 }
             }
             Node::File(model, name) => {
@@ -805,24 +767,12 @@ impl Fs {
                         };
                         match layer {
                             Some(l) => {
-                                out.push((
-                                    "user.ollama.digest".into(),
-                                    l.digest.clone().into_bytes(),
-                                ));
-                                out.push((
-                                    "user.ollama.media_type".into(),
-                                    l.media_type.clone().into_bytes(),
-                                ));
+                                out.push(("user.ollama.digest".into(), l.digest.clone().into_bytes()));
+                                out.push(("user.ollama.media_type".into(), l.media_type.clone().into_bytes()));
                             }
                             None => {
-                                out.push((
-                                    "user.ollama.digest".into(),
-                                    format!("sha256:{}", m.id).into_bytes(),
-                                ));
-                                out.push((
-                                    "user.ollama.media_type".into(),
-                                    m.manifest.media_type.clone().into_bytes(),
-                                ));
+                                out.push(("user.ollama.digest".into(), format!("sha256:{}", m.id).into_bytes()));
+                                out.push(("user.ollama.media_type".into(), m.manifest.media_type.clone().into_bytes()));
                             }
                         }
                     }

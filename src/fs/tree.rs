@@ -25,19 +25,11 @@ pub struct Scope {
 }
 
 pub fn split(path: &str) -> Vec<&str> {
-    if path.is_empty() {
-        Vec::new()
-    } else {
-        path.split('/').collect()
-    }
+    if path.is_empty() { Vec::new() } else { path.split('/').collect() }
 }
 
 pub fn join(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_string()
-    } else {
-        format!("{path}/{name}")
-    }
+    if path.is_empty() { name.to_string() } else { format!("{path}/{name}") }
 }
 
 /// The roles of the directory at display path `path`; None when no directory can be there.
@@ -65,13 +57,21 @@ pub fn scope(path: &str) -> Option<Scope> {
             (s != Scope::default()).then_some(s)
         }
         [h, ns] if is_valid_part(Part::Host, h) && is_valid_part(Part::Namespace, ns) => {
-            Some(Scope {
-                models: vec![(h.to_string(), ns.to_string())],
-                ..Default::default()
-            })
+            Some(Scope { models: vec![(h.to_string(), ns.to_string())], ..Default::default() })
         }
         _ => None,
     }
+}
+
+/// The model a colon-less prefix folder turns into once a layer file is created in it.
+pub fn dir_as_model(path: &str) -> Option<Name> {
+    let (parent, last) = match path.rsplit_once('/') {
+        Some((p, l)) => (p, l),
+        None => ("", path),
+    };
+    let s = scope(parent)?;
+    let (h, ns) = s.models.first()?;
+    Name::from_parts(h, ns, last, crate::name::DEFAULT_TAG).ok()
 }
 
 /// The display path of the directory that holds a model.
@@ -93,9 +93,29 @@ pub fn model_name_in(scope: &Scope, entry: &str, h_ns: &(String, String)) -> Opt
 impl State {
     /// Files a freshly made model does not show yet (see `State::fresh`).
     pub(super) fn hidden(&self, model: &Name, file: &str) -> bool {
-        self.fresh
-            .get(model)
-            .is_some_and(|f| f.at.elapsed() < super::FRESH_WINDOW && !f.written.contains(file))
+        self.fresh.get(model).is_some_and(|f| f.at.elapsed() < super::FRESH_WINDOW && !f.written.contains(file))
+    }
+
+    /// The current name of a file that a renumbering renamed away from `file`.
+    pub(super) fn alias_target(&self, model: &Name, file: &str) -> Option<String> {
+        let (d, at) = self.aliases.get(&(model.clone(), file.to_string()))?;
+        if at.elapsed() >= super::FRESH_WINDOW {
+            return None;
+        }
+        let m = self.index.get(model)?;
+        let (base, _) = {
+            let stem = file.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+            (stem.to_string(), ())
+        };
+        let ds = d.prefixed();
+        layout::files(&m.manifest).into_iter().find_map(|f| match f.source {
+            Source::Layer(i)
+                if m.manifest.layers[i].digest == ds && f.name.starts_with(base.split('.').next().unwrap_or(&base)) =>
+            {
+                Some(f.name)
+            }
+            _ => None,
+        })
     }
 
     pub(super) fn model_exists(&self, n: &Name) -> bool {
@@ -113,10 +133,7 @@ impl State {
         let Some(s) = scope(path) else { return false };
         if s.models.iter().any(|(h, ns)| {
             self.index.models_in(h, ns).next().is_some()
-                || self
-                    .pending_models
-                    .iter()
-                    .any(|n| &n.host == h && &n.namespace == ns)
+                || self.pending_models.iter().any(|n| &n.host == h && &n.namespace == ns)
         }) {
             return true;
         }
@@ -126,19 +143,14 @@ impl State {
             return true;
         }
         let prefix = format!("{path}/");
-        self.pending_dirs
-            .range(prefix.clone()..)
-            .next()
-            .is_some_and(|p| p.starts_with(&prefix))
+        self.pending_dirs.range(prefix.clone()..).next().is_some_and(|p| p.starts_with(&prefix))
     }
 
     /// Look a name up in a prefix directory, without listing it.
     pub(super) fn lookup_in_dir(&self, path: &str, name: &str) -> Option<Node> {
         let s = scope(path)?;
         let child = join(path, name);
-        let is_host_here = s.hosts
-            && name.contains(':')
-            && (self.index.has_host(name) || self.dir_has_pending(&child));
+        let is_host_here = s.hosts && name.contains(':') && (self.index.has_host(name) || self.dir_has_pending(&child));
         if name.contains(':') && !is_host_here {
             for hn in &s.models {
                 if let Some(n) = model_name_in(&s, name, hn)
@@ -166,11 +178,7 @@ impl State {
     fn dir_has_pending(&self, path: &str) -> bool {
         let prefix = format!("{path}/");
         self.pending_dirs.contains(path)
-            || self
-                .pending_dirs
-                .range(prefix.clone()..)
-                .next()
-                .is_some_and(|p| p.starts_with(&prefix))
+            || self.pending_dirs.range(prefix.clone()..).next().is_some_and(|p| p.starts_with(&prefix))
     }
 
     /// Every entry of a prefix directory, sorted by name.
@@ -179,25 +187,14 @@ impl State {
         let Some(s) = scope(path) else { return out };
         for (h, ns) in &s.models {
             for m in self.index.models_in(h, ns) {
-                out.insert(
-                    format!("{}:{}", m.name.model, m.name.tag),
-                    Node::Model(m.name.clone()),
-                );
+                out.insert(format!("{}:{}", m.name.model, m.name.tag), Node::Model(m.name.clone()));
             }
-            for n in self
-                .pending_models
-                .iter()
-                .filter(|n| &n.host == h && &n.namespace == ns)
-            {
+            for n in self.pending_models.iter().filter(|n| &n.host == h && &n.namespace == ns) {
                 out.insert(format!("{}:{}", n.model, n.tag), Node::Model(n.clone()));
             }
         }
         if let Some(h) = &s.namespaces_of {
-            let pending_ns = self
-                .pending_models
-                .iter()
-                .filter(|n| &n.host == h)
-                .map(|n| &n.namespace);
+            let pending_ns = self.pending_models.iter().filter(|n| &n.host == h).map(|n| &n.namespace);
             for ns in self.index.namespaces_of(h).chain(pending_ns) {
                 if s.hide_library && ns == DEFAULT_NAMESPACE {
                     continue;
@@ -213,16 +210,8 @@ impl State {
                 }
             }
         }
-        let prefix = if path.is_empty() {
-            String::new()
-        } else {
-            format!("{path}/")
-        };
-        for p in self
-            .pending_dirs
-            .range(prefix.clone()..)
-            .take_while(|p| p.starts_with(&prefix))
-        {
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+        for p in self.pending_dirs.range(prefix.clone()..).take_while(|p| p.starts_with(&prefix)) {
             let rest = &p[prefix.len()..];
             let first = rest.split('/').next().unwrap_or(rest);
             if !first.is_empty() {
@@ -235,11 +224,7 @@ impl State {
     /// Entries of a folder inside a model (`sub` = "" for the model folder itself).
     pub(super) fn model_children(&self, model: &Name, sub: &str) -> Vec<(String, Node)> {
         let mut out: Vec<(String, Node)> = Vec::new();
-        let prefix = if sub.is_empty() {
-            String::new()
-        } else {
-            format!("{sub}/")
-        };
+        let prefix = if sub.is_empty() { String::new() } else { format!("{sub}/") };
         let push = |out: &mut Vec<(String, Node)>, name: String, node: Node| {
             if !out.iter().any(|(n, _)| *n == name) {
                 out.push((name, node));
@@ -254,11 +239,9 @@ impl State {
                     continue;
                 };
                 match rest.split_once('/') {
-                    Some((dir, _)) => push(
-                        &mut out,
-                        dir.to_string(),
-                        Node::Sub(model.clone(), format!("{prefix}{dir}")),
-                    ),
+                    Some((dir, _)) => {
+                        push(&mut out, dir.to_string(), Node::Sub(model.clone(), format!("{prefix}{dir}")))
+                    }
                     None => push(&mut out, rest.to_string(), self.file_node(model, &f)),
                 }
             }
@@ -270,11 +253,7 @@ impl State {
             if let Some(rest) = path.strip_prefix(&prefix) {
                 let first = rest.split('/').next().unwrap_or(rest);
                 if !first.is_empty() {
-                    push(
-                        &mut out,
-                        first.to_string(),
-                        Node::Sub(model.clone(), format!("{prefix}{first}")),
-                    );
+                    push(&mut out, first.to_string(), Node::Sub(model.clone(), format!("{prefix}{first}")));
                 }
             }
         }
@@ -283,11 +262,7 @@ impl State {
                 && let Some(rest) = name.strip_prefix(&prefix)
                 && !rest.contains('/')
             {
-                push(
-                    &mut out,
-                    rest.to_string(),
-                    Node::File(model.clone(), name.clone()),
-                );
+                push(&mut out, rest.to_string(), Node::File(model.clone(), name.clone()));
             }
         }
         out
@@ -307,11 +282,7 @@ impl State {
 
     /// Look up `name` inside a model folder (`sub` = "" for the model folder itself).
     pub(super) fn lookup_in_model(&self, model: &Name, sub: &str, name: &str) -> Option<Node> {
-        let full = if sub.is_empty() {
-            name.to_string()
-        } else {
-            format!("{sub}/{name}")
-        };
+        let full = if sub.is_empty() { name.to_string() } else { format!("{sub}/{name}") };
         let key = (model.clone(), full.clone());
         if self.scratch.contains_key(&key) || self.creating.contains(&key) {
             return Some(Node::File(model.clone(), full));
@@ -328,13 +299,14 @@ impl State {
             if files.iter().any(|f| f.name.starts_with(&dir_prefix)) {
                 return Some(Node::Sub(model.clone(), full));
             }
+            if let Some(real) = self.alias_target(model, &full)
+                && let Some(f) = files.iter().find(|f| f.name == real)
+            {
+                return Some(self.file_node(model, f));
+            }
         }
         let dir_prefix = format!("{full}/");
-        if self
-            .pending_subs
-            .iter()
-            .any(|(m, p)| m == model && (*p == full || p.starts_with(&dir_prefix)))
-        {
+        if self.pending_subs.iter().any(|(m, p)| m == model && (*p == full || p.starts_with(&dir_prefix))) {
             return Some(Node::Sub(model.clone(), full));
         }
         None
@@ -350,27 +322,18 @@ mod tests {
         let root = scope("").unwrap();
         assert!(root.hosts && root.hide_library);
         let myuser = scope("myuser").unwrap();
-        assert_eq!(
-            myuser.models,
-            [(DEFAULT_HOST.to_string(), "myuser".to_string())]
-        );
+        assert_eq!(myuser.models, [(DEFAULT_HOST.to_string(), "myuser".to_string())]);
         assert_eq!(myuser.namespaces_of.as_deref(), Some("myuser"));
         let hf = scope("hf.co").unwrap();
         assert!(hf.models.is_empty(), "a dotted name cannot be a namespace");
-        assert_eq!(
-            scope("hf.co/bartowski").unwrap().models,
-            [("hf.co".to_string(), "bartowski".to_string())]
-        );
+        assert_eq!(scope("hf.co/bartowski").unwrap().models, [("hf.co".to_string(), "bartowski".to_string())]);
         assert_eq!(
             scope("registry.ollama.ai/library").unwrap().models,
             [(DEFAULT_HOST.to_string(), "library".to_string())]
         );
         assert!(scope("a/b/c").is_none());
         assert!(scope("a b").is_none());
-        assert_eq!(
-            model_parent(&Name::parse("hf.co/b/m:t").unwrap()),
-            "hf.co/b"
-        );
+        assert_eq!(model_parent(&Name::parse("hf.co/b/m:t").unwrap()), "hf.co/b");
         assert_eq!(model_parent(&Name::parse("m").unwrap()), "");
     }
 }

@@ -11,15 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
-use super::tree::{join, model_parent, scope};
-use super::{
-    Attr, FileKind, Fs, FsError, Handle, Node, Opened, Result, ScratchFile, State, enoent,
-};
+use super::tree::{dir_as_model, join, model_parent, scope};
+use super::{Attr, FileKind, Fs, FsError, Handle, Node, Opened, Result, ScratchFile, State, enoent};
 use crate::layout::{self, CONFIG_FILE, Kind, MANIFEST_FILE, Source};
 use crate::name::{DEFAULT_TAG, Name, Part, is_valid_part};
 use crate::store::config::{self, GeneratedConfig};
 use crate::store::manifest::{CONFIG_MEDIA_TYPE, LAYER_PREFIX};
 use crate::store::{Digest, Layer, Manifest, Stamp, Store, hash_file};
+use std::time::Instant;
 
 /// Largest manifest.json / config.json accepted (they are small JSON files).
 const MAX_JSON: u64 = 16 << 20;
@@ -82,11 +81,7 @@ impl Writer {
             len,
             seq: None,
             hashed: 0,
-            clone: Some(CloneOf {
-                digest,
-                covered: len,
-                source_len: len,
-            }),
+            clone: Some(CloneOf { digest, covered: len, source_len: len }),
             dirty: false,
         }
     }
@@ -95,11 +90,7 @@ impl Writer {
         if self.temp.is_none() {
             self.temp = Some(store.temp_file()?);
         }
-        Ok(&self
-            .temp
-            .as_ref()
-            .map(|(f, _)| f)
-            .expect("temp was just created"))
+        Ok(&self.temp.as_ref().map(|(f, _)| f).expect("temp was just created"))
     }
 
     /// Turn a clone into real bytes before a write that does not continue it.
@@ -163,21 +154,10 @@ impl Writer {
     }
 
     /// Continue or start a no-copy clone of `digest`. None means "copy for real".
-    fn clone_range(
-        &mut self,
-        digest: Digest,
-        source_len: u64,
-        off_in: u64,
-        off_out: u64,
-        len: u64,
-    ) -> Option<u64> {
+    fn clone_range(&mut self, digest: Digest, source_len: u64, off_in: u64, off_out: u64, len: u64) -> Option<u64> {
         let fresh = self.len == 0 && self.temp.is_none() && self.clone.is_none();
         if fresh && off_in == 0 && off_out == 0 {
-            self.clone = Some(CloneOf {
-                digest,
-                covered: 0,
-                source_len,
-            });
+            self.clone = Some(CloneOf { digest, covered: 0, source_len });
             self.seq = None;
         }
         let c = self.clone.as_mut()?;
@@ -208,10 +188,7 @@ impl Writer {
 
     fn read_all(&self, store: &Store) -> Result<Vec<u8>> {
         if self.len > MAX_JSON {
-            return Err(FsError::new(
-                libc::EFBIG,
-                format!("{} larger than {MAX_JSON} bytes", self.file),
-            ));
+            return Err(FsError::new(libc::EFBIG, format!("{} larger than {MAX_JSON} bytes", self.file)));
         }
         self.read(store, 0, self.len as u32)
     }
@@ -243,11 +220,7 @@ impl Writer {
                 (digest, self.len)
             }
         };
-        self.clone = Some(CloneOf {
-            digest,
-            covered: len,
-            source_len: len,
-        });
+        self.clone = Some(CloneOf { digest, covered: len, source_len: len });
         self.seq = None;
         self.dirty = false;
         Ok((digest, len))
@@ -272,9 +245,9 @@ pub fn is_layer_name(name: &str) -> bool {
     name == CONFIG_FILE
         || name == MANIFEST_FILE
         || layout::media_type_for(name).is_some()
-        || name.strip_prefix("files/").is_some_and(|r| {
-            !r.is_empty() && !r.split('/').any(|p| p.is_empty() || p.starts_with('.'))
-        })
+        || name
+            .strip_prefix("files/")
+            .is_some_and(|r| !r.is_empty() && !r.split('/').any(|p| p.is_empty() || p.starts_with('.')))
 }
 
 fn erofs() -> FsError {
@@ -286,33 +259,57 @@ fn einval(why: impl Into<String>) -> FsError {
 }
 
 fn empty_config() -> Layer {
-    Layer {
-        media_type: String::new(),
-        digest: String::new(),
-        size: 0,
-        from: String::new(),
-        name: String::new(),
-    }
+    Layer { media_type: String::new(), digest: String::new(), size: 0, from: String::new(), name: String::new() }
 }
 
-/// The model a colon-less prefix folder turns into once a layer file is created in it.
-fn dir_as_model(path: &str) -> Option<Name> {
-    let (parent, last) = match path.rsplit_once('/') {
-        Some((p, l)) => (p, l),
-        None => ("", path),
-    };
-    let s = scope(parent)?;
-    let (h, ns) = s.models.first()?;
-    Name::from_parts(h, ns, last, DEFAULT_TAG).ok()
+impl State {
+    /// A file written into a model made through the mount: it shows while the model is fresh.
+    fn mark_written(&mut self, model: &Name, file: &str) {
+        if let Some(f) = self.fresh.get_mut(model) {
+            f.at = Instant::now();
+            f.written.insert(file.to_string());
+        }
+    }
+
+    /// Before a layer is removed from a model: remember where it was, and the names
+    /// that the removal renumbers (see `State::aliases`).
+    fn note_removal(&mut self, model: &Name, m: &Manifest, file: &str) {
+        let now = Instant::now();
+        let before = layout::files(m);
+        let Some(removed) = before.iter().find(|f| f.name == file) else { return };
+        if let Source::Layer(i) = removed.source {
+            self.vacated.insert((model.clone(), file.to_string()), (i, now));
+            let mut after = m.clone();
+            after.layers.remove(i);
+            let after_files = layout::files(&after);
+            for f in &before {
+                if let Source::Layer(j) = f.source
+                    && j != i
+                {
+                    let k = if j > i { j - 1 } else { j };
+                    let still = after_files.iter().any(|g| g.source == Source::Layer(k) && g.name == f.name);
+                    if !still && let Some(d) = m.layers[j].digest() {
+                        self.aliases.insert((model.clone(), f.name.clone()), (d, now));
+                    }
+                }
+            }
+        }
+        self.aliases.retain(|_, (_, t)| t.elapsed() < super::FRESH_WINDOW);
+        self.vacated.retain(|_, (_, t)| t.elapsed() < super::FRESH_WINDOW);
+    }
+
+    /// Where a new layer of this name goes: back where a just-removed one was, or last.
+    fn insert_position(&mut self, model: &Name, file: &str, len: usize) -> usize {
+        match self.vacated.remove(&(model.clone(), file.to_string())) {
+            Some((i, t)) if t.elapsed() < super::FRESH_WINDOW => i.min(len),
+            _ => len,
+        }
+    }
 }
 
 impl Fs {
     fn check_writable(&self) -> Result<()> {
-        if self.opts.read_only {
-            Err(erofs())
-        } else {
-            Ok(())
-        }
+        if self.opts.read_only { Err(erofs()) } else { Ok(()) }
     }
 
     /// A folder node as the model it is, when it is one (a colon-less folder that became NAME:latest).
@@ -331,11 +328,7 @@ impl Fs {
     fn parent_node(&self, st: &State, parent: u64) -> Result<Node> {
         let node = self.node_of(st, parent)?;
         if let Some((m, s)) = self.as_model_dir(st, &node) {
-            return Ok(if s.is_empty() {
-                Node::Model(m)
-            } else {
-                Node::Sub(m, s)
-            });
+            return Ok(if s.is_empty() { Node::Model(m) } else { Node::Sub(m, s) });
         }
         Ok(node)
     }
@@ -343,30 +336,22 @@ impl Fs {
     /// The model named `entry` inside prefix folder `path`, as mkdir/rename/symlink target.
     fn model_at(&self, path: &str, entry: &str) -> Result<Name> {
         let s = scope(path).ok_or_else(|| einval(format!("{path:?} cannot hold models")))?;
-        let (h, ns) = s.models.first().ok_or_else(|| {
-            einval(format!(
-                "{path:?} is a host folder; models go one level down"
-            ))
-        })?;
+        let (h, ns) =
+            s.models.first().ok_or_else(|| einval(format!("{path:?} is a host folder; models go one level down")))?;
         let (model, tag) = entry.rsplit_once(':').unwrap_or((entry, DEFAULT_TAG));
         Name::from_parts(h, ns, model, tag).map_err(|e| einval(e.to_string()))
     }
 
     fn check_case_twin(&self, st: &State, n: &Name) -> Result<()> {
-        let twin = st.index.find_ignore_case(n).cloned().or_else(|| {
-            st.pending_models
-                .iter()
-                .find(|p| p.eq_ignore_case(n))
-                .cloned()
-        });
+        let twin = st
+            .index
+            .find_ignore_case(n)
+            .cloned()
+            .or_else(|| st.pending_models.iter().find(|p| p.eq_ignore_case(n)).cloned());
         match twin {
             Some(t) if &t != n => Err(FsError::new(
                 libc::EEXIST,
-                format!(
-                    "{} differs only in case from existing {}",
-                    n.display_shortest(),
-                    t.display_shortest()
-                ),
+                format!("{} differs only in case from existing {}", n.display_shortest(), t.display_shortest()),
             )),
             _ => Ok(()),
         }
@@ -381,18 +366,13 @@ impl Fs {
         let node = match &parent_node {
             Node::Dir(p) => self.mkdir_in_prefix(&mut st, p, name)?,
             Node::Model(m)
-                if st.index.get(m).is_none()
-                    && model_parent(m).is_empty()
-                    && m.display_shortest().contains(':') =>
+                if st.index.get(m).is_none() && model_parent(m).is_empty() && m.display_shortest().contains(':') =>
             {
                 // `mkdir -p localhost:5000/team/...`: the first mkdir looked like a model
                 // (`localhost` tag `5000`); a folder inside it makes it a host prefix.
                 let as_host = format!("{}:{}", m.model, m.tag);
                 if !is_valid_part(Part::Host, &as_host) || !is_valid_part(Part::Namespace, name) {
-                    return Err(einval(format!(
-                        "{name:?} cannot go inside model folder {}",
-                        m.display_shortest()
-                    )));
+                    return Err(einval(format!("{name:?} cannot go inside model folder {}", m.display_shortest())));
                 }
                 st.pending_models.remove(m);
                 st.pending_dirs.insert(as_host.clone());
@@ -408,9 +388,7 @@ impl Fs {
                     _ => name.to_string(),
                 };
                 if !(sub == "files" || sub.starts_with("files/")) || name.starts_with('.') {
-                    return Err(einval(format!(
-                        "only a files/ folder can be made inside a model, not {sub:?}"
-                    )));
+                    return Err(einval(format!("only a files/ folder can be made inside a model, not {sub:?}")));
                 }
                 if st.lookup_in_model(m, "", &sub).is_some() {
                     return Err(FsError::new(libc::EEXIST, sub));
@@ -434,19 +412,10 @@ impl Fs {
         if !model_position {
             // A prefix: valid as a namespace or host, and no case-only twin beside it.
             if !is_valid_part(Part::Host, name) && !is_valid_part(Part::Namespace, name) {
-                return Err(einval(format!(
-                    "{name:?} is not a valid namespace or host name"
-                )));
+                return Err(einval(format!("{name:?} is not a valid namespace or host name")));
             }
-            if let Some(twin) = st
-                .dir_children(p)
-                .keys()
-                .find(|k| k.eq_ignore_ascii_case(name) && *k != name)
-            {
-                return Err(FsError::new(
-                    libc::EEXIST,
-                    format!("{name:?} differs only in case from {twin:?}"),
-                ));
+            if let Some(twin) = st.dir_children(p).keys().find(|k| k.eq_ignore_ascii_case(name) && *k != name) {
+                return Err(FsError::new(libc::EEXIST, format!("{name:?} differs only in case from {twin:?}")));
             }
             st.pending_dirs.insert(child.clone());
             return Ok(Node::Dir(child));
@@ -464,7 +433,13 @@ impl Fs {
     pub fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         self.check_writable()?;
         let mut st = self.lock();
-        let node = self.lookup_node(&st, parent, name)?;
+        let node = match self.lookup_node(&st, parent, name) {
+            Ok(n) => n,
+            // The kernel only asks for folders it saw. A model folder whose manifest.json
+            // was just removed (`rm -r`), or a prefix that emptied with it, is already gone.
+            Err(e) if e.errno == libc::ENOENT => return Ok(()),
+            Err(e) => return Err(e),
+        };
         match &node {
             Node::Dir(p) => {
                 if !st.dir_children(p).is_empty() {
@@ -514,15 +489,11 @@ impl Fs {
         let (model, sub) = match self.as_model_dir(&st, &parent_node) {
             Some(ms) => ms,
             None => {
-                return Err(einval(format!(
-                    "{name:?}: files can only be created inside a model folder"
-                )));
+                return Err(einval(format!("{name:?}: files can only be created inside a model folder")));
             }
         };
         let full = join(&sub, name);
-        if st.lookup_in_model(&model, "", &full).is_some()
-            || st.creating.contains(&(model.clone(), full.clone()))
-        {
+        if st.lookup_in_model(&model, "", &full).is_some() || st.creating.contains(&(model.clone(), full.clone())) {
             return Err(FsError::new(libc::EEXIST, full));
         }
         if !is_layer_name(&full) {
@@ -532,10 +503,7 @@ impl Fs {
             st.pending_models.insert(model.clone());
             st.fresh.insert(model.clone(), super::Fresh::new());
         }
-        if let Some(f) = st.fresh.get_mut(&model) {
-            f.at = std::time::Instant::now();
-            f.written.insert(full.clone());
-        }
+        st.mark_written(&model, &full);
         let node = Node::File(model.clone(), full.clone());
         let ino = st.inodes.remember(&node);
         st.creating.insert((model.clone(), full.clone()));
@@ -543,15 +511,7 @@ impl Fs {
         drop(st);
         let w = Writer::empty(ino, model, full, true);
         let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
-        Ok((
-            attr,
-            Opened {
-                fh,
-                keep_cache: false,
-                passthrough: None,
-                direct_io: false,
-            },
-        ))
+        Ok((attr, Opened { fh, keep_cache: false, passthrough: None, direct_io: false }))
     }
 
     fn create_scratch(
@@ -565,10 +525,7 @@ impl Fs {
         let (f, path) = self.store.temp_file()?;
         drop(f);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))?;
-        st.scratch.insert(
-            (model.clone(), full.clone()),
-            ScratchFile { path: path.clone() },
-        );
+        st.scratch.insert((model.clone(), full.clone()), ScratchFile { path: path.clone() });
         let node = Node::File(model, full);
         let attr = self.attr_of(st, &node)?;
         st.inodes.remember(&node);
@@ -587,33 +544,15 @@ impl Fs {
         oo.custom_flags(flags & libc::O_APPEND);
         let f = oo.open(path)?;
         let fh = self.add_handle(Handle::Scratch(Arc::new(f)));
-        Ok(Opened {
-            fh,
-            keep_cache: false,
-            passthrough: None,
-            direct_io: false,
-        })
+        Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false })
     }
 
     /// Open an existing per-model file for writing (text layers, config, manifest).
-    pub(super) fn open_writer(
-        &self,
-        st: &mut State,
-        ino: u64,
-        model: &Name,
-        name: &str,
-        flags: i32,
-    ) -> Result<Opened> {
+    pub(super) fn open_writer(&self, st: &mut State, ino: u64, model: &Name, name: &str, flags: i32) -> Result<Opened> {
         let m = st.index.get(model).cloned().ok_or_else(|| enoent(name))?;
-        let f = layout::files(&m.manifest)
-            .into_iter()
-            .find(|f| f.name == name)
-            .ok_or_else(|| enoent(name))?;
+        let f = layout::files(&m.manifest).into_iter().find(|f| f.name == name).ok_or_else(|| enoent(name))?;
         if f.kind == Kind::Weights {
-            return Err(FsError::new(
-                libc::EPERM,
-                "weights are immutable: rm it or cp -f to replace the layer",
-            ));
+            return Err(FsError::new(libc::EPERM, "weights are immutable: rm it or cp -f to replace the layer"));
         }
         let truncate = flags & libc::O_TRUNC != 0;
         let w = match (f.source, truncate) {
@@ -630,32 +569,20 @@ impl Fs {
                     Source::Layer(i) => &m.manifest.layers[i],
                     _ => &m.manifest.config,
                 };
-                let d = l.digest().ok_or_else(|| {
-                    FsError::new(libc::EIO, format!("invalid digest {:?}", l.digest))
-                })?;
-                let len = self
-                    .blob_meta(st, &d)
-                    .map(|b| b.size)
-                    .unwrap_or(l.size.max(0) as u64);
+                let d = l.digest().ok_or_else(|| FsError::new(libc::EIO, format!("invalid digest {:?}", l.digest)))?;
+                let len = self.blob_meta(st, &d).map(|b| b.size).unwrap_or(l.size.max(0) as u64);
                 Writer::of_blob(ino, model.clone(), name.to_string(), d, len)
             }
         };
         let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
-        Ok(Opened {
-            fh,
-            keep_cache: false,
-            passthrough: None,
-            direct_io: false,
-        })
+        Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false })
     }
 
     fn handle(&self, fh: u64) -> Result<HandleRef> {
         match self.handles().get(&fh) {
             Some(Handle::Write(w)) => Ok(HandleRef::Writer(w.clone())),
             Some(Handle::Scratch(f)) => Ok(HandleRef::Scratch(f.clone())),
-            Some(Handle::Blob(_)) | Some(Handle::Bytes(_)) => {
-                Err(FsError::new(libc::EBADF, "opened read-only"))
-            }
+            Some(Handle::Blob(_)) | Some(Handle::Bytes(_)) => Err(FsError::new(libc::EBADF, "opened read-only")),
             Some(Handle::Dir(_)) => Err(FsError::new(libc::EISDIR, "folder")),
             None => Err(FsError::new(libc::EBADF, "unknown handle")),
         }
@@ -715,9 +642,7 @@ impl Fs {
             Node::Blob(d) => *d,
             Node::File(m, name) => {
                 let model = st.index.get(m)?.clone();
-                let f = layout::files(&model.manifest)
-                    .into_iter()
-                    .find(|f| f.name == *name)?;
+                let f = layout::files(&model.manifest).into_iter().find(|f| f.name == *name)?;
                 match f.source {
                     Source::Layer(i) => model.manifest.layers[i].digest()?,
                     Source::Config => model.manifest.config.digest()?,
@@ -758,9 +683,7 @@ impl Fs {
         if let Some(Handle::Write(w)) = h {
             let w = w.lock().unwrap_or_else(|e| e.into_inner());
             if w.created {
-                self.lock()
-                    .creating
-                    .remove(&(w.model.clone(), w.file.clone()));
+                self.lock().creating.remove(&(w.model.clone(), w.file.clone()));
             }
         }
         res
@@ -779,13 +702,8 @@ impl Fs {
         }
         if w.file == CONFIG_FILE {
             let bytes = w.read_all(&self.store)?;
-            if let Err(e) =
-                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
-            {
-                return Err(einval(format!(
-                    "config.json of {} is not a JSON object: {e}",
-                    w.model.display_shortest()
-                )));
+            if let Err(e) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
+                return Err(einval(format!("config.json of {} is not a JSON object: {e}", w.model.display_shortest())));
             }
         }
         let (d, len) = w.finish(&self.store)?;
@@ -796,24 +714,14 @@ impl Fs {
     }
 
     /// Put blob `d` into `model` as file `file`: replace the layer of that name, or add one.
-    fn apply_layer(
-        &self,
-        st: &mut State,
-        model: &Name,
-        file: &str,
-        d: Digest,
-        len: u64,
-    ) -> Result<()> {
+    fn apply_layer(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
         if let Some(wait) = st.waiting.get_mut(model) {
             // A manifest.json is waiting for its blobs: files arriving now only supply blobs.
             wait.missing.remove(&d);
             return self.try_waiting(st, model);
         }
-        let mut m = st
-            .index
-            .get(model)
-            .map(|m| m.manifest.clone())
-            .unwrap_or_else(|| Manifest::new(empty_config(), vec![]));
+        let mut m =
+            st.index.get(model).map(|m| m.manifest.clone()).unwrap_or_else(|| Manifest::new(empty_config(), vec![]));
         let files = layout::files(&m);
         match files.iter().find(|f| f.name == file).map(|f| f.source) {
             Some(Source::Layer(i)) => {
@@ -834,18 +742,15 @@ impl Fs {
                 let layer = match (layout::media_type_for(file), file.strip_prefix("files/")) {
                     (Some((mt, _)), _) => Layer::new(&mt, d, len),
                     (None, Some(rest)) => {
-                        let short = if rest.ends_with(".json") {
-                            "json"
-                        } else {
-                            "tensor"
-                        };
+                        let short = if rest.ends_with(".json") { "json" } else { "tensor" };
                         let mut l = Layer::new(&format!("{LAYER_PREFIX}{short}"), d, len);
                         l.name = rest.to_string();
                         l
                     }
                     _ => return Err(einval(format!("{file:?} is not a layer name"))),
                 };
-                m.layers.push(layer);
+                let at = st.insert_position(model, file, m.layers.len());
+                m.layers.insert(at, layer);
             }
         }
         self.fill_config(&mut m)?;
@@ -859,11 +764,7 @@ impl Fs {
     /// (as `ollama create` does) when there is none, or when ours was made before the
     /// weights arrived.
     fn fill_config(&self, m: &mut Manifest) -> Result<bool> {
-        let weights = m
-            .layers
-            .iter()
-            .find(|l| l.media_type == format!("{LAYER_PREFIX}model"))
-            .and_then(Layer::digest);
+        let weights = m.layers.iter().find(|l| l.media_type == format!("{LAYER_PREFIX}model")).and_then(Layer::digest);
         // No weights yet (a copy that writes text files first): leave the config empty
         // rather than store a blob that the next file replaces.
         if weights.is_none() {
@@ -901,9 +802,7 @@ impl Fs {
             return Ok(());
         }
         self.store.write_manifest(model, &bytes)?;
-        let stamp = std::fs::metadata(self.store.manifest_path(model))
-            .map(|m| Stamp::of(&m))
-            .unwrap_or_default();
+        let stamp = std::fs::metadata(self.store.manifest_path(model)).map(|m| Stamp::of(&m)).unwrap_or_default();
         st.index.put(model.clone(), bytes, stamp);
         st.pending_models.remove(model);
         if let Some(old) = old {
@@ -923,10 +822,8 @@ impl Fs {
             .filter_map(|w| Manifest::parse(&w.bytes).ok())
             .flat_map(|m| m.digests().collect::<Vec<_>>())
             .collect();
-        let unused: Vec<Digest> = candidates
-            .into_iter()
-            .filter(|d| st.index.refs(d).any == 0 && !waiting.contains(d))
-            .collect();
+        let unused: Vec<Digest> =
+            candidates.into_iter().filter(|d| st.index.refs(d).any == 0 && !waiting.contains(d)).collect();
         for d in self.store.prune(unused, &HashSet::new()) {
             st.blob_meta.remove(&d);
             log::info!("pruned unused blob {d}");
@@ -936,12 +833,8 @@ impl Fs {
     /// A written manifest.json: validated, then installed byte for byte (a copy keeps the
     /// source's ID), or parked until its missing blobs arrive in the same folder.
     fn write_manifest_file(&self, model: &Name, bytes: Vec<u8>) -> Result<()> {
-        let m = Manifest::parse_strict(&bytes).map_err(|e| {
-            einval(format!(
-                "manifest.json of {}: {e}",
-                model.display_shortest()
-            ))
-        })?;
+        let m = Manifest::parse_strict(&bytes)
+            .map_err(|e| einval(format!("manifest.json of {}: {e}", model.display_shortest())))?;
         let mut missing = HashSet::new();
         for l in std::iter::once(&m.config).chain(m.layers.iter()) {
             let Some(d) = l.digest() else { continue };
@@ -968,16 +861,11 @@ impl Fs {
             st.waiting.remove(model);
             return self.install(&mut st, model, bytes);
         }
-        log::info!(
-            "manifest.json of {} waits for {} blob(s)",
-            model.display_shortest(),
-            missing.len()
-        );
+        log::info!("manifest.json of {} waits for {} blob(s)", model.display_shortest(), missing.len());
         if st.index.get(model).is_none() {
             st.pending_models.insert(model.clone());
         }
-        st.waiting
-            .insert(model.clone(), WaitingManifest { bytes, missing });
+        st.waiting.insert(model.clone(), WaitingManifest { bytes, missing });
         Ok(())
     }
 
@@ -1023,9 +911,14 @@ impl Fs {
             return Err(enoent(name));
         };
         let files = layout::files(&m);
+        let full = match files.iter().any(|f| f.name == full) {
+            true => full,
+            false => st.alias_target(&model, &full).ok_or_else(|| enoent(name))?,
+        };
         let Some(f) = files.iter().find(|f| f.name == full) else {
             return Err(enoent(name));
         };
+        st.note_removal(&model, &m, &full);
         let mut m = m;
         match f.source {
             Source::Layer(i) => {
@@ -1054,14 +947,7 @@ impl Fs {
 
     // ----- rename, link, symlink -----
 
-    pub fn rename(
-        &self,
-        parent: u64,
-        name: &str,
-        newparent: u64,
-        newname: &str,
-        flags: u32,
-    ) -> Result<()> {
+    pub fn rename(&self, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<()> {
         self.check_writable()?;
         if flags & libc::RENAME_EXCHANGE != 0 {
             return Err(einval("RENAME_EXCHANGE is not supported"));
@@ -1084,19 +970,11 @@ impl Fs {
                     Some(x) => x,
                     None => return Err(einval("source is not in a model folder")),
                 };
-                let (dm, dsub) = self
-                    .as_model_dir(&st, &dest_parent)
-                    .ok_or_else(|| einval("destination is not a model folder"))?;
-                self.rename_file(
-                    &mut st,
-                    (&pm, &join(&psub, name)),
-                    (&dm, &join(&dsub, newname)),
-                )
+                let (dm, dsub) =
+                    self.as_model_dir(&st, &dest_parent).ok_or_else(|| einval("destination is not a model folder"))?;
+                self.rename_file(&mut st, (&pm, &join(&psub, name)), (&dm, &join(&dsub, newname)))
             }
-            _ => Err(FsError::new(
-                libc::EXDEV,
-                format!("cannot move {name:?} there"),
-            )),
+            _ => Err(FsError::new(libc::EXDEV, format!("cannot move {name:?} there"))),
         }
     }
 
@@ -1105,30 +983,23 @@ impl Fs {
             return Ok(());
         }
         if st.index.get(to).is_some() {
-            return Err(FsError::new(
-                libc::ENOTEMPTY,
-                format!("{} exists", to.display_shortest()),
-            ));
+            return Err(FsError::new(libc::ENOTEMPTY, format!("{} exists", to.display_shortest())));
         }
         self.check_case_twin(st, to)?;
         if st.pending_models.remove(from) {
             st.pending_models.remove(to);
             st.pending_models.insert(to.clone());
-            st.inodes
-                .rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
+            st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
             return Ok(());
         }
         let m = st.index.get(from).cloned().ok_or_else(|| enoent(from))?;
         self.store.write_manifest(to, &m.bytes)?;
-        let stamp = std::fs::metadata(self.store.manifest_path(to))
-            .map(|m| Stamp::of(&m))
-            .unwrap_or_default();
+        let stamp = std::fs::metadata(self.store.manifest_path(to)).map(|m| Stamp::of(&m)).unwrap_or_default();
         st.index.put(to.clone(), m.bytes.to_vec(), stamp);
         st.pending_models.remove(to);
         self.store.remove_manifest(from)?;
         st.index.remove(from);
-        st.inodes
-            .rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
+        st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
         Ok(())
     }
 
@@ -1146,8 +1017,7 @@ impl Fs {
             let d = m.name.display_shortest();
             if let Some(rest) = d.strip_prefix(&prefix) {
                 let target = format!("{to}/{rest}");
-                let n = Name::parse(&target)
-                    .map_err(|_| einval(format!("{target:?} is not a valid model name")))?;
+                let n = Name::parse(&target).map_err(|_| einval(format!("{target:?} is not a valid model name")))?;
                 moves.push((m.name.clone(), n));
             }
         }
@@ -1159,12 +1029,8 @@ impl Fs {
         for (a, b) in &moves {
             self.rename_model(st, a, b)?;
         }
-        let pend: Vec<String> = st
-            .pending_dirs
-            .iter()
-            .filter(|p| *p == from || p.starts_with(&prefix))
-            .cloned()
-            .collect();
+        let pend: Vec<String> =
+            st.pending_dirs.iter().filter(|p| *p == from || p.starts_with(&prefix)).cloned().collect();
         for p in pend {
             st.pending_dirs.remove(&p);
             st.pending_dirs.insert(format!("{to}{}", &p[from.len()..]));
@@ -1172,27 +1038,29 @@ impl Fs {
         if moves.is_empty() {
             st.pending_dirs.insert(to.to_string());
         }
-        st.inodes
-            .rekey(&Node::Dir(from.to_string()), &Node::Dir(to.to_string()));
+        st.inodes.rekey(&Node::Dir(from.to_string()), &Node::Dir(to.to_string()));
         Ok(())
     }
 
-    fn rename_file(
-        &self,
-        st: &mut State,
-        (sm, sname): (&Name, &str),
-        (dm, dname): (&Name, &str),
-    ) -> Result<()> {
+    fn rename_file(&self, st: &mut State, (sm, sname): (&Name, &str), (dm, dname): (&Name, &str)) -> Result<()> {
         let skey = (sm.clone(), sname.to_string());
         let dkey = (dm.clone(), dname.to_string());
         if skey == dkey {
             return Ok(());
         }
+        st.mark_written(dm, dname);
+        let res = self.rename_file_inner(st, (sm, sname), (dm, dname));
+        if res.is_ok() {
+            st.inodes.rekey(&Node::File(sm.clone(), sname.to_string()), &Node::File(dm.clone(), dname.to_string()));
+        }
+        res
+    }
+
+    fn rename_file_inner(&self, st: &mut State, (sm, sname): (&Name, &str), (dm, dname): (&Name, &str)) -> Result<()> {
+        let skey = (sm.clone(), sname.to_string());
+        let dkey = (dm.clone(), dname.to_string());
         if st.creating.contains(&skey) {
-            return Err(FsError::new(
-                libc::EBUSY,
-                format!("{sname} is still being written"),
-            ));
+            return Err(FsError::new(libc::EBUSY, format!("{sname} is still being written")));
         }
         // A scratch file moving onto a layer name is committed as that layer: its file
         // is renamed into blobs/, no byte copied.
@@ -1232,22 +1100,14 @@ impl Fs {
             let (d, len) = src_layer;
             if sm == dm {
                 // One manifest write: drop the source layer, then set the destination.
-                let mut m = st
-                    .index
-                    .get(sm)
-                    .map(|m| m.manifest.clone())
-                    .ok_or_else(|| enoent(sm))?;
+                let mut m = st.index.get(sm).map(|m| m.manifest.clone()).ok_or_else(|| enoent(sm))?;
                 remove_file_from(&mut m, sname);
                 set_file_in(&mut m, dname, d, len)?;
                 self.fill_config(&mut m)?;
                 return self.install(st, sm, m.to_go_json());
             }
             self.replace_or_add(st, dm, dname, d, len)?;
-            let mut m = st
-                .index
-                .get(sm)
-                .map(|m| m.manifest.clone())
-                .ok_or_else(|| enoent(sm))?;
+            let mut m = st.index.get(sm).map(|m| m.manifest.clone()).ok_or_else(|| enoent(sm))?;
             remove_file_from(&mut m, sname);
             return self.install(st, sm, m.to_go_json());
         }
@@ -1258,22 +1118,14 @@ impl Fs {
         std::fs::copy(self.store.blob_path(&d), &path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
         st.scratch.insert(dkey, ScratchFile { path });
-        let mut m = st
-            .index
-            .get(sm)
-            .map(|m| m.manifest.clone())
-            .ok_or_else(|| enoent(sm))?;
+        let mut m = st.index.get(sm).map(|m| m.manifest.clone()).ok_or_else(|| enoent(sm))?;
         remove_file_from(&mut m, sname);
         self.install(st, sm, m.to_go_json())
     }
 
     fn check_manifest_bytes(&self, model: &Name, bytes: &[u8]) -> Result<()> {
-        Manifest::parse_strict(bytes).map_err(|e| {
-            einval(format!(
-                "manifest.json of {}: {e}",
-                model.display_shortest()
-            ))
-        })?;
+        Manifest::parse_strict(bytes)
+            .map_err(|e| einval(format!("manifest.json of {}: {e}", model.display_shortest())))?;
         Ok(())
     }
 
@@ -1287,14 +1139,7 @@ impl Fs {
         self.install(st, model, bytes)
     }
 
-    fn replace_or_add(
-        &self,
-        st: &mut State,
-        model: &Name,
-        file: &str,
-        d: Digest,
-        len: u64,
-    ) -> Result<()> {
+    fn replace_or_add(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
         if st.index.get(model).is_none() {
             st.pending_models.insert(model.clone());
         }
@@ -1303,18 +1148,13 @@ impl Fs {
 
     fn layer_of(&self, st: &State, model: &Name, file: &str) -> Result<(Digest, u64)> {
         let m = st.index.get(model).ok_or_else(|| enoent(model))?;
-        let f = layout::files(&m.manifest)
-            .into_iter()
-            .find(|f| f.name == file)
-            .ok_or_else(|| enoent(file))?;
+        let f = layout::files(&m.manifest).into_iter().find(|f| f.name == file).ok_or_else(|| enoent(file))?;
         let l = match f.source {
             Source::Layer(i) => &m.manifest.layers[i],
             Source::Config => &m.manifest.config,
             Source::Manifest => return Err(einval("manifest.json can only be copied, not moved")),
         };
-        let d = l
-            .digest()
-            .ok_or_else(|| FsError::new(libc::EIO, "invalid digest"))?;
+        let d = l.digest().ok_or_else(|| FsError::new(libc::EIO, "invalid digest"))?;
         Ok((d, l.size.max(0) as u64))
     }
 
@@ -1324,27 +1164,19 @@ impl Fs {
         let mut st = self.lock();
         let node = self.node_of(&st, ino)?;
         let dest_parent = self.parent_node(&st, newparent)?;
-        let (dm, dsub) = self
-            .as_model_dir(&st, &dest_parent)
-            .ok_or_else(|| einval("links go into model folders"))?;
+        let (dm, dsub) = self.as_model_dir(&st, &dest_parent).ok_or_else(|| einval("links go into model folders"))?;
         let dname = join(&dsub, newname);
         if !is_layer_name(&dname) {
             return Err(einval(format!("{dname:?} is not a layer name")));
         }
         let (d, len) = match &node {
-            Node::Blob(d) => (
-                *d,
-                self.blob_meta(&mut st, d)
-                    .map(|m| m.size)
-                    .ok_or_else(|| enoent(d))?,
-            ),
+            Node::Blob(d) => (*d, self.blob_meta(&mut st, d).map(|m| m.size).ok_or_else(|| enoent(d))?),
             Node::File(m, f) => self.layer_of(&st, m, f)?,
             _ => return Err(FsError::new(libc::EPERM, "only layer files can be linked")),
         };
+        st.mark_written(&dm, &dname);
         self.replace_or_add(&mut st, &dm, &dname, d, len)?;
-        let new_node = st
-            .lookup_in_model(&dm, "", &dname)
-            .ok_or_else(|| enoent(&dname))?;
+        let new_node = st.lookup_in_model(&dm, "", &dname).ok_or_else(|| enoent(&dname))?;
         let attr = self.attr_of(&mut st, &new_node)?;
         st.inodes.remember(&new_node);
         Ok(attr)
@@ -1360,21 +1192,15 @@ impl Fs {
             return Err(einval("symlinks can only make models, in prefix folders"));
         };
         let rel = self.symlink_target_path(p, target)?;
-        let src = self.resolve_model_path(&st, &rel).ok_or_else(|| {
-            einval(format!(
-                "symlink target {target:?} is not a model in this mount"
-            ))
-        })?;
+        let src = self
+            .resolve_model_path(&st, &rel)
+            .ok_or_else(|| einval(format!("symlink target {target:?} is not a model in this mount")))?;
         let dest = self.model_at(p, name)?;
         if st.lookup_in_dir(p, name).is_some() {
             return Err(FsError::new(libc::EEXIST, name.to_string()));
         }
         self.check_case_twin(&st, &dest)?;
-        let bytes = st
-            .index
-            .get(&src)
-            .map(|m| m.bytes.to_vec())
-            .ok_or_else(|| enoent(&src))?;
+        let bytes = st.index.get(&src).map(|m| m.bytes.to_vec()).ok_or_else(|| enoent(&src))?;
         self.install(&mut st, &dest, bytes)?;
         let node = Node::Link(target.to_string());
         let attr = self.attr_of(&mut st, &node)?;
@@ -1385,24 +1211,14 @@ impl Fs {
     /// A symlink target as a path relative to the mount root, `..` resolved.
     fn symlink_target_path(&self, dir: &str, target: &str) -> Result<Vec<String>> {
         let (base, rest): (Vec<String>, &str) = if let Some(abs) = target.strip_prefix('/') {
-            let mp = self
-                .opts
-                .mountpoint
-                .as_ref()
-                .ok_or_else(|| einval("absolute target and unknown mount point"))?;
+            let mp = self.opts.mountpoint.as_ref().ok_or_else(|| einval("absolute target and unknown mount point"))?;
             let mp = mp.to_string_lossy();
             let mp = mp.trim_start_matches('/').trim_end_matches('/');
-            let inside = abs
-                .strip_prefix(mp)
-                .filter(|r| r.is_empty() || r.starts_with('/'));
-            let inside = inside
-                .ok_or_else(|| einval(format!("symlink target {target:?} is outside the mount")))?;
+            let inside = abs.strip_prefix(mp).filter(|r| r.is_empty() || r.starts_with('/'));
+            let inside = inside.ok_or_else(|| einval(format!("symlink target {target:?} is outside the mount")))?;
             (Vec::new(), inside)
         } else {
-            (
-                super::split(dir).into_iter().map(String::from).collect(),
-                target,
-            )
+            (super::split(dir).into_iter().map(String::from).collect(), target)
         };
         let mut parts = base;
         for c in rest.split('/') {
@@ -1410,9 +1226,7 @@ impl Fs {
                 "" | "." => {}
                 ".." => {
                     if parts.pop().is_none() {
-                        return Err(einval(format!(
-                            "symlink target {target:?} leaves the mount"
-                        )));
+                        return Err(einval(format!("symlink target {target:?} leaves the mount")));
                     }
                 }
                 c => parts.push(c.to_string()),
@@ -1457,16 +1271,10 @@ impl Fs {
             let scratch = self.lock().scratch.get(&(m.clone(), name.clone())).cloned();
             if let Some(s) = scratch {
                 if let Some(mode) = mode {
-                    std::fs::set_permissions(
-                        &s.path,
-                        std::fs::Permissions::from_mode(mode & 0o7777),
-                    )?;
+                    std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(mode & 0o7777))?;
                 }
                 if let Some(size) = size {
-                    OpenOptions::new()
-                        .write(true)
-                        .open(&s.path)?
-                        .set_len(size)?;
+                    OpenOptions::new().write(true).open(&s.path)?.set_len(size)?;
                 }
                 if let Some(t) = mtime {
                     File::options().write(true).open(&s.path)?.set_modified(t)?;
@@ -1483,10 +1291,7 @@ impl Fs {
                         _ => None,
                     });
                     match writer {
-                        Some(w) => w
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .truncate(&self.store, size)?,
+                        Some(w) => w.lock().unwrap_or_else(|e| e.into_inner()).truncate(&self.store, size)?,
                         None => {
                             // truncate(1) on a path: a one-shot writer, committed now.
                             let opened = {
@@ -1497,9 +1302,7 @@ impl Fs {
                                 Some(Handle::Write(w)) => w.clone(),
                                 _ => return Err(FsError::new(libc::EIO, "writer vanished")),
                             };
-                            w.lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .truncate(&self.store, size)?;
+                            w.lock().unwrap_or_else(|e| e.into_inner()).truncate(&self.store, size)?;
                             self.release(opened.fh)?;
                         }
                     }
@@ -1540,8 +1343,8 @@ fn set_file_in(m: &mut Manifest, file: &str, d: Digest, len: u64) -> Result<()> 
         }
         _ if file == CONFIG_FILE => m.config = Layer::new(CONFIG_MEDIA_TYPE, d, len),
         _ => {
-            let (mt, _) = layout::media_type_for(file)
-                .ok_or_else(|| einval(format!("{file:?} is not a layer name")))?;
+            let (mt, _) =
+                layout::media_type_for(file).ok_or_else(|| einval(format!("{file:?} is not a layer name")))?;
             m.layers.push(Layer::new(&mt, d, len));
         }
     }

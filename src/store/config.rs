@@ -101,10 +101,7 @@ mod tests {
     #[test]
     fn generated_config_from_gguf() {
         let bytes = write::header(
-            &[
-                ("general.architecture", Value::Str("qwen2".into())),
-                ("general.file_type", Value::Int(7)),
-            ],
+            &[("general.architecture", Value::Str("qwen2".into())), ("general.file_type", Value::Int(7))],
             &[("w", vec![1000, 1500], 8)],
         );
         let h = gguf::read_header(&bytes[..]).unwrap();
@@ -115,11 +112,7 @@ mod tests {
         );
         let d = details(&c).unwrap();
         assert_eq!(
-            (
-                d.family.as_str(),
-                d.parameter_size.as_str(),
-                d.quantization_level.as_str()
-            ),
+            (d.family.as_str(), d.parameter_size.as_str(), d.quantization_level.as_str()),
             ("qwen2", "1.50M", "Q8_0")
         );
     }

@@ -76,18 +76,13 @@ impl Index {
     pub fn refresh(&mut self, store: &Store) -> Changes {
         let (found, _) = store.scan();
         let mut changes = Changes::default();
-        let mut seen: std::collections::HashSet<Name> =
-            std::collections::HashSet::with_capacity(found.len());
+        let mut seen: std::collections::HashSet<Name> = std::collections::HashSet::with_capacity(found.len());
         for f in found {
             seen.insert(f.name.clone());
             if self.models.get(&f.name).is_some_and(|m| m.stamp == f.stamp) {
                 continue;
             }
-            if self
-                .corrupt
-                .get(&f.name)
-                .is_some_and(|(s, _)| *s == f.stamp)
-            {
+            if self.corrupt.get(&f.name).is_some_and(|(s, _)| *s == f.stamp) {
                 continue;
             }
             let bytes = match fs::read(&f.path) {
@@ -101,12 +96,7 @@ impl Index {
                 changes.added_or_changed.push(f.name);
             }
         }
-        let gone: Vec<Name> = self
-            .models
-            .keys()
-            .filter(|n| !seen.contains(*n))
-            .cloned()
-            .collect();
+        let gone: Vec<Name> = self.models.keys().filter(|n| !seen.contains(*n)).cloned().collect();
         for n in gone {
             self.remove(&n);
             changes.removed.push(n);
@@ -129,20 +119,11 @@ impl Index {
         };
         self.corrupt.remove(&name);
         let id = model_id(&bytes);
-        let model = Arc::new(Model {
-            name: name.clone(),
-            bytes: bytes.into(),
-            manifest,
-            id,
-            stamp,
-        });
+        let model = Arc::new(Model { name: name.clone(), bytes: bytes.into(), manifest, id, stamp });
         self.remove(&name);
         self.count(&model.manifest, 1);
         *self.hosts.entry(name.host.clone()).or_default() += 1;
-        *self
-            .namespaces
-            .entry((name.host.clone(), name.namespace.clone()))
-            .or_default() += 1;
+        *self.namespaces.entry((name.host.clone(), name.namespace.clone())).or_default() += 1;
         self.models.insert(name, model);
         self.generation += 1;
         true
@@ -152,10 +133,7 @@ impl Index {
         let m = self.models.remove(name)?;
         self.count(&m.manifest, -1);
         decrement(&mut self.hosts, name.host.clone());
-        decrement(
-            &mut self.namespaces,
-            (name.host.clone(), name.namespace.clone()),
-        );
+        decrement(&mut self.namespaces, (name.host.clone(), name.namespace.clone()));
         self.generation += 1;
         Some(m)
     }
@@ -176,10 +154,7 @@ impl Index {
         }
         for l in &m.layers {
             if let Some(d) = l.digest() {
-                apply(
-                    d,
-                    layout::base_name(&l.media_type, &l.name).1 == Kind::Weights,
-                );
+                apply(d, layout::base_name(&l.media_type, &l.name).1 == Kind::Weights);
             }
         }
     }
@@ -217,8 +192,7 @@ impl Index {
     }
 
     pub fn has_namespace(&self, host: &str, ns: &str) -> bool {
-        self.namespaces
-            .contains_key(&(host.to_string(), ns.to_string()))
+        self.namespaces.contains_key(&(host.to_string(), ns.to_string()))
     }
 
     pub fn hosts(&self) -> impl Iterator<Item = &String> {
@@ -233,21 +207,9 @@ impl Index {
     }
 
     /// Models whose host and namespace are exactly these, in name order.
-    pub fn models_in<'a>(
-        &'a self,
-        host: &'a str,
-        ns: &'a str,
-    ) -> impl Iterator<Item = &'a Arc<Model>> + 'a {
-        let start = Name {
-            host: host.into(),
-            namespace: ns.into(),
-            model: String::new(),
-            tag: String::new(),
-        };
-        self.models
-            .range(start..)
-            .take_while(move |(n, _)| n.host == host && n.namespace == ns)
-            .map(|(_, m)| m)
+    pub fn models_in<'a>(&'a self, host: &'a str, ns: &'a str) -> impl Iterator<Item = &'a Arc<Model>> + 'a {
+        let start = Name { host: host.into(), namespace: ns.into(), model: String::new(), tag: String::new() };
+        self.models.range(start..).take_while(move |(n, _)| n.host == host && n.namespace == ns).map(|(_, m)| m)
     }
 
     /// An existing model whose name equals `name` ignoring case (the exact one first).

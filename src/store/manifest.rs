@@ -22,11 +22,7 @@ impl Digest {
     /// 64 lower-case hex characters only: upper case would not protect the blob from
     /// Ollama's prune (it compares exact strings).
     pub fn from_hex(hex: &str) -> Option<Digest> {
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        {
+        if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
             return None;
         }
         let mut out = [0u8; 32];
@@ -54,9 +50,7 @@ impl Digest {
 
     /// A stable 64-bit number for inode derivation.
     pub fn short(&self) -> u64 {
-        u64::from_be_bytes([
-            self.0[0], self.0[1], self.0[2], self.0[3], self.0[4], self.0[5], self.0[6], self.0[7],
-        ])
+        u64::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3], self.0[4], self.0[5], self.0[6], self.0[7]])
     }
 }
 
@@ -118,13 +112,7 @@ pub struct Manifest {
 }
 
 fn empty_config() -> Layer {
-    Layer {
-        media_type: String::new(),
-        digest: String::new(),
-        size: 0,
-        from: String::new(),
-        name: String::new(),
-    }
+    Layer { media_type: String::new(), digest: String::new(), size: 0, from: String::new(), name: String::new() }
 }
 
 /// Why manifest bytes were refused.
@@ -140,12 +128,7 @@ pub enum ManifestError {
 
 impl Manifest {
     pub fn new(config: Layer, layers: Vec<Layer>) -> Manifest {
-        Manifest {
-            schema_version: 2,
-            media_type: MANIFEST_MEDIA_TYPE.into(),
-            config,
-            layers,
-        }
+        Manifest { schema_version: 2, media_type: MANIFEST_MEDIA_TYPE.into(), config, layers }
     }
 
     /// Decode leniently, like Ollama's reader: unknown keys ignored, digests not checked.
@@ -155,9 +138,7 @@ impl Manifest {
         match de.next() {
             Some(Ok(m)) => Ok(m),
             Some(Err(e)) => Err(e.into()),
-            None => Err(ManifestError::Json(serde::de::Error::custom(
-                "empty manifest",
-            ))),
+            None => Err(ManifestError::Json(serde::de::Error::custom("empty manifest"))),
         }
     }
 
@@ -175,10 +156,7 @@ impl Manifest {
                 continue; // Ollama allows an empty config digest
             }
             if l.digest().is_none() {
-                return Err(ManifestError::BadDigest {
-                    index,
-                    digest: l.digest.clone(),
-                });
+                return Err(ManifestError::BadDigest { index, digest: l.digest.clone() });
             }
             if l.size < 0 {
                 return Err(ManifestError::BadSize { index });
@@ -194,9 +172,7 @@ impl Manifest {
 
     /// Every digest the manifest references (config first), as Ollama's prune sees them.
     pub fn digests(&self) -> impl Iterator<Item = Digest> + '_ {
-        std::iter::once(&self.config)
-            .chain(self.layers.iter())
-            .filter_map(Layer::digest)
+        std::iter::once(&self.config).chain(self.layers.iter()).filter_map(Layer::digest)
     }
 
     /// Ollama's list size: the manifest's own numbers, config included.
@@ -239,11 +215,7 @@ pub fn model_id(bytes: &[u8]) -> String {
     while boundary < end {
         boundary = 2 * boundary + 512;
     }
-    let consumed = if boundary == end {
-        end
-    } else {
-        boundary.min(bytes.len())
-    };
+    let consumed = if boundary == end { end } else { boundary.min(bytes.len()) };
     hex::encode(Sha256::digest(&bytes[..consumed]))
 }
 
@@ -270,11 +242,7 @@ mod tests {
             name: String::new(),
         };
         Manifest::new(
-            l(
-                CONFIG_MEDIA_TYPE,
-                "34bb5ab01051a11372a91f95f3fbbc51173eed8e7f13ec395b9ae9b8bd0e242b",
-                561,
-            ),
+            l(CONFIG_MEDIA_TYPE, "34bb5ab01051a11372a91f95f3fbbc51173eed8e7f13ec395b9ae9b8bd0e242b", 561),
             vec![
                 l(
                     "application/vnd.ollama.image.model",
@@ -308,14 +276,10 @@ mod tests {
     #[test]
     fn params_blob_is_byte_exact() {
         // Ollama writes params as a JSON map through json.Encoder: <> escaped, newline.
-        let params =
-            serde_json::json!({"stop": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]});
+        let params = serde_json::json!({"stop": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]});
         let bytes = go_json(&params);
         assert_eq!(bytes.len(), 96);
-        assert_eq!(
-            Digest::of_bytes(&bytes).hex(),
-            "56bb8bd477a519ffa694fc449c2413c6f0e1d3b1c88fa7e3c9d88d3ae49d4dcb"
-        );
+        assert_eq!(Digest::of_bytes(&bytes).hex(), "56bb8bd477a519ffa694fc449c2413c6f0e1d3b1c88fa7e3c9d88d3ae49d4dcb");
     }
 
     #[test]
@@ -347,17 +311,11 @@ mod tests {
             file_type: "Q4_K_M",
             architecture: "amd64",
             os: "linux",
-            rootfs: RootFs {
-                r#type: "layers",
-                diff_ids,
-            },
+            rootfs: RootFs { r#type: "layers", diff_ids },
         };
         let bytes = go_json(&config);
         assert_eq!(bytes.len(), 561);
-        assert_eq!(
-            Digest::of_bytes(&bytes).hex(),
-            "34bb5ab01051a11372a91f95f3fbbc51173eed8e7f13ec395b9ae9b8bd0e242b"
-        );
+        assert_eq!(Digest::of_bytes(&bytes).hex(), "34bb5ab01051a11372a91f95f3fbbc51173eed8e7f13ec395b9ae9b8bd0e242b");
     }
 
     #[test]
@@ -365,15 +323,8 @@ mod tests {
         // A pulled manifest is the registry's bytes: compact, same key order, no newline.
         let written = llama32_manifest().to_go_json();
         let bytes = &written[..written.len() - 1];
-        assert_eq!(
-            model_id(bytes),
-            "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72"
-        );
-        assert_ne!(
-            model_id(&written),
-            model_id(bytes),
-            "the newline is hashed when it is read"
-        );
+        assert_eq!(model_id(bytes), "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72");
+        assert_ne!(model_id(&written), model_id(bytes), "the newline is hashed when it is read");
         assert_eq!(llama32_manifest().total_size(), 2019393189);
         // Round trip keeps every byte.
         assert_eq!(Manifest::parse(bytes).unwrap().to_go_json(), written);
@@ -401,10 +352,7 @@ mod tests {
         let odd = br#"{"schemaVersion":2,"extra":1,"config":{"digest":"","size":0},"layers":[{"mediaType":"x","digest":"sha256:ABC","size":1}]}"#;
         let m = Manifest::parse(odd).unwrap();
         assert_eq!(m.layers.len(), 1);
-        assert!(matches!(
-            m.check_digests(),
-            Err(ManifestError::BadDigest { index: 1, .. })
-        ));
+        assert!(matches!(m.check_digests(), Err(ManifestError::BadDigest { index: 1, .. })));
         assert!(Manifest::parse(b"{\"layers\":[").is_err());
         assert!(Manifest::parse(b"").is_err());
         assert!(Manifest::parse(br#"{"layers":[{"size":"x"}]}"#).is_err());

@@ -59,9 +59,7 @@ impl StoreError {
     /// CLI exit status: 2 for bad usage or names, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StoreError::InvalidSource(_)
-            | StoreError::InvalidDestination(_)
-            | StoreError::InvalidName(_) => 2,
+            StoreError::InvalidSource(_) | StoreError::InvalidDestination(_) | StoreError::InvalidName(_) => 2,
             _ => 1,
         }
     }
@@ -120,14 +118,10 @@ impl Store {
     /// Ollama would, and leftovers of crashed ollamafs processes are removed.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root: PathBuf = root.into();
-        let meta = fs::metadata(&root).map_err(|e| {
-            io::Error::new(e.kind(), format!("store folder {}: {e}", root.display()))
-        })?;
+        let meta = fs::metadata(&root)
+            .map_err(|e| io::Error::new(e.kind(), format!("store folder {}: {e}", root.display())))?;
         if !meta.is_dir() {
-            return Err(StoreError::Invalid(format!(
-                "store {} is not a folder",
-                root.display()
-            )));
+            return Err(StoreError::Invalid(format!("store {} is not a folder", root.display())));
         }
         let root = root.canonicalize()?;
         let store = Store {
@@ -187,17 +181,13 @@ impl Store {
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            let alive = name.parse::<i32>().is_ok_and(|pid| {
-                pid as u32 != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
-            });
+            let alive = name
+                .parse::<i32>()
+                .is_ok_and(|pid| pid as u32 != std::process::id() && Path::new(&format!("/proc/{pid}")).exists());
             if !alive {
                 let p = e.path();
                 log::info!("removing leftover scratch {}", p.display());
-                let _ = if p.is_dir() {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
+                let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
             }
         }
         Ok(())
@@ -237,13 +227,7 @@ impl Store {
         loop {
             let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
             let path = dir.join(format!("tmp-{n}"));
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&path)
-            {
+            match OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(&path) {
                 Ok(f) => return Ok((f, path)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -255,13 +239,7 @@ impl Store {
     /// from the bytes. Returns true when the blob is new. If a blob of that name already
     /// exists with the right length it is kept (content-addressed, immutable) and the
     /// temp file is dropped; a blob of the wrong length is damaged and is replaced.
-    pub fn adopt_blob(
-        &self,
-        temp: &Path,
-        file: &File,
-        digest: &Digest,
-        len: u64,
-    ) -> io::Result<bool> {
+    pub fn adopt_blob(&self, temp: &Path, file: &File, digest: &Digest, len: u64) -> io::Result<bool> {
         let target = self.blob_path(digest);
         if let Ok(meta) = fs::metadata(&target)
             && meta.len() == len
@@ -348,10 +326,8 @@ impl Store {
 
     pub fn read_manifest(&self, name: &Name) -> Result<(Vec<u8>, Manifest)> {
         let bytes = self.read_manifest_bytes(name)?;
-        let m = Manifest::parse(&bytes).map_err(|source| StoreError::Corrupt {
-            name: name.display_shortest(),
-            source,
-        })?;
+        let m =
+            Manifest::parse(&bytes).map_err(|source| StoreError::Corrupt { name: name.display_shortest(), source })?;
         Ok((bytes, m))
     }
 
@@ -365,13 +341,7 @@ impl Store {
         (found, problems)
     }
 
-    fn scan_level(
-        &self,
-        dir: &Path,
-        parts: &mut Vec<String>,
-        found: &mut Vec<Found>,
-        problems: &mut Vec<Problem>,
-    ) {
+    fn scan_level(&self, dir: &Path, parts: &mut Vec<String>, found: &mut Vec<Found>, problems: &mut Vec<Problem>) {
         let Ok(entries) = fs::read_dir(dir) else {
             return;
         };
@@ -382,10 +352,7 @@ impl Store {
             let meta = match fs::metadata(&path) {
                 Ok(m) => m,
                 Err(err) => {
-                    problems.push(Problem {
-                        path,
-                        reason: format!("cannot stat: {err}"),
-                    });
+                    problems.push(Problem { path, reason: format!("cannot stat: {err}") });
                     continue;
                 }
             };
@@ -401,15 +368,8 @@ impl Store {
                 continue; // directories at depth 4 are skipped, as Ollama does
             }
             match Name::from_parts(&parts[0], &parts[1], &parts[2], &file_name) {
-                Ok(name) => found.push(Found {
-                    name,
-                    path,
-                    stamp: Stamp::of(&meta),
-                }),
-                Err(_) => problems.push(Problem {
-                    path,
-                    reason: "path is not a valid model name".into(),
-                }),
+                Ok(name) => found.push(Found { name, path, stamp: Stamp::of(&meta) }),
+                Err(_) => problems.push(Problem { path, reason: "path is not a valid model name".into() }),
             }
         }
     }
@@ -425,15 +385,12 @@ impl Store {
             return f.name.clone();
         }
         let mut out = name.clone();
-        if let Some(f) = found
-            .iter()
-            .find(|f| f.name.host.eq_ignore_ascii_case(&name.host))
-        {
+        if let Some(f) = found.iter().find(|f| f.name.host.eq_ignore_ascii_case(&name.host)) {
             out.host = f.name.host.clone();
         }
-        if let Some(f) = found.iter().find(|f| {
-            f.name.host == out.host && f.name.namespace.eq_ignore_ascii_case(&name.namespace)
-        }) {
+        if let Some(f) =
+            found.iter().find(|f| f.name.host == out.host && f.name.namespace.eq_ignore_ascii_case(&name.namespace))
+        {
             out.namespace = f.name.namespace.clone();
         }
         if let Some(f) = found.iter().find(|f| {
@@ -449,8 +406,7 @@ impl Store {
     /// `ollama cp`: a byte copy of the source manifest; blobs untouched.
     pub fn copy(&self, source: &str, destination: &str) -> Result<(Name, Name)> {
         let src = Name::parse(source).map_err(|_| StoreError::InvalidSource(source.into()))?;
-        let dst = Name::parse(destination)
-            .map_err(|_| StoreError::InvalidDestination(destination.into()))?;
+        let dst = Name::parse(destination).map_err(|_| StoreError::InvalidDestination(destination.into()))?;
         let (found, _) = self.scan();
         let src = self.existing_spelling(&src, &found);
         let dst = self.existing_spelling(&dst, &found);
@@ -513,11 +469,7 @@ impl Store {
     }
 
     /// Delete the blobs of `candidates` that `in_use` does not hold. Returns the removed ones.
-    pub fn prune(
-        &self,
-        candidates: impl IntoIterator<Item = Digest>,
-        in_use: &HashSet<Digest>,
-    ) -> Vec<Digest> {
+    pub fn prune(&self, candidates: impl IntoIterator<Item = Digest>, in_use: &HashSet<Digest>) -> Vec<Digest> {
         let mut removed = Vec::new();
         let mut seen = HashSet::new();
         for d in candidates {
@@ -539,8 +491,7 @@ impl Store {
     /// `ollama rm`: remove the manifest, then (unless `no_prune`) every blob of it that
     /// no remaining readable manifest references.
     pub fn delete(&self, raw: &str, no_prune: bool) -> Result<(Name, Vec<Digest>)> {
-        let name = Name::parse(raw.trim())
-            .map_err(|_| StoreError::InvalidName(InvalidName(raw.into())))?;
+        let name = Name::parse(raw.trim()).map_err(|_| StoreError::InvalidName(InvalidName(raw.into())))?;
         let (found, _) = self.scan();
         let name = self.existing_spelling(&name, &found);
         let removed = self.remove_manifest(&name).map_err(|e| match e {
@@ -556,15 +507,10 @@ impl Store {
 
     /// Resolve a user-given name to the model on disk, with Ollama's words on failure.
     pub fn resolve(&self, raw: &str) -> Result<Name> {
-        let name =
-            Name::parse(raw).map_err(|_| StoreError::InvalidName(InvalidName(raw.into())))?;
+        let name = Name::parse(raw).map_err(|_| StoreError::InvalidName(InvalidName(raw.into())))?;
         let (found, _) = self.scan();
         let name = self.existing_spelling(&name, &found);
-        if self.manifest_path(&name).is_file() {
-            Ok(name)
-        } else {
-            Err(StoreError::NotFound(raw.into()))
-        }
+        if self.manifest_path(&name).is_file() { Ok(name) } else { Err(StoreError::NotFound(raw.into())) }
     }
 
     /// Read a whole (small) blob.

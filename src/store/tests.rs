@@ -11,10 +11,7 @@ fn tmp() -> tempfile::TempDir {
 }
 
 fn blob_names(root: &Path) -> BTreeSet<String> {
-    fs::read_dir(root.join("blobs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
+    fs::read_dir(root.join("blobs")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
 }
 
 fn small_fixture() -> (tempfile::TempDir, Store, fixture::Info) {
@@ -33,10 +30,7 @@ fn ingest_stores_content_once_and_atomically() {
     let (d, len, new) = s.ingest_bytes(b"hello").unwrap();
     assert!(new);
     assert_eq!(len, 5);
-    assert_eq!(
-        d.hex(),
-        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-    );
+    assert_eq!(d.hex(), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
     assert_eq!(fs::read(s.blob_path(&d)).unwrap(), b"hello");
     let (d2, _, new2) = s.ingest_bytes(b"hello").unwrap();
     assert_eq!(d, d2);
@@ -90,11 +84,7 @@ fn copy_is_a_byte_copy_and_overwrites() {
     let a = fs::read(s.manifest_path(&src)).unwrap();
     let b = fs::read(s.manifest_path(&dst)).unwrap();
     assert_eq!(a, b);
-    assert_eq!(
-        blob_names(dir.path()),
-        before,
-        "no blob is created by a copy"
-    );
+    assert_eq!(blob_names(dir.path()), before, "no blob is created by a copy");
     // Overwrite an existing destination without warning.
     s.copy(fixture::QWEN, "myuser/llama3.2:copy").unwrap();
     let q = fs::read(s.manifest_path(&Name::parse(fixture::QWEN).unwrap())).unwrap();
@@ -130,16 +120,10 @@ fn copy_errors_use_ollamas_words_and_change_nothing() {
 fn case_variants_reuse_the_existing_spelling() {
     let (_dir, s, _) = small_fixture();
     let (_, dst) = s.copy("LLAMA3.2", "MyUser/New:tag").unwrap();
-    assert_eq!(
-        dst.namespace, "myuser",
-        "namespace folder is reused, not twinned"
-    );
+    assert_eq!(dst.namespace, "myuser", "namespace folder is reused, not twinned");
     assert_eq!(dst.model, "New");
     let (_, dst2) = s.copy("llama3.2", "myuser/new:TAG").unwrap();
-    assert_eq!(
-        dst2, dst,
-        "whole-name case variant overwrites the existing model"
-    );
+    assert_eq!(dst2, dst, "whole-name case variant overwrites the existing model");
 }
 
 #[test]
@@ -151,28 +135,15 @@ fn delete_prunes_only_unshared_blobs() {
     let (_, pruned) = s.delete(fixture::CUSTOM, false).unwrap();
     assert_eq!(pruned, vec![info.system_custom]);
     let after = blob_names(dir.path());
-    assert_eq!(
-        before.difference(&after).cloned().collect::<Vec<_>>(),
-        vec![info.system_custom.blob_file_name()]
-    );
+    assert_eq!(before.difference(&after).cloned().collect::<Vec<_>>(), vec![info.system_custom.blob_file_name()]);
     assert!(s.blob_path(&info.big_model).exists());
     // The now-empty namespace folder is gone, as Ollama's PruneDirectory does.
-    assert!(
-        !dir.path()
-            .join("manifests/registry.ollama.ai/myuser")
-            .exists()
-    );
+    assert!(!dir.path().join("manifests/registry.ollama.ai/myuser").exists());
     // Deleting the last user removes the weights.
     s.delete("llama3.2", false).unwrap();
     assert!(!s.blob_path(&info.big_model).exists());
-    assert!(
-        s.blob_path(&info.template).exists(),
-        "the hf model still uses the template"
-    );
-    assert_eq!(
-        s.delete("llama3.2", false).unwrap_err().to_string(),
-        "model 'llama3.2' not found"
-    );
+    assert!(s.blob_path(&info.template).exists(), "the hf model still uses the template");
+    assert_eq!(s.delete("llama3.2", false).unwrap_err().to_string(), "model 'llama3.2' not found");
 }
 
 #[test]
@@ -186,17 +157,10 @@ fn delete_no_prune_keeps_blobs() {
 #[test]
 fn corrupt_manifests_never_stop_other_models() {
     let (dir, s, info) = small_fixture();
-    let bad = dir
-        .path()
-        .join("manifests/registry.ollama.ai/library/broken/latest");
+    let bad = dir.path().join("manifests/registry.ollama.ai/library/broken/latest");
     fs::create_dir_all(bad.parent().unwrap()).unwrap();
     fs::write(&bad, b"{\"layers\":[").unwrap();
-    fs::write(
-        dir.path()
-            .join("manifests/registry.ollama.ai/library/llama3.2/.DS_Store"),
-        b"x",
-    )
-    .unwrap();
+    fs::write(dir.path().join("manifests/registry.ollama.ai/library/llama3.2/.DS_Store"), b"x").unwrap();
     let idx = Index::load(&s);
     assert_eq!(idx.len(), 6);
     assert_eq!(idx.corrupt().count(), 1);
@@ -219,11 +183,7 @@ fn index_counts_links_and_follows_changes() {
     let mut idx = Index::load(&s);
     assert_eq!(idx.len(), 6);
     assert_eq!(idx.refs(&info.big_model).weights, 2);
-    assert_eq!(
-        idx.refs(&info.template).weights,
-        0,
-        "text layers are not shared inodes"
-    );
+    assert_eq!(idx.refs(&info.template).weights, 0, "text layers are not shared inodes");
     assert_eq!(idx.refs(&info.template).any, 3);
     let ns: Vec<&String> = idx.namespaces_of("registry.ollama.ai").collect();
     assert_eq!(ns, ["library", "mlx-community", "myuser"]);
@@ -258,16 +218,8 @@ fn verify_finds_damage() {
     fs::write(dir.path().join("blobs/sha256-abc-partial"), b"x").unwrap();
     let r = verify::verify(&s, |_| {});
     assert!(!r.is_clean());
-    assert!(
-        r.problems.iter().any(|p| p.contains("hashes to")),
-        "{:?}",
-        r.problems
-    );
-    assert!(
-        r.problems.iter().any(|p| p.contains("is missing")),
-        "{:?}",
-        r.problems
-    );
+    assert!(r.problems.iter().any(|p| p.contains("hashes to")), "{:?}", r.problems);
+    assert!(r.problems.iter().any(|p| p.contains("is missing")), "{:?}", r.problems);
     assert_eq!(r.warnings.len(), 1);
 }
 
@@ -277,18 +229,8 @@ fn manifests_are_written_atomically_with_ollama_modes() {
     let n = Name::parse("fresh/model:one").unwrap();
     s.write_manifest(&n, b"{}\n").unwrap();
     let p = s.manifest_path(&n);
-    assert_eq!(
-        fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-        0o644
-    );
-    assert_eq!(
-        fs::metadata(p.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o755
-    );
+    assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o755);
     // Only the manifest itself at depth 4, the temp file went to scratch and is gone.
     let entries: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
     assert_eq!(entries.len(), 1);
@@ -318,11 +260,7 @@ fn read_only_store_gives_a_clear_error_and_changes_nothing() {
         return;
     }
     let before = blob_names(dir.path());
-    fs::set_permissions(
-        dir.path().join("manifests"),
-        fs::Permissions::from_mode(0o555),
-    )
-    .unwrap();
+    fs::set_permissions(dir.path().join("manifests"), fs::Permissions::from_mode(0o555)).unwrap();
     assert!(s.copy("llama3.2", "newns/x:y").is_err());
     assert_eq!(blob_names(dir.path()), before);
 }

@@ -26,13 +26,7 @@ impl Report {
 /// Total bytes `verify` will hash, for a progress bar.
 pub fn blob_bytes(store: &Store) -> u64 {
     fs::read_dir(store.blobs_dir())
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
         .unwrap_or(0)
 }
 
@@ -46,9 +40,7 @@ pub fn verify(store: &Store, mut progress: impl FnMut(u64)) -> Report {
         for e in entries {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(d) = name.strip_prefix("sha256-").and_then(Digest::from_hex) else {
-                r.warnings.push(format!(
-                    "blobs/{name}: not a blob name; Ollama's startup prune deletes it"
-                ));
+                r.warnings.push(format!("blobs/{name}: not a blob name; Ollama's startup prune deletes it"));
                 continue;
             };
             match hash_file(&e.path()) {
@@ -57,9 +49,7 @@ pub fn verify(store: &Store, mut progress: impl FnMut(u64)) -> Report {
                     r.bytes += len;
                     progress(len);
                     if got != d {
-                        r.problems.push(format!(
-                            "blobs/{name}: content hashes to {got}, not its name"
-                        ));
+                        r.problems.push(format!("blobs/{name}: content hashes to {got}, not its name"));
                     }
                     sizes.insert(d, len);
                 }
@@ -70,8 +60,7 @@ pub fn verify(store: &Store, mut progress: impl FnMut(u64)) -> Report {
     // 2. Manifests: parse, exact digests, blobs present with the written size.
     let (found, scan_problems) = store.scan();
     for p in scan_problems {
-        r.problems
-            .push(format!("{}: {}", rel(store, &p.path), p.reason));
+        r.problems.push(format!("{}: {}", rel(store, &p.path), p.reason));
     }
     for f in found {
         r.manifests += 1;
@@ -93,17 +82,14 @@ pub fn verify(store: &Store, mut progress: impl FnMut(u64)) -> Report {
         if let Err(e) = m.check_digests() {
             r.problems.push(format!("{at}: {e}"));
         }
-        let refs = std::iter::once(&m.config)
-            .chain(m.layers.iter())
-            .filter(|l| !l.digest.is_empty());
+        let refs = std::iter::once(&m.config).chain(m.layers.iter()).filter(|l| !l.digest.is_empty());
         for l in refs {
             let Some(d) = l.digest() else { continue };
             match sizes.get(&d) {
                 None => r.problems.push(format!("{at}: blob {d} is missing")),
-                Some(&len) if len as i64 != l.size => r.problems.push(format!(
-                    "{at}: blob {d} is {len} bytes, manifest says {}",
-                    l.size
-                )),
+                Some(&len) if len as i64 != l.size => {
+                    r.problems.push(format!("{at}: blob {d} is {len} bytes, manifest says {}", l.size))
+                }
                 _ => {}
             }
         }
@@ -112,17 +98,12 @@ pub fn verify(store: &Store, mut progress: impl FnMut(u64)) -> Report {
             && let Ok(cfg) = store.read_blob(&d)
             && let Err(e) = config::details(&cfg)
         {
-            r.problems.push(format!(
-                "{at}: config blob {d} is not valid JSON ({e}); Ollama hides this model"
-            ));
+            r.problems.push(format!("{at}: config blob {d} is not valid JSON ({e}); Ollama hides this model"));
         }
     }
     r
 }
 
 fn rel(store: &Store, p: &std::path::Path) -> String {
-    p.strip_prefix(store.root())
-        .unwrap_or(p)
-        .display()
-        .to_string()
+    p.strip_prefix(store.root()).unwrap_or(p).display().to_string()
 }

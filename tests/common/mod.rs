@@ -14,11 +14,7 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn ollamafs(store: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("OLLAMA_MODELS", store)
-        .output()
-        .expect("run ollamafs")
+    Command::new(bin()).args(args).env("OLLAMA_MODELS", store).output().expect("run ollamafs")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -32,11 +28,7 @@ pub fn stderr(o: &Output) -> String {
 /// Names of every file in `blobs/`.
 pub fn blobs(store: &Path) -> BTreeSet<String> {
     fs::read_dir(store.join("blobs"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default()
 }
 
@@ -60,8 +52,10 @@ pub fn manifest_files(store: &Path) -> BTreeSet<String> {
     out
 }
 
-pub fn manifest_bytes(store: &Path, rel: &str) -> Vec<u8> {
-    fs::read(store.join("manifests").join(rel)).unwrap_or_else(|e| panic!("manifest {rel}: {e}"))
+/// A manifest's bytes (as text, so a failed comparison prints readably; manifests are JSON).
+pub fn manifest_bytes(store: &Path, rel: &str) -> String {
+    let b = fs::read(store.join("manifests").join(rel)).unwrap_or_else(|e| panic!("manifest {rel}: {e}"));
+    String::from_utf8(b).expect("manifest is UTF-8")
 }
 
 /// Bytes actually allocated on disk under a folder (st_blocks × 512).
@@ -91,12 +85,7 @@ pub fn fixture_store(big: u64) -> (tempfile::TempDir, PathBuf, fixture::Info) {
 /// `ollamafs verify` must pass.
 pub fn assert_verifies(store: &Path) {
     let o = ollamafs(store, &["verify"]);
-    assert!(
-        o.status.success(),
-        "verify failed:\n{}{}",
-        stdout(&o),
-        stderr(&o)
-    );
+    assert!(o.status.success(), "verify failed:\n{}{}", stdout(&o), stderr(&o));
 }
 
 /// Is real FUSE usable here? Under CI=true it must be; elsewhere the mount tests skip loudly.
@@ -116,11 +105,7 @@ pub fn is_mounted(mp: &Path) -> bool {
     fs::read_to_string("/proc/self/mounts")
         .unwrap_or_default()
         .lines()
-        .any(|l| {
-            l.split(' ')
-                .nth(1)
-                .is_some_and(|p| p.replace("\\040", " ") == want)
-        })
+        .any(|l| l.split(' ').nth(1).is_some_and(|p| p.replace("\\040", " ") == want))
 }
 
 /// A real mount of a store, run in the foreground as a child process. Dropping it always
@@ -146,26 +131,15 @@ impl Mount {
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("spawn ollamafs mount");
-        let mut m = Mount {
-            store: store.to_path_buf(),
-            mp: mp.canonicalize().unwrap(),
-            log,
-            child: Some(child),
-        };
+        let mut m = Mount { store: store.to_path_buf(), mp: mp.canonicalize().unwrap(), log, child: Some(child) };
         let t0 = std::time::Instant::now();
         while !is_mounted(&m.mp) {
             if let Some(c) = m.child.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
             {
-                panic!(
-                    "mount exited early with {st}: {}",
-                    fs::read_to_string(&m.log).unwrap_or_default()
-                );
+                panic!("mount exited early with {st}: {}", fs::read_to_string(&m.log).unwrap_or_default());
             }
-            assert!(
-                t0.elapsed() < std::time::Duration::from_secs(20),
-                "mount did not come up"
-            );
+            assert!(t0.elapsed() < std::time::Duration::from_secs(20), "mount did not come up");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         m
@@ -183,12 +157,7 @@ impl Mount {
     pub fn daemon_io(&self) -> (u64, u64) {
         let text = fs::read_to_string(format!("/proc/{}/io", self.pid())).unwrap_or_default();
         let get = |k: &str| {
-            text.lines()
-                .find_map(|l| {
-                    l.strip_prefix(k)
-                        .map(|v| v.trim().parse::<u64>().unwrap_or(0))
-                })
-                .unwrap_or(0)
+            text.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().parse::<u64>().unwrap_or(0))).unwrap_or(0)
         };
         (get("rchar:"), get("wchar:"))
     }
@@ -199,11 +168,7 @@ impl Mount {
 
     pub fn unmount(&mut self) {
         if is_mounted(&self.mp) {
-            let ok = Command::new("umount")
-                .arg(&self.mp)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
+            let ok = Command::new("umount").arg(&self.mp).status().map(|s| s.success()).unwrap_or(false);
             if !ok {
                 let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
             }
@@ -233,23 +198,13 @@ impl Drop for Mount {
 
 /// Run a shell command line, returning its output.
 pub fn sh(cmd: &str) -> Output {
-    Command::new("bash")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("bash")
+    Command::new("bash").arg("-c").arg(cmd).output().expect("bash")
 }
 
 /// Run a shell command line that must succeed.
 pub fn sh_ok(cmd: &str) -> String {
     let o = sh(cmd);
-    assert!(
-        o.status.success(),
-        "`{cmd}` failed ({}):\n{}{}",
-        o.status,
-        stdout(&o),
-        stderr(&o)
-    );
+    assert!(o.status.success(), "`{cmd}` failed ({}):\n{}{}", o.status, stdout(&o), stderr(&o));
     stdout(&o)
 }
 
@@ -258,21 +213,11 @@ pub fn sh_ok(cmd: &str) -> String {
 pub fn assert_store_clean(store: &Path) {
     assert_verifies(store);
     for b in blobs(store) {
-        assert!(
-            b.starts_with("sha256-") && b.len() == 71,
-            "stray file in blobs/: {b}"
-        );
+        assert!(b.starts_with("sha256-") && b.len() == 71, "stray file in blobs/: {b}");
     }
     for m in manifest_files(store) {
-        assert_eq!(
-            m.split('/').count(),
-            4,
-            "file at the wrong depth in manifests/: {m}"
-        );
-        assert!(
-            ollamafs::name::Name::from_manifest_path(&m).is_some(),
-            "invalid manifest path {m}"
-        );
+        assert_eq!(m.split('/').count(), 4, "file at the wrong depth in manifests/: {m}");
+        assert!(ollamafs::name::Name::from_manifest_path(&m).is_some(), "invalid manifest path {m}");
     }
 }
 
