@@ -120,7 +120,7 @@ fn every_layer_reads_back_as_its_blob() {
         }
         // manifest.json is the manifest's bytes.
         let rel = ollamafs::name::Name::parse(model).unwrap().manifest_path();
-        assert_eq!(fs::read(m.p(model).join("manifest.json")).unwrap(), manifest_bytes(&m.store, &rel));
+        assert_eq!(fs::read_to_string(m.p(model).join("manifest.json")).unwrap(), manifest_bytes(&m.store, &rel));
     }
     assert!(checked >= 20, "{checked}");
     let name = sh_ok(&format!("getfattr --only-values -n user.ollama.name '{}'", m.p(fixture::CUSTOM).display()));

@@ -249,18 +249,21 @@ fn scratch_leftovers_of_dead_processes_are_removed() {
 }
 
 #[test]
-fn read_only_store_gives_a_clear_error_and_changes_nothing() {
+fn missing_store_gives_a_clear_error() {
+    let dir = tmp();
+    let e = Store::open(dir.path().join("missing")).unwrap_err();
+    assert!(e.to_string().contains("missing"), "{e}");
+    assert_eq!(e.exit_code(), 1);
+}
+
+#[test]
+fn unwritable_manifests_folder_fails_cleanly() {
+    // A file where a manifest folder must go: the write fails and leaves nothing behind,
+    // whatever the user's privileges.
     let (dir, s, _) = small_fixture();
-    if unsafe { libc::geteuid() } == 0 {
-        // root ignores permission bits; use a read-only bind via chattr-free approach:
-        // make the manifests parent unwritable by replacing it with a file is too
-        // destructive, so check the error path with a missing store instead.
-        let e = Store::open(dir.path().join("missing")).unwrap_err();
-        assert!(e.to_string().contains("missing"), "{e}");
-        return;
-    }
+    fs::write(dir.path().join("manifests/registry.ollama.ai/blocked"), b"not a folder").unwrap();
     let before = blob_names(dir.path());
-    fs::set_permissions(dir.path().join("manifests"), fs::Permissions::from_mode(0o555)).unwrap();
-    assert!(s.copy("llama3.2", "newns/x:y").is_err());
+    assert!(s.copy("llama3.2", "blocked/x:y").is_err());
     assert_eq!(blob_names(dir.path()), before);
+    assert_eq!(fs::read_dir(s.process_scratch()).unwrap().count(), 0, "temp manifest removed");
 }
