@@ -325,3 +325,27 @@ fn fstab_style_options_work() {
     let o = sh(&format!("mkdir '{}'", m.p("x:y").display()));
     assert!(stderr(&o).contains("Read-only"), "{}", stderr(&o));
 }
+
+#[test]
+fn fstab_helper_starts_a_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let (dir, store, _) = fixture_store(1 << 20);
+    let mp = dir.path().join("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let helper = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mount.fuse.ollamafs");
+    let o = std::process::Command::new(helper)
+        .arg(&store)
+        .arg(&mp)
+        .args(["-o", "ro,noatime,nofail"])
+        .env("OLLAMAFS_BIN", bin())
+        .output()
+        .unwrap();
+    let guard = MountedPath(mp.canonicalize().unwrap());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(mp.join("llama3.2:latest/template").exists());
+    assert!(stderr(&sh(&format!("mkdir '{}/x:y'", mp.display()))).contains("Read-only"));
+    sh_ok(&format!("umount '{}'", mp.display()));
+    drop(guard);
+}
