@@ -1,1 +1,261 @@
+//! The filesystem core without a kernel: the same calls the adapter makes, asserted on the store.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::*;
+use crate::fixture;
+
+struct T {
+    _dir: tempfile::TempDir,
+    fs: Fs,
+    info: fixture::Info,
+}
+
+fn setup(opts: Options) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let info = fixture::build(dir.path(), 4 << 20).unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    store.prepare_for_writes().unwrap();
+    T { _dir: dir, fs: Fs::new(store, opts), info }
+}
+
+fn blobs(t: &T) -> BTreeSet<String> {
+    std::fs::read_dir(t.fs.store.blobs_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn manifest(t: &T, name: &str) -> Vec<u8> {
+    std::fs::read(t.fs.store.manifest_path(&Name::parse(name).unwrap())).unwrap()
+}
+
+/// Walk a path from the root with lookups, like the kernel does.
+fn walk(t: &T, path: &str) -> Result<Attr> {
+    let mut attr = t.fs.getattr(ROOT_INO)?;
+    for c in path.split('/').filter(|c| !c.is_empty()) {
+        attr = t.fs.lookup(attr.ino, c)?;
+    }
+    Ok(attr)
+}
+
+fn names(t: &T, path: &str) -> Vec<String> {
+    let ino = walk(t, path).unwrap().ino;
+    t.fs.readdir(ino).unwrap().into_iter().map(|e| e.name).filter(|n| n != "." && n != "..").collect()
+}
+
+/// Copy one file the way `cp` does inside the mount: create, copy_file_range, close.
+fn cp_file(t: &T, src: &str, dst_dir: &str, name: &str) -> Result<()> {
+    let src = walk(t, src)?;
+    let parent = walk(t, dst_dir)?.ino;
+    let o = t.fs.open(src.ino, libc::O_RDONLY)?;
+    let (_, w) = t.fs.create(parent, name, 0o644, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)?;
+    let mut off = 0;
+    loop {
+        let n = t.fs.copy_file_range(src.ino, o.fh, off, w.fh, off, 1 << 30)?;
+        if n == 0 {
+            break;
+        }
+        off += n;
+    }
+    t.fs.release(o.fh)?;
+    t.fs.flush(w.fh)?;
+    t.fs.release(w.fh)
+}
+
+#[test]
+fn tree_matches_display_names() {
+    let t = setup(Options::default());
+    assert_eq!(
+        names(&t, ""),
+        ["hf.co", "llama3.2:latest", "localhost:5000", "mlx-community", "myuser", "qwen2.5:0.5b"]
+    );
+    assert_eq!(names(&t, "localhost:5000/team"), ["tiny:v1"]);
+    assert_eq!(
+        names(&t, "llama3.2:latest"),
+        ["model.gguf", "template", "license", "license-2", "params.json", "config.json", "manifest.json"]
+    );
+    assert_eq!(names(&t, "mlx-community/flux:latest/files"), ["transformer", "config.json"]);
+    let a = walk(&t, "llama3.2").unwrap();
+    assert_eq!(a.ino, walk(&t, "llama3.2:latest").unwrap().ino, "colon-less means :latest");
+    assert!(walk(&t, "registry.ollama.ai/myuser/llama3.2:custom/system").is_ok());
+    assert!(walk(&t, "library/llama3.2:latest/model.gguf").is_ok());
+    assert_eq!(walk(&t, "nope:x").unwrap_err().errno, libc::ENOENT);
+    assert_eq!(walk(&t, "llama3.2:latest/model.gguf/x").unwrap_err().errno, libc::ENOTDIR);
+}
+
+#[test]
+fn weights_attrs_and_inode_ranges() {
+    let t = setup(Options::default());
+    let a = walk(&t, "llama3.2:latest/model.gguf").unwrap();
+    let b = walk(&t, "myuser/llama3.2:custom/model.gguf").unwrap();
+    assert_eq!(a, b);
+    assert_eq!((a.nlink, a.perm, a.blocks), (2, 0o444, (4 << 20) / 512));
+    let tpl = walk(&t, "llama3.2:latest/template").unwrap();
+    let cfg = walk(&t, "llama3.2:latest/config.json").unwrap();
+    let man = walk(&t, "llama3.2:latest/manifest.json").unwrap();
+    assert!(tpl.ino < a.ino && a.ino < cfg.ino && cfg.ino < man.ino, "cp copies in inode order: manifest last");
+    assert_eq!(man.size, manifest(&t, fixture::LLAMA).len() as u64);
+    let x = t.fs.xattrs(a.ino).unwrap();
+    assert_eq!(x[0], ("user.ollama.digest".to_string(), t.info.big_model.prefixed().into_bytes()));
+}
+
+#[test]
+fn cp_via_copy_file_range_moves_no_data() {
+    let t = setup(Options::default());
+    let before = blobs(&t);
+    let root = ROOT_INO;
+    t.fs.mkdir(root, "copy:v1").unwrap();
+    for f in ["template", "license", "license-2", "params.json", "model.gguf", "config.json", "manifest.json"] {
+        cp_file(&t, &format!("llama3.2:latest/{f}"), "copy:v1", f).unwrap();
+    }
+    assert_eq!(manifest(&t, "copy:v1"), manifest(&t, fixture::LLAMA));
+    assert_eq!(blobs(&t), before);
+    assert!(std::fs::read_dir(t.fs.store.process_scratch()).map(|r| r.count()).unwrap_or(0) == 0, "no temp left");
+}
+
+#[test]
+fn write_path_dedupes_and_stores_new_content() {
+    let t = setup(Options::default());
+    let before = blobs(&t);
+    let model = walk(&t, "myuser/llama3.2:custom").unwrap().ino;
+    // Same content as the existing template: nothing new stored, manifest unchanged.
+    let m0 = manifest(&t, fixture::CUSTOM);
+    let tpl = t.fs.lookup(model, "template").unwrap();
+    let o = t.fs.open(tpl.ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    t.fs.write(o.fh, 0, fixture::TEMPLATE.as_bytes()).unwrap();
+    t.fs.release(o.fh).unwrap();
+    assert_eq!(manifest(&t, fixture::CUSTOM), m0);
+    assert_eq!(blobs(&t), before);
+    // New system prompt in pieces, out of order: one new blob.
+    let sys = t.fs.lookup(model, "system").unwrap();
+    let o = t.fs.open(sys.ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    t.fs.write(o.fh, 5, b" world").unwrap();
+    t.fs.write(o.fh, 0, b"hello").unwrap();
+    t.fs.release(o.fh).unwrap();
+    let after = blobs(&t);
+    assert_eq!(after.len(), before.len(), "old system pruned, new one stored");
+    let d = Digest::of_bytes(b"hello world");
+    assert!(after.contains(&d.blob_file_name()));
+    assert!(!after.contains(&t.info.system_custom.blob_file_name()));
+    let r = t.fs.open(sys.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(t.fs.read(r.fh, 0, 100).unwrap(), b"hello world");
+    // The base model never had a system prompt and still has none.
+    assert!(walk(&t, "llama3.2:latest/system").is_err());
+}
+
+#[test]
+fn weights_refuse_writes_and_bad_names_are_einval() {
+    let t = setup(Options::default());
+    let w = walk(&t, "llama3.2:latest/model.gguf").unwrap();
+    assert_eq!(t.fs.open(w.ino, libc::O_WRONLY).unwrap_err().errno, libc::EPERM);
+    assert_eq!(t.fs.setattr(w.ino, None, None, Some(0), None).unwrap_err().errno, libc::EPERM);
+    for bad in ["a b:c", "..", "-x:y", "x:y@z", &format!("{}:t", "m".repeat(81))] {
+        assert_eq!(t.fs.mkdir(ROOT_INO, bad).unwrap_err().errno, libc::EINVAL, "{bad}");
+    }
+    assert_eq!(t.fs.mkdir(ROOT_INO, "Llama3.2:LATEST").unwrap_err().errno, libc::EEXIST, "case twin");
+    assert_eq!(t.fs.mkdir(ROOT_INO, "llama3.2:latest").unwrap_err().errno, libc::EEXIST);
+    let model = walk(&t, "llama3.2:latest").unwrap().ino;
+    assert_eq!(t.fs.mkdir(model, "sub").unwrap_err().errno, libc::EINVAL);
+    assert_eq!(t.fs.create(ROOT_INO, ".DS_Store", 0o644, 0).unwrap_err().errno, libc::EINVAL);
+}
+
+#[test]
+fn read_only_refuses_changes() {
+    let t = setup(Options { read_only: true, ..Default::default() });
+    assert_eq!(t.fs.mkdir(ROOT_INO, "x:y").unwrap_err().errno, libc::EROFS);
+    let model = walk(&t, "llama3.2:latest").unwrap().ino;
+    assert_eq!(t.fs.unlink(model, "manifest.json").unwrap_err().errno, libc::EROFS);
+    let tpl = walk(&t, "llama3.2:latest/template").unwrap();
+    assert_eq!(t.fs.open(tpl.ino, libc::O_RDWR).unwrap_err().errno, libc::EROFS);
+}
+
+#[test]
+fn unlink_and_rename() {
+    let t = setup(Options::default());
+    let custom = walk(&t, "myuser/llama3.2:custom").unwrap().ino;
+    t.fs.unlink(custom, "license").unwrap();
+    // license-2 became license; the old name still resolves for rm -r.
+    assert!(t.fs.lookup(custom, "license-2").is_ok());
+    t.fs.unlink(custom, "license-2").unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&manifest(&t, fixture::CUSTOM)).unwrap();
+    assert!(m["layers"].as_array().unwrap().iter().all(|l| l["mediaType"] != "application/vnd.ollama.image.license"));
+    // Model rename: onto an existing model is ENOTEMPTY, elsewhere a move.
+    let myuser = walk(&t, "myuser").unwrap().ino;
+    assert_eq!(
+        t.fs.rename(ROOT_INO, "llama3.2:latest", ROOT_INO, "qwen2.5:0.5b", 0).unwrap_err().errno,
+        libc::ENOTEMPTY
+    );
+    let bytes = manifest(&t, fixture::LLAMA);
+    t.fs.rename(ROOT_INO, "llama3.2:latest", myuser, "moved:v1", 0).unwrap();
+    assert_eq!(manifest(&t, "myuser/moved:v1"), bytes);
+    assert!(!t.fs.store.manifest_path(&Name::parse(fixture::LLAMA).unwrap()).exists());
+    // rm manifest.json deletes the model; its unshared blobs are pruned.
+    let moved = walk(&t, "myuser/moved:v1").unwrap().ino;
+    t.fs.unlink(moved, "manifest.json").unwrap();
+    t.fs.unlink(custom, "manifest.json").unwrap();
+    assert!(!blobs(&t).contains(&t.info.big_model.blob_file_name()));
+    assert!(blobs(&t).contains(&t.info.template.blob_file_name()));
+}
+
+#[test]
+fn manifest_json_waits_for_missing_blobs() {
+    let t = setup(Options::default());
+    // A manifest naming a blob the store does not have yet.
+    let content = b"brand new system prompt\n";
+    let d = Digest::of_bytes(content);
+    let mut m = crate::store::Manifest::parse(&manifest(&t, fixture::HF)).unwrap();
+    m.layers.push(crate::store::Layer::new("application/vnd.ollama.image.system", d, content.len() as u64));
+    let bytes = m.to_go_json();
+    t.fs.mkdir(ROOT_INO, "late:v1").unwrap();
+    let dir = walk(&t, "late:v1").unwrap().ino;
+    let (_, w) = t.fs.create(dir, "manifest.json", 0o644, libc::O_WRONLY).unwrap();
+    t.fs.write(w.fh, 0, &bytes).unwrap();
+    t.fs.release(w.fh).unwrap();
+    assert!(!t.fs.store.manifest_path(&Name::parse("late:v1").unwrap()).exists(), "waiting");
+    let (_, w) = t.fs.create(dir, "system", 0o644, libc::O_WRONLY).unwrap();
+    t.fs.write(w.fh, 0, content).unwrap();
+    t.fs.release(w.fh).unwrap();
+    assert_eq!(manifest(&t, "late:v1"), bytes, "applied byte for byte once the blob arrived");
+    // Invalid JSON is refused at close and changes nothing.
+    let (_, w) = t.fs.create(dir, "x.tmp", 0o644, libc::O_WRONLY).unwrap();
+    t.fs.release(w.fh).unwrap();
+    let man = walk(&t, "late:v1/manifest.json").unwrap_or_else(|e| panic!("{e:?}"));
+    let o = t.fs.open(man.ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    t.fs.write(o.fh, 0, b"{\"layers\": [").unwrap();
+    assert_eq!(t.fs.flush(o.fh).unwrap_err().errno, libc::EINVAL);
+    t.fs.release(o.fh).unwrap();
+    assert_eq!(manifest(&t, "late:v1"), bytes);
+}
+
+#[test]
+fn refresh_sees_other_writers_and_keeps_ours() {
+    let t = setup(Options::default());
+    let store = t.fs.store.clone();
+    store.copy(fixture::LLAMA, "outside:v1").unwrap();
+    assert!(walk(&t, "outside:v1").is_err(), "not yet refreshed");
+    assert!(t.fs.refresh());
+    assert!(walk(&t, "outside:v1/model.gguf").is_ok());
+    assert_eq!(walk(&t, "llama3.2:latest/model.gguf").unwrap().nlink, 3);
+    store.delete("outside:v1", true).unwrap();
+    assert!(t.fs.refresh());
+    assert!(walk(&t, "outside:v1").is_err());
+    assert!(!t.fs.refresh(), "nothing changed, nothing done");
+}
+
+#[test]
+fn symlink_copies_and_rejects_outside_targets() {
+    let t = setup(Options { mountpoint: Some("/mnt/models".into()), ..Default::default() });
+    let a = t.fs.symlink(ROOT_INO, "ln:v1", "llama3.2:latest").unwrap();
+    assert_eq!(a.kind, FileKind::Symlink);
+    assert_eq!(manifest(&t, "ln:v1"), manifest(&t, fixture::LLAMA));
+    let myuser = walk(&t, "myuser").unwrap().ino;
+    t.fs.symlink(myuser, "abs:v1", "/mnt/models/qwen2.5:0.5b").unwrap();
+    assert_eq!(manifest(&t, "myuser/abs:v1"), manifest(&t, fixture::QWEN));
+    t.fs.symlink(myuser, "rel:v1", "../hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M").unwrap();
+    assert_eq!(manifest(&t, "myuser/rel:v1"), manifest(&t, fixture::HF));
+    for target in ["/etc/passwd", "/mnt/modelsX/llama3.2:latest", "../../x", "myuser", "nothing:here"] {
+        assert_eq!(t.fs.symlink(ROOT_INO, "bad:v1", target).unwrap_err().errno, libc::EINVAL, "{target}");
+    }
+}

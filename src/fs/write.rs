@@ -499,9 +499,8 @@ impl Fs {
         if !is_layer_name(&full) {
             return self.create_scratch(&mut st, model, full, mode, flags);
         }
-        if st.index.get(&model).is_none() {
-            st.pending_models.insert(model.clone());
-            st.fresh.insert(model.clone(), super::Fresh::new());
+        if st.index.get(&model).is_none() && st.pending_models.insert(model.clone()) {
+            st.fresh.entry(model.clone()).or_insert_with(super::Fresh::new);
         }
         st.mark_written(&model, &full);
         let node = Node::File(model.clone(), full.clone());
