@@ -78,6 +78,12 @@ pub enum Command {
         /// Size of the shared llama weights blob (sparse)
         #[arg(long, default_value_t = 256 << 20)]
         big_size: u64,
+        /// Fill the big weights with data instead of a hole
+        #[arg(long)]
+        dense: bool,
+        /// Also add this many small models (5 unique blobs each, configs shared)
+        #[arg(long, default_value_t = 0)]
+        many: usize,
     },
 }
 
@@ -161,8 +167,10 @@ fn run(cmd: Command) -> Result<(), StoreError> {
             );
             if report.is_clean() { Ok(()) } else { std::process::exit(1) }
         }
-        Command::Fixture { dir, big_size } => {
+        Command::Fixture { dir, big_size, dense, many } => {
+            crate::fixture::set_dense(dense);
             let info = crate::fixture::build(&dir, big_size)?;
+            crate::fixture::add_many(&dir, many, 6)?;
             for m in info.models {
                 println!("{}", m.display_shortest());
             }

@@ -60,10 +60,20 @@ fn blob_from_bytes(store: &Store, bytes: &[u8]) -> io::Result<(Digest, u64)> {
     Ok((d, len))
 }
 
-/// Write a GGUF blob of `size` bytes: header then a hole.
+/// Fill the big weights with data (real disk blocks) instead of a hole, for benchmarks.
+static DENSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_dense(dense: bool) {
+    DENSE.store(dense, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Write a GGUF blob of `size` bytes: header then a hole (or pseudo-random data when dense).
 fn sparse_gguf_blob(store: &Store, header: &[u8], size: u64) -> io::Result<(Digest, u64)> {
     let (mut f, path) = store.temp_file()?;
     f.write_all(header)?;
+    if DENSE.load(std::sync::atomic::Ordering::Relaxed) && size > 32 << 20 {
+        write_noise(&mut f, size - header.len() as u64)?;
+    }
     f.set_len(size.max(header.len() as u64))?;
     let (d, len) = hash_file(&path)?;
     store.adopt_blob(&path, &f, &d, len)?;
@@ -207,4 +217,52 @@ pub fn write_gguf_file(path: &Path, arch: &str, file_type: u32, size: u64) -> io
     f.write_all(&header)?;
     f.set_len(size.max(header.len() as u64))?;
     f.sync_all()
+}
+
+/// Pseudo-random bytes (xorshift), fast and incompressible enough to defeat any dedupe.
+pub fn write_noise(w: &mut impl Write, mut len: u64) -> io::Result<()> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ len;
+    let mut buf = vec![0u8; 1 << 20];
+    while len > 0 {
+        for chunk in buf.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        let n = (len as usize).min(buf.len());
+        w.write_all(&buf[..n])?;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+/// Add `n` small models with `per_model` unique blobs each (weights, template, system,
+/// params, config), written directly without fsync: a large store for benchmarks.
+pub fn add_many(root: &Path, n: usize, per_model: usize) -> io::Result<()> {
+    let blobs = root.join("blobs");
+    fs::create_dir_all(&blobs)?;
+    let put = |bytes: &[u8]| -> io::Result<(Digest, u64)> {
+        let d = Digest::of_bytes(bytes);
+        fs::write(blobs.join(d.blob_file_name()), bytes)?;
+        Ok((d, bytes.len() as u64))
+    };
+    let kinds = ["template", "system", "params", "license", "messages"];
+    for i in 0..n {
+        let header = gguf_header("llama", 15, &[("token_embd.weight", vec![64, 100 + i as u64])], None);
+        let (wd, wl) = put(&header)?;
+        let h = crate::gguf::read_header(&header[..])?;
+        let (cd, cl) = put(&GeneratedConfig::from_gguf(&h).to_bytes())?;
+        let mut layers = vec![layer("model", wd, wl)];
+        for k in kinds.iter().take(per_model.saturating_sub(2)) {
+            let (d, l) = put(format!("{k} of model {i}\n").as_bytes())?;
+            layers.push(layer(k, d, l));
+        }
+        let m = Manifest::new(Layer::new(CONFIG_MEDIA_TYPE, cd, cl), layers);
+        let name = Name::parse(&format!("bulk{}/m{i}:v1", i % 20)).map_err(io::Error::other)?;
+        let path = root.join("manifests").join(name.manifest_path());
+        fs::create_dir_all(path.parent().unwrap_or(root))?;
+        fs::write(path, m.to_go_json())?;
+    }
+    Ok(())
 }

@@ -165,18 +165,11 @@ pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
     let bg = session.spawn().map_err(StoreError::Io)?;
     signal_ready(Ok(()));
 
-    // Freshness: pick up what a running Ollama changes on disk.
+    // Freshness: pick up what a running Ollama changes on disk (inotify, rescan as a net).
     let running = Arc::new(AtomicBool::new(true));
     let refresher = {
         let (fs, running) = (fs.clone(), running.clone());
-        std::thread::Builder::new().name("refresh".into()).spawn(move || {
-            while running.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(300));
-                if fs.refresh() {
-                    log::debug!("picked up changes made on disk");
-                }
-            }
-        })?
+        std::thread::Builder::new().name("watch".into()).spawn(move || crate::fs::watch::run(fs, running))?
     };
 
     // Wait for a signal or for an external umount (the session thread ends).

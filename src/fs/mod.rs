@@ -3,6 +3,7 @@
 //! carry their errno; `crate::fuse` only translates.
 
 mod tree;
+pub mod watch;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -330,36 +331,54 @@ impl Fs {
         self.lock().index.len()
     }
 
-    /// Pick up changes made on disk by other processes. Disk work happens outside the
-    /// lock; an entry our own operations changed in the meantime is left alone.
+    /// Pick up every change made on disk by other processes (a full stat-only scan).
     pub fn refresh(&self) -> bool {
         let (found, _) = self.store.scan();
+        let seen: std::collections::HashSet<&Name> = found.iter().map(|f| &f.name).collect();
+        let gone: Vec<Name> =
+            self.lock().index.models().map(|m| m.name.clone()).filter(|n| !seen.contains(n)).collect();
+        self.apply_found(found, gone)
+    }
+
+    /// Look again at these manifests only (what inotify reported).
+    pub fn refresh_names(&self, mut names: Vec<Name>) -> bool {
+        names.sort();
+        names.dedup();
+        let mut found = Vec::new();
+        let mut gone = Vec::new();
+        for name in names {
+            let path = self.store.manifest_path(&name);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {
+                    found.push(crate::store::Found { name, path, stamp: crate::store::Stamp::of(&m) })
+                }
+                _ => gone.push(name),
+            }
+        }
+        self.apply_found(found, gone)
+    }
+
+    /// Re-read what changed and drop what is gone. Disk work happens outside the lock; an
+    /// entry our own operations changed in the meantime is left alone.
+    fn apply_found(&self, found: Vec<crate::store::Found>, gone: Vec<Name>) -> bool {
         let (stale, gone) = {
             let st = self.lock();
-            let mut stale = Vec::new();
-            let mut seen = std::collections::HashSet::with_capacity(found.len());
-            for f in &found {
-                seen.insert(&f.name);
-                let current = st.index.get(&f.name).map(|m| m.stamp);
-                if current != Some(f.stamp) && !st.index.corrupt().any(|(n, _)| *n == f.name) {
-                    stale.push((f.clone(), current));
-                } else if current.is_none() {
-                    // corrupt and unchanged: skip
-                }
-            }
-            let gone: Vec<(Name, crate::store::Stamp)> =
-                st.index.models().filter(|m| !seen.contains(&m.name)).map(|m| (m.name.clone(), m.stamp)).collect();
+            let stale: Vec<_> = found
+                .into_iter()
+                .filter_map(|f| {
+                    let known = st.index.known_stamp(&f.name);
+                    let before = st.index.get(&f.name).map(|m| m.stamp);
+                    (known != Some(f.stamp)).then_some((f, before))
+                })
+                .collect();
+            let gone: Vec<_> = gone.into_iter().filter_map(|n| st.index.get(&n).map(|m| (n, m.stamp))).collect();
             (stale, gone)
         };
         if stale.is_empty() && gone.is_empty() {
             return false;
         }
-        let mut read = Vec::with_capacity(stale.len());
-        for (f, before) in stale {
-            if let Ok(bytes) = std::fs::read(&f.path) {
-                read.push((f, before, bytes));
-            }
-        }
+        let read: Vec<_> =
+            stale.into_iter().filter_map(|(f, before)| std::fs::read(&f.path).ok().map(|b| (f, before, b))).collect();
         let mut st = self.lock();
         let mut changed = false;
         for (f, before, bytes) in read {

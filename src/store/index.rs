@@ -159,6 +159,11 @@ impl Index {
         }
     }
 
+    /// The stamp at which a manifest was last read, readable or not.
+    pub fn known_stamp(&self, name: &Name) -> Option<Stamp> {
+        self.models.get(name).map(|m| m.stamp).or_else(|| self.corrupt.get(name).map(|(s, _)| *s))
+    }
+
     pub fn get(&self, name: &Name) -> Option<&Arc<Model>> {
         self.models.get(name)
     }
