@@ -237,7 +237,7 @@ pub fn write_noise(w: &mut impl Write, mut len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Add `n` small models with `per_model` unique blobs each (weights, template, system,
+/// Add `n` small models (`bulkN:v1`, all at the mount root) with `per_model` blobs each (weights, template, system,
 /// params, config), written directly without fsync: a large store for benchmarks.
 pub fn add_many(root: &Path, n: usize, per_model: usize) -> io::Result<()> {
     let blobs = root.join("blobs");
@@ -259,7 +259,7 @@ pub fn add_many(root: &Path, n: usize, per_model: usize) -> io::Result<()> {
             layers.push(layer(k, d, l));
         }
         let m = Manifest::new(Layer::new(CONFIG_MEDIA_TYPE, cd, cl), layers);
-        let name = Name::parse(&format!("bulk{}/m{i}:v1", i % 20)).map_err(io::Error::other)?;
+        let name = Name::parse(&format!("bulk{i}:v1")).map_err(io::Error::other)?;
         let path = root.join("manifests").join(name.manifest_path());
         fs::create_dir_all(path.parent().unwrap_or(root))?;
         fs::write(path, m.to_go_json())?;

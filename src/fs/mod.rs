@@ -340,6 +340,20 @@ impl Fs {
         self.apply_found(found, gone)
     }
 
+    /// Models whose manifest path starts with these parts (host, namespace, model).
+    pub fn models_under(&self, parts: &[String]) -> Vec<Name> {
+        let st = self.lock();
+        st.index
+            .models()
+            .map(|m| &m.name)
+            .filter(|n| {
+                let p = [&n.host, &n.namespace, &n.model];
+                parts.iter().zip(p).all(|(a, b)| a == b)
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Look again at these manifests only (what inotify reported).
     pub fn refresh_names(&self, mut names: Vec<Name>) -> bool {
         names.sort();
@@ -642,19 +656,6 @@ impl Fs {
         }
     }
 
-    /// readdirplus: the attributes of an entry, counted as a lookup.
-    pub fn entry_attr(&self, parent: u64, e: &DirEntry) -> Option<Attr> {
-        if e.name == "." || e.name == ".." {
-            return None;
-        }
-        let mut st = self.lock();
-        let node = st.inodes.node(e.ino)?;
-        let _ = parent;
-        let attr = self.attr_of(&mut st, &node).ok()?;
-        st.inodes.remember(&node);
-        Some(attr)
-    }
-
     fn add_handle(&self, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles().insert(fh, h);
@@ -770,9 +771,8 @@ impl Fs {
             }
             Node::Blob(d) => {
                 out.push(("user.ollama.digest".into(), d.prefixed().into_bytes()));
-                let ds = d.prefixed();
-                if let Some(l) = st.index.models().flat_map(|m| m.manifest.layers.iter()).find(|l| l.digest == ds) {
-                    out.push(("user.ollama.media_type".into(), l.media_type.clone().into_bytes()));
+                if let Some(mt) = st.index.media_type(d) {
+                    out.push(("user.ollama.media_type".into(), mt.as_bytes().to_vec()));
                 }
             }
             Node::File(model, name) => {

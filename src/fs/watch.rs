@@ -91,12 +91,16 @@ pub fn run(fs: Arc<Fs>, running: Arc<AtomicBool>) {
             Some(w) => {
                 if wait_readable(w.inotify.as_raw_fd(), 300) {
                     let mut names = Vec::new();
+                    let mut gone = Vec::new();
                     let mut full = false;
-                    drain(w, &mut buf, &store_root, &mut names, &mut full);
+                    drain(w, &mut buf, &mut names, &mut gone, &mut full);
                     if full {
                         fs.refresh();
-                    } else if !names.is_empty() {
-                        fs.refresh_names(names);
+                    } else {
+                        names.extend(gone.iter().flat_map(|p| fs.models_under(p)));
+                        if !names.is_empty() {
+                            fs.refresh_names(names);
+                        }
                     }
                 }
             }
@@ -127,7 +131,13 @@ fn wait_readable(fd: i32, timeout_ms: i32) -> bool {
 }
 
 /// Turn queued events into the manifests to look at again.
-fn drain(w: &mut Watcher, buf: &mut [u8], store_root: &Path, names: &mut Vec<Name>, full: &mut bool) {
+fn drain(
+    w: &mut Watcher,
+    buf: &mut [u8],
+    names: &mut Vec<Name>,
+    gone_prefixes: &mut Vec<Vec<String>>,
+    full: &mut bool,
+) {
     loop {
         let events: Vec<_> = match w.inotify.read_events(buf) {
             Ok(ev) => ev.map(|e| e.to_owned()).collect(),
@@ -161,19 +171,20 @@ fn drain(w: &mut Watcher, buf: &mut [u8], store_root: &Path, names: &mut Vec<Nam
             let Some(parts) = w.dirs.get(&e.wd).cloned() else { continue };
             let Some(name) = e.name.as_ref().map(|n| n.to_string_lossy().into_owned()) else {
                 if e.mask.contains(EventMask::DELETE_SELF) {
-                    *full = true; // a whole folder went: let the rescan drop its models
+                    gone_prefixes.push(parts.clone());
                 }
                 continue;
             };
             let is_dir = e.mask.contains(EventMask::ISDIR);
             if parts.len() < 3 {
+                let mut sub = parts.clone();
+                sub.push(name);
                 if is_dir && (e.mask.contains(EventMask::CREATE) || e.mask.contains(EventMask::MOVED_TO)) {
-                    let mut sub = parts.clone();
-                    sub.push(name);
                     new_dirs.push(sub);
-                } else if is_dir {
-                    *full = true; // a folder moved away or was removed
+                } else if is_dir && (e.mask.contains(EventMask::DELETE) || e.mask.contains(EventMask::MOVED_FROM)) {
+                    gone_prefixes.push(sub); // every model below it is gone (or moved)
                 }
+                // ATTRIB on a folder (a chmod/chown) changes nothing we show.
             } else if let Ok(n) = Name::from_parts(&parts[0], &parts[1], &parts[2], &name) {
                 names.push(n);
             }
@@ -189,6 +200,5 @@ fn drain(w: &mut Watcher, buf: &mut [u8], store_root: &Path, names: &mut Vec<Nam
             }
             names.extend(found);
         }
-        let _ = store_root;
     }
 }

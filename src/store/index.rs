@@ -41,6 +41,8 @@ pub struct Refs {
 pub struct Index {
     models: BTreeMap<Name, Arc<Model>>,
     refs: HashMap<Digest, Refs>,
+    /// The media type a blob is used as (its first use), for the `user.ollama.media_type` xattr.
+    media: HashMap<Digest, Arc<str>>,
     hosts: BTreeMap<String, usize>,
     namespaces: BTreeMap<(String, String), usize>,
     /// Manifests that exist but do not parse, with the stamp at which they were read.
@@ -139,7 +141,7 @@ impl Index {
     }
 
     fn count(&mut self, m: &Manifest, delta: i32) {
-        let mut apply = |d: Digest, weights: bool| {
+        let mut apply = |d: Digest, weights: bool, media_type: &str| {
             let r = self.refs.entry(d).or_default();
             r.any = r.any.saturating_add_signed(delta);
             if weights {
@@ -147,14 +149,17 @@ impl Index {
             }
             if r.any == 0 {
                 self.refs.remove(&d);
+                self.media.remove(&d);
+            } else if delta > 0 {
+                self.media.entry(d).or_insert_with(|| Arc::from(media_type));
             }
         };
         if let Some(d) = m.config.digest() {
-            apply(d, false);
+            apply(d, false, &m.config.media_type);
         }
         for l in &m.layers {
             if let Some(d) = l.digest() {
-                apply(d, layout::base_name(&l.media_type, &l.name).1 == Kind::Weights);
+                apply(d, layout::base_name(&l.media_type, &l.name).1 == Kind::Weights, &l.media_type);
             }
         }
     }
@@ -186,6 +191,10 @@ impl Index {
 
     pub fn refs(&self, d: &Digest) -> Refs {
         self.refs.get(d).copied().unwrap_or_default()
+    }
+
+    pub fn media_type(&self, d: &Digest) -> Option<&str> {
+        self.media.get(d).map(|m| &**m)
     }
 
     pub fn in_use(&self) -> std::collections::HashSet<Digest> {
