@@ -135,6 +135,14 @@ pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
     if !a.foreground && std::env::var_os("OLLAMAFS_DAEMON").is_none() {
         return spawn_background(&a);
     }
+    let res = serve(a);
+    if let Err(e) = &res {
+        signal_ready(Err(e.to_string())); // the waiting parent prints it
+    }
+    res
+}
+
+fn serve(a: MountArgs) -> Result<(), StoreError> {
     init_logging(&a);
     let store = Arc::new(Store::open(store_dir(&a.store.store))?);
     let mountpoint = check_mountpoint(&store, &a.mountpoint)?;
@@ -168,6 +176,7 @@ pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
     let session = fuser::Session::new(adapter, &mountpoint, &config)
         .map_err(|e| StoreError::Invalid(format!("cannot mount at {}: {e}", mountpoint.display())))?;
     let bg = session.spawn().map_err(StoreError::Io)?;
+    tune_readahead(&mountpoint);
     signal_ready(Ok(()));
 
     // Freshness: pick up what a running Ollama changes on disk (inotify, rescan as a net).
@@ -206,6 +215,20 @@ pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
         log::warn!("session ended with {e}");
     }
     Ok(())
+}
+
+/// Reads that go through the daemon come as readahead requests; the kernel caps the
+/// window of a FUSE mount at 128 KiB. A larger window (what the mount's bdi allows root
+/// to set) keeps a cold sequential read of weights streaming.
+fn tune_readahead(mp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mp) else { return };
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, "4096") {
+        log::debug!("could not raise readahead ({knob}: {e})");
+    }
 }
 
 /// Tell a waiting parent (background mount) that the mount is ready, or why it failed.

@@ -681,10 +681,14 @@ impl Fs {
                     ));
                 }
                 drop(st);
-                let file = Arc::new(
-                    File::open(self.store.blob_path(d))
-                        .map_err(|e| FsError::new(libc::EIO, format!("blob {d} cannot be opened: {e}")))?,
-                );
+                let file = File::open(self.store.blob_path(d))
+                    .map_err(|e| FsError::new(libc::EIO, format!("blob {d} cannot be opened: {e}")))?;
+                // Weights are loaded front to back: ask for the larger readahead window.
+                // SAFETY: a valid open fd; advice only.
+                unsafe {
+                    libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, libc::POSIX_FADV_SEQUENTIAL)
+                };
+                let file = Arc::new(file);
                 let fh = self.add_handle(Handle::Blob(file.clone()));
                 let passthrough = self.opts.passthrough.then_some((*d, file));
                 Ok(Opened { fh, keep_cache: true, passthrough, direct_io: false })

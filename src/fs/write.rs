@@ -39,6 +39,66 @@ struct CloneOf {
     source_len: u64,
 }
 
+/// SHA-256 of a file written in order. Small files are hashed inline; past
+/// `HASH_THREAD_AFTER` bytes the hashing moves to its own thread, so a large import's
+/// write requests return as soon as the data is in the temp file (hashing overlaps the
+/// next request instead of adding to it).
+enum SeqHash {
+    Inline(Sha256, u64),
+    Thread(std::sync::mpsc::SyncSender<Vec<u8>>, std::thread::JoinHandle<Sha256>),
+    /// No thread could be started: the commit hashes the temp file.
+    Broken,
+}
+
+const HASH_THREAD_AFTER: u64 = 4 << 20;
+
+impl SeqHash {
+    fn new() -> SeqHash {
+        SeqHash::Inline(Sha256::new(), 0)
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            SeqHash::Inline(h, n) => {
+                h.update(data);
+                *n += data.len() as u64;
+                if *n >= HASH_THREAD_AFTER {
+                    let mut h = std::mem::take(h);
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+                    let spawned = std::thread::Builder::new().name("hash".into()).spawn(move || {
+                        for chunk in rx {
+                            h.update(&chunk);
+                        }
+                        h
+                    });
+                    *self = match spawned {
+                        Ok(handle) => SeqHash::Thread(tx, handle),
+                        Err(_) => SeqHash::Broken,
+                    };
+                }
+            }
+            SeqHash::Thread(tx, _) => {
+                if tx.send(data.to_vec()).is_err() {
+                    *self = SeqHash::Broken;
+                }
+            }
+            SeqHash::Broken => {}
+        }
+    }
+
+    /// The digest, or None when the hashing thread failed.
+    fn finish(self) -> Option<Digest> {
+        match self {
+            SeqHash::Inline(h, _) => Some(Digest(h.finalize().into())),
+            SeqHash::Thread(tx, handle) => {
+                drop(tx);
+                handle.join().ok().map(|h| Digest(h.finalize().into()))
+            }
+            SeqHash::Broken => None,
+        }
+    }
+}
+
 /// An open, writable layer file. Data goes to a temp file in the store's scratch folder,
 /// hashed on the way when writes are sequential; the commit at close names the blob.
 pub struct Writer {
@@ -49,7 +109,7 @@ pub struct Writer {
     created: bool,
     temp: Option<(File, PathBuf)>,
     pub(crate) len: u64,
-    seq: Option<Sha256>,
+    seq: Option<SeqHash>,
     hashed: u64,
     clone: Option<CloneOf>,
     pub(crate) dirty: bool,
@@ -64,7 +124,7 @@ impl Writer {
             created,
             temp: None,
             len: 0,
-            seq: Some(Sha256::new()),
+            seq: Some(SeqHash::new()),
             hashed: 0,
             clone: None,
             dirty: true,
@@ -123,7 +183,7 @@ impl Writer {
                 h.update(data);
                 self.hashed += data.len() as u64;
             }
-            _ => self.seq = None,
+            _ => self.seq = None, // out of order: hash the file at commit instead
         }
         self.len = self.len.max(offset + data.len() as u64);
         self.dirty = true;
@@ -139,7 +199,7 @@ impl Writer {
                 let _ = std::fs::remove_file(p);
             }
             self.clone = None;
-            self.seq = Some(Sha256::new());
+            self.seq = Some(SeqHash::new());
             self.hashed = 0;
         } else {
             self.materialize(store)?;
@@ -209,8 +269,8 @@ impl Writer {
             }
             Some((file, path)) => {
                 file.set_len(self.len)?;
-                let digest = match self.seq.take() {
-                    Some(h) if self.hashed == self.len => Digest(h.finalize().into()),
+                let digest = match self.seq.take().and_then(SeqHash::finish) {
+                    Some(d) if self.hashed == self.len => d,
                     _ => hash_file(&path)?.0,
                 };
                 if let Err(e) = store.adopt_blob(&path, &file, &digest, self.len) {
