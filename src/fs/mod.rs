@@ -219,6 +219,8 @@ pub(crate) struct ScratchFile {
 }
 
 /// Everything the metadata operations share; one lock, never held during data I/O.
+/// Lock order: a writer's lock, then this state lock, then the handle table. The handle
+/// table is never held while another lock is taken.
 pub(crate) struct State {
     index: Index,
     inodes: Inodes,
@@ -463,13 +465,19 @@ impl Fs {
     }
 
     fn writer_len(&self, ino: u64) -> Option<u64> {
-        let handles = self.handles();
-        handles.values().find_map(|h| match h {
-            Handle::Write(w) => {
-                let w = w.lock().unwrap_or_else(|e| e.into_inner());
-                (w.ino == ino && w.dirty).then_some(w.len)
-            }
-            _ => None,
+        // Never hold the handle table while taking a writer's lock: a committing writer
+        // holds its lock and waits for the state lock, whose holders may need the table.
+        let writers: Vec<Arc<Mutex<Writer>>> = self
+            .handles()
+            .values()
+            .filter_map(|h| match h {
+                Handle::Write(w) => Some(w.clone()),
+                _ => None,
+            })
+            .collect();
+        writers.into_iter().find_map(|w| {
+            let w = w.lock().unwrap_or_else(|e| e.into_inner());
+            (w.ino == ino && w.dirty).then_some(w.len)
         })
     }
 
@@ -737,7 +745,23 @@ impl Fs {
             }
         };
         match h {
-            ReadFrom::File(f) => pread(&f, offset, size),
+            ReadFrom::File(f) => {
+                let data = pread(&f, offset, size)?;
+                if size >= 128 << 10 {
+                    // Readahead requests arrive in parallel and out of order, which defeats
+                    // the disk's own readahead: ask for the next stretch explicitly.
+                    // SAFETY: a valid open fd; advice only.
+                    unsafe {
+                        libc::posix_fadvise(
+                            std::os::fd::AsRawFd::as_raw_fd(&*f),
+                            (offset + size as u64) as i64,
+                            8 << 20,
+                            libc::POSIX_FADV_WILLNEED,
+                        )
+                    };
+                }
+                Ok(data)
+            }
             ReadFrom::Bytes(b) => {
                 let start = (offset as usize).min(b.len());
                 let end = (start + size as usize).min(b.len());

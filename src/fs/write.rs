@@ -113,6 +113,8 @@ pub struct Writer {
     hashed: u64,
     clone: Option<CloneOf>,
     pub(crate) dirty: bool,
+    /// A write failed (ENOSPC, EIO): the content is incomplete and is never committed.
+    failed: Option<i32>,
 }
 
 impl Writer {
@@ -128,6 +130,7 @@ impl Writer {
             hashed: 0,
             clone: None,
             dirty: true,
+            failed: None,
         }
     }
 
@@ -143,6 +146,7 @@ impl Writer {
             hashed: 0,
             clone: Some(CloneOf { digest, covered: len, source_len: len }),
             dirty: false,
+            failed: None,
         }
     }
 
@@ -651,7 +655,16 @@ impl Fs {
         match self.handle(fh)? {
             HandleRef::Writer(w) => {
                 let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
-                w.write(&self.store, offset, data)?;
+                if let Some(errno) = w.failed {
+                    return Err(FsError::new(errno, "an earlier write to this file failed"));
+                }
+                if let Err(e) = w.write(&self.store, offset, data) {
+                    // Give the space back now and never commit a partial file.
+                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    w.failed = Some(errno);
+                    w.discard();
+                    return Err(e.into());
+                }
             }
             HandleRef::Scratch(f) => f.write_all_at(data, offset)?,
         }
@@ -725,6 +738,9 @@ impl Fs {
             _ => return Ok(()),
         };
         let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(errno) = w.failed {
+            return Err(FsError::new(errno, format!("{} of {} was not saved: a write failed", w.file, w.model.display_shortest())));
+        }
         if !w.dirty {
             return Ok(());
         }
