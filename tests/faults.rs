@@ -119,10 +119,7 @@ impl Drop for Tmpfs {
 }
 
 fn free_bytes(p: &Path) -> u64 {
-    sh_ok(&format!("stat -f -c '%a %S' {}", q(p)))
-        .split_whitespace()
-        .map(|x| x.parse::<u64>().unwrap())
-        .product()
+    sh_ok(&format!("stat -f -c '%a %S' {}", q(p))).split_whitespace().map(|x| x.parse::<u64>().unwrap()).product()
 }
 
 #[test]

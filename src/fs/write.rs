@@ -739,7 +739,10 @@ impl Fs {
         };
         let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(errno) = w.failed {
-            return Err(FsError::new(errno, format!("{} of {} was not saved: a write failed", w.file, w.model.display_shortest())));
+            return Err(FsError::new(
+                errno,
+                format!("{} of {} was not saved: a write failed", w.file, w.model.display_shortest()),
+            ));
         }
         if !w.dirty {
             return Ok(());
