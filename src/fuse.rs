@@ -143,6 +143,18 @@ pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
 }
 
 fn serve(a: MountArgs) -> Result<(), StoreError> {
+    // Catch SIGINT/SIGTERM before the mount appears, so a signal always unmounts cleanly.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = tx.send(());
+        }
+    });
     init_logging(&a);
     let store = Arc::new(Store::open(store_dir(&a.store.store))?);
     let mountpoint = check_mountpoint(&store, &a.mountpoint)?;
@@ -187,17 +199,6 @@ fn serve(a: MountArgs) -> Result<(), StoreError> {
     };
 
     // Wait for a signal or for an external umount (the session thread then ends).
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ])?;
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            let _ = tx.send(());
-        }
-    });
     let signalled = loop {
         if bg.guard.is_finished() {
             break false;
