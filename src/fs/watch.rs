@@ -83,6 +83,9 @@ pub fn run(fs: Arc<Fs>, running: Arc<AtomicBool>) {
         log::warn!("cannot watch {} ({e}); polling the store every second", manifests.display());
         watcher = None;
     }
+    // Whatever changed between the index load and the watches being in place was not
+    // seen by either: one full rescan now closes that gap.
+    fs.refresh();
     let mut last_full = Instant::now();
     let mut buf = vec![0u8; 64 << 10];
     while running.load(Ordering::Relaxed) {
