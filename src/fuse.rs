@@ -321,6 +321,13 @@ fn errno(e: FsError) -> Errno {
     Errno::from_i32(e.errno)
 }
 
+fn reply_empty(reply: ReplyEmpty, r: crate::fs::Result<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn to_file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
@@ -362,9 +369,6 @@ impl FuseFs {
         let mut flags = FopenFlags::empty();
         if o.keep_cache {
             flags |= FopenFlags::FOPEN_KEEP_CACHE;
-        }
-        if o.direct_io {
-            flags |= FopenFlags::FOPEN_DIRECT_IO;
         }
         if let Some((digest, file)) = o.passthrough
             && self.passthrough.load(Ordering::Relaxed)
@@ -493,10 +497,7 @@ impl Filesystem for FuseFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.fs.unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.unlink(parent.0, name));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -504,10 +505,7 @@ impl Filesystem for FuseFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.fs.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.rmdir(parent.0, name));
     }
 
     fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
@@ -535,10 +533,7 @@ impl Filesystem for FuseFs {
             (Ok(a), Ok(b)) => (a, b),
             _ => return reply.error(Errno::EINVAL),
         };
-        match self.fs.rename(parent.0, name, newparent.0, newname, flags.bits()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.rename(parent.0, name, newparent.0, newname, flags.bits()));
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
@@ -595,10 +590,7 @@ impl Filesystem for FuseFs {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        match self.fs.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.flush(fh.0));
     }
 
     fn release(
@@ -612,17 +604,11 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         self.drop_backing(fh.0);
-        match self.fs.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.release(fh.0));
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        match self.fs.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.flush(fh.0));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

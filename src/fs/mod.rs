@@ -267,7 +267,6 @@ pub struct Opened {
     pub keep_cache: bool,
     /// Serve reads straight from this blob file in the kernel (FUSE passthrough).
     pub passthrough: Option<(Digest, Arc<File>)>,
-    pub direct_io: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -699,7 +698,7 @@ impl Fs {
                 let file = Arc::new(file);
                 let fh = self.add_handle(Handle::Blob(file.clone()));
                 let passthrough = self.opts.passthrough.then_some((*d, file));
-                Ok(Opened { fh, keep_cache: true, passthrough, direct_io: false })
+                Ok(Opened { fh, keep_cache: true, passthrough })
             }
             Node::File(model, name) => {
                 if let Some(s) = st.scratch.get(&(model.clone(), name.clone())).cloned() {
@@ -721,7 +720,7 @@ impl Fs {
                     Source::Layer(i) => Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.layers[i])?)),
                 };
                 // Text is per model and may change under the same inode: no keep-cache.
-                Ok(Opened { fh: self.add_handle(handle), keep_cache: false, passthrough: None, direct_io: false })
+                Ok(Opened { fh: self.add_handle(handle), keep_cache: false, passthrough: None })
             }
             Node::Dir(_) | Node::Model(_) | Node::Sub(..) => Err(FsError::new(libc::EISDIR, "is a folder")),
             Node::Link(_) => Err(FsError::new(libc::ELOOP, "symlink")),

@@ -84,8 +84,7 @@ pub fn model_parent(name: &Name) -> String {
 }
 
 /// The model a `model:tag` entry in a prefix directory stands for.
-pub fn model_name_in(scope: &Scope, entry: &str, h_ns: &(String, String)) -> Option<Name> {
-    let _ = scope;
+pub fn model_name_in(entry: &str, h_ns: &(String, String)) -> Option<Name> {
     let (model, tag) = entry.rsplit_once(':')?;
     Name::from_parts(&h_ns.0, &h_ns.1, model, tag).ok()
 }
@@ -153,7 +152,7 @@ impl State {
         let is_host_here = s.hosts && name.contains(':') && (self.index.has_host(name) || self.dir_has_pending(&child));
         if name.contains(':') && !is_host_here {
             for hn in &s.models {
-                if let Some(n) = model_name_in(&s, name, hn)
+                if let Some(n) = model_name_in(name, hn)
                     && self.model_exists(&n)
                 {
                     return Some(Node::Model(n));

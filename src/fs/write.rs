@@ -574,7 +574,7 @@ impl Fs {
         drop(st);
         let w = Writer::empty(ino, model, full, true);
         let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
-        Ok((attr, Opened { fh, keep_cache: false, passthrough: None, direct_io: false }))
+        Ok((attr, Opened { fh, keep_cache: false, passthrough: None }))
     }
 
     fn create_scratch(
@@ -607,7 +607,7 @@ impl Fs {
         oo.custom_flags(flags & libc::O_APPEND);
         let f = oo.open(path)?;
         let fh = self.add_handle(Handle::Scratch(Arc::new(f)));
-        Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false })
+        Ok(Opened { fh, keep_cache: false, passthrough: None })
     }
 
     /// Open an existing per-model file for writing (text layers, config, manifest).
@@ -638,7 +638,7 @@ impl Fs {
             }
         };
         let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
-        Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false })
+        Ok(Opened { fh, keep_cache: false, passthrough: None })
     }
 
     fn handle(&self, fh: u64) -> Result<HandleRef> {
@@ -779,10 +779,7 @@ impl Fs {
             return self.write_manifest_file(&w.model, bytes);
         }
         if w.file == CONFIG_FILE {
-            let bytes = w.read_all(&self.store)?;
-            if let Err(e) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
-                return Err(einval(format!("config.json of {} is not a JSON object: {e}", w.model.display_shortest())));
-            }
+            check_config_json(&w.model, &w.read_all(&self.store)?)?;
         }
         let (d, len) = w.finish(&self.store)?;
         let mut st = self.lock();
@@ -1151,20 +1148,17 @@ impl Fs {
                 st.scratch.insert(dkey, s);
                 return Ok(());
             }
-            if dname == MANIFEST_FILE || dname == CONFIG_FILE {
-                let bytes = std::fs::read(&s.path)?;
-                if dname == MANIFEST_FILE {
-                    self.check_manifest_bytes(dm, &bytes)?;
-                }
-            }
-            let (digest, len) = hash_file(&s.path)?;
             if dname == MANIFEST_FILE {
-                let bytes = std::fs::read(&s.path)?;
+                // Validated and installed first: on failure the scratch file stays.
+                self.install_manifest_locked(st, dm, std::fs::read(&s.path)?)?;
                 st.scratch.remove(&skey);
                 let _ = std::fs::remove_file(&s.path);
-                // Release the lock order: write_manifest_file takes it itself.
-                return self.install_manifest_locked(st, dm, bytes);
+                return Ok(());
             }
+            if dname == CONFIG_FILE {
+                check_config_json(dm, &std::fs::read(&s.path)?)?;
+            }
+            let (digest, len) = hash_file(&s.path)?;
             let file = File::open(&s.path)?;
             self.store.adopt_blob(&s.path, &file, &digest, len)?;
             st.scratch.remove(&skey);
@@ -1201,17 +1195,15 @@ impl Fs {
         self.install(st, sm, m.to_go_json())
     }
 
-    fn check_manifest_bytes(&self, model: &Name, bytes: &[u8]) -> Result<()> {
-        Manifest::parse_strict(bytes)
-            .map_err(|e| einval(format!("manifest.json of {}: {e}", model.display_shortest())))?;
-        Ok(())
-    }
-
     fn install_manifest_locked(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
-        let m = Manifest::parse_strict(&bytes).map_err(|e| einval(e.to_string()))?;
-        for d in m.digests() {
-            if !self.store.blob_path(&d).exists() {
-                return Err(einval(format!("manifest.json references missing blob {d}")));
+        let m = Manifest::parse_strict(&bytes)
+            .map_err(|e| einval(format!("manifest.json of {}: {e}", model.display_shortest())))?;
+        for l in std::iter::once(&m.config).chain(m.layers.iter()) {
+            let Some(d) = l.digest() else { continue };
+            match std::fs::metadata(self.store.blob_path(&d)) {
+                Ok(meta) if meta.len() as i64 == l.size => {}
+                Ok(_) => return Err(einval(format!("manifest.json: blob {d} is not {} bytes", l.size))),
+                Err(_) => return Err(einval(format!("manifest.json references missing blob {d}"))),
             }
         }
         self.install(st, model, bytes)
@@ -1395,6 +1387,13 @@ impl Fs {
 enum HandleRef {
     Writer(Arc<Mutex<Writer>>),
     Scratch(Arc<File>),
+}
+
+/// Ollama hides a model whose config does not decode: only a JSON object is accepted.
+fn check_config_json(model: &Name, bytes: &[u8]) -> Result<()> {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes)
+        .map(|_| ())
+        .map_err(|e| einval(format!("config.json of {} is not a JSON object: {e}", model.display_shortest())))
 }
 
 /// Remove the layer shown as `file` from a manifest (config.json empties the config).

@@ -197,10 +197,6 @@ impl Index {
         self.media.get(d).map(|m| &**m)
     }
 
-    pub fn in_use(&self) -> std::collections::HashSet<Digest> {
-        self.refs.keys().copied().collect()
-    }
-
     pub fn has_host(&self, host: &str) -> bool {
         self.hosts.contains_key(host)
     }
