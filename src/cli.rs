@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::layout::{self, Source};
 use crate::name::Name;
-use crate::store::index::{Index, Model};
-use crate::store::{Store, StoreError, config, verify};
+use crate::store::index::Index;
+use crate::store::{Store, StoreError, config, listing, verify};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,6 +65,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         name: String,
+    },
+    /// Serve Ollama's model-management API (copy, list, delete, show, blobs) over the store
+    Serve {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Address to listen on (default: $OLLAMA_HOST, else 127.0.0.1:11434)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Keep blobs that no model uses any more
+        #[arg(long)]
+        no_prune: bool,
+        /// More log output (repeat for debug)
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
     },
     /// Hash every blob and check every manifest
     Verify {
@@ -149,6 +163,7 @@ fn run(cmd: Command) -> Result<(), StoreError> {
             }
         }
         Command::Show { store, json, name } => show(&open(&store)?, &name, json),
+        Command::Serve { store, listen, no_prune, verbose } => serve(&store, listen.as_deref(), no_prune, verbose),
         Command::Verify { store } => {
             let s = open(&store)?;
             let report = run_verify(&s);
@@ -179,6 +194,49 @@ fn run(cmd: Command) -> Result<(), StoreError> {
     }
 }
 
+/// `ollamafs serve`: the API in the foreground until SIGINT or SIGTERM.
+fn serve(store: &StoreArg, listen: Option<&str>, no_prune: bool, verbose: u8) -> Result<(), StoreError> {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    let _ = simplelog::TermLogger::init(
+        level,
+        simplelog::Config::default(),
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    );
+    let s = std::sync::Arc::new(open(store)?);
+    s.prepare_for_writes()?;
+    let addr = crate::api::listen_addr(listen);
+    let listener = crate::api::bind(&addr)?;
+    let shown = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    // The first line is for people and for scripts that asked for port 0.
+    println!("Listening on {shown} (ollamafs {}, store {})", env!("CARGO_PKG_VERSION"), s.root().display());
+    let _ = std::io::stdout().flush();
+    let catalog = std::sync::Arc::new(crate::api::StoreCatalog::new(s.clone(), no_prune));
+    crate::api::run(listener, catalog, stop_signal())?;
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM (must be polled inside the API's runtime).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 fn run_verify(s: &Store) -> verify::Report {
     if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(verify::blob_bytes(s));
@@ -194,51 +252,23 @@ fn run_verify(s: &Store) -> verify::Report {
     }
 }
 
-/// Models as `ollama list` shows them: hidden when the config blob is missing or bad.
-fn listable(s: &Store, idx: &Index) -> Vec<(std::sync::Arc<Model>, config::Details)> {
-    let mut out = Vec::new();
-    for m in idx.models() {
-        let details = m
-            .manifest
-            .config
-            .digest()
-            .ok_or_else(|| "config digest is invalid".to_string())
-            .and_then(|d| s.read_blob(&d).map_err(|e| format!("config blob: {e}")))
-            .and_then(|b| config::details(&b).map_err(|e| format!("config blob: {e}")));
-        match details {
-            Ok(mut d) => {
-                d.parent_model = m
-                    .manifest
-                    .layers
-                    .iter()
-                    .find(|l| l.media_type.ends_with(".model"))
-                    .map(|l| l.from.clone())
-                    .unwrap_or_default();
-                out.push((m.clone(), d))
-            }
-            Err(e) => eprintln!("warning: skipping {}: {e}", m.name.display_shortest()),
-        }
+fn ls(s: &Store, prefix: Option<&str>) -> Result<(), StoreError> {
+    let idx = Index::load(s);
+    let (mut rows, warnings) = listing::listable(s, idx.models().cloned());
+    for w in warnings {
+        eprintln!("warning: {w}");
     }
     for (n, why) in idx.corrupt() {
         eprintln!("warning: skipping {}: {why}", n.display_shortest());
     }
-    out
-}
-
-fn ls(s: &Store, prefix: Option<&str>) -> Result<(), StoreError> {
-    let idx = Index::load(s);
-    let mut rows = listable(s, &idx);
     if let Some(p) = prefix {
         let p = p.to_ascii_lowercase();
-        rows.retain(|(m, _)| m.name.display_shortest().to_ascii_lowercase().starts_with(&p));
+        rows.retain(|r| r.model.name.display_shortest().to_ascii_lowercase().starts_with(&p));
     }
-    // Newest first by whole seconds; ties by name so the output is stable.
-    rows.sort_by(|(a, _), (b, _)| {
-        secs(b.mtime()).cmp(&secs(a.mtime())).then_with(|| a.name.display_shortest().cmp(&b.name.display_shortest()))
-    });
     let table: Vec<[String; 4]> = rows
         .iter()
-        .map(|(m, _)| {
+        .map(|r| {
+            let m = &r.model;
             [
                 m.name.display_shortest(),
                 m.id[..12].to_string(),
@@ -278,10 +308,6 @@ fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
     for r in rows {
         let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3]]).trim_end());
     }
-}
-
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Ollama's `format.HumanBytes` (decimal units).
@@ -387,7 +413,7 @@ fn show(s: &Store, raw: &str, json: bool) -> Result<(), StoreError> {
         model: name.to_string(),
         id: crate::store::manifest::model_id(&bytes),
         size: m.total_size(),
-        modified_at: humantime_rfc3339(mtime),
+        modified_at: listing::rfc3339(mtime),
         details,
         layers,
         license: if licenses.is_empty() { None } else { Some(licenses.join("\n")) },
@@ -426,31 +452,6 @@ fn show(s: &Store, raw: &str, json: bool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// RFC 3339 in UTC with nanoseconds.
-fn humantime_rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = if month <= 2 { y + 1 } else { y };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,11 +463,5 @@ mod tests {
         assert_eq!(human_bytes(15_500_000_000), "15 GB");
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_500), "1.5 KB");
-    }
-
-    #[test]
-    fn rfc3339() {
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
-        assert_eq!(humantime_rfc3339(t), "2023-11-14T22:13:20.000000005Z");
     }
 }

@@ -3,8 +3,10 @@
 //! Layers, from the bottom: [`name`] (Ollama's name grammar), [`store`] (manifests,
 //! blobs, ingest, copy, delete, prune; no FUSE), [`layout`] (layer → file name),
 //! [`fs`] (the filesystem's meaning, testable without a kernel), [`fuse`] (a thin
-//! `fuser` adapter) and [`cli`].
+//! `fuser` adapter), [`api`] (Ollama's model-management HTTP API over the same
+//! engine) and [`cli`].
 
+pub mod api;
 pub mod cli;
 pub mod fixture;
 pub mod fs;

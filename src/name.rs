@@ -212,6 +212,41 @@ impl fmt::Display for Name {
     }
 }
 
+/// Ollama's model references (`internal/modelref`, used by delete and show): a trailing
+/// `:local` is dropped, a trailing `:cloud` names the cloud tag (`x:20b:cloud` is
+/// `x:20b-cloud`). Returns the name to parse, or the error text Ollama gives.
+pub fn strip_source_suffix(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err("model is required".into());
+    }
+    let (mut rest, mut local, mut cloud) = (trimmed, false, false);
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        if lower.ends_with(":local") && rest.len() > 6 {
+            local = true;
+            rest = &rest[..rest.len() - 6];
+        } else if lower.ends_with(":cloud") && rest.len() > 6 && !cloud {
+            cloud = true;
+            rest = &rest[..rest.len() - 6];
+        } else {
+            break;
+        }
+        if local && cloud {
+            return Err(format!("use either :local or :cloud, not both: {raw:?}"));
+        }
+    }
+    if !cloud {
+        return Ok(rest.to_string());
+    }
+    // The tag, if any, is what follows the last ':' after the last '/'.
+    let slash = rest.rfind('/').map_or(0, |i| i + 1);
+    Ok(match rest[slash..].rfind(':') {
+        Some(_) => format!("{rest}-cloud"),
+        None => format!("{rest}:cloud"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +386,18 @@ mod tests {
         assert!(a.eq_ignore_case(&b));
         assert_ne!(a, b);
         assert_eq!(a.folded(), b.folded());
+    }
+
+    #[test]
+    fn source_suffixes_like_modelref() {
+        assert_eq!(strip_source_suffix(" llama3.2:local ").as_deref(), Ok("llama3.2"));
+        assert_eq!(strip_source_suffix("x:LOCAL").as_deref(), Ok("x"));
+        assert_eq!(strip_source_suffix("x:cloud").as_deref(), Ok("x:cloud"));
+        assert_eq!(strip_source_suffix("x:20b:cloud").as_deref(), Ok("x:20b-cloud"));
+        assert_eq!(strip_source_suffix("h:1234/n/x:cloud").as_deref(), Ok("h:1234/n/x:cloud"));
+        assert_eq!(strip_source_suffix("x:20b").as_deref(), Ok("x:20b"));
+        assert_eq!(strip_source_suffix("  ").unwrap_err(), "model is required");
+        assert_eq!(strip_source_suffix("x:local:cloud").unwrap_err(), r#"use either :local or :cloud, not both: "x:local:cloud""#);
+        assert_eq!(strip_source_suffix("x:cloud:local").unwrap_err(), r#"use either :local or :cloud, not both: "x:cloud:local""#);
     }
 }

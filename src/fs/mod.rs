@@ -2,6 +2,7 @@
 //! opening and reading, and (in `write`) every change. Plain values in and out, errors
 //! carry their errno; `crate::fuse` only translates.
 
+mod catalog;
 mod tree;
 pub mod watch;
 mod write;

@@ -871,7 +871,7 @@ impl Fs {
     }
 
     /// Write a model's manifest, update the index, prune what the old one alone used.
-    fn install(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
+    pub(super) fn install(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
         let old = st.index.get(model).cloned();
         if old.as_ref().is_some_and(|o| *o.bytes == *bytes) {
             return Ok(());
@@ -887,7 +887,7 @@ impl Fs {
     }
 
     /// Ollama's rule: remove blobs that no readable manifest references any more.
-    fn prune_unused(&self, st: &mut State, candidates: Vec<Digest>) {
+    pub(super) fn prune_unused(&self, st: &mut State, candidates: Vec<Digest>) {
         if self.opts.no_prune {
             return;
         }
@@ -1006,7 +1006,7 @@ impl Fs {
     }
 
     /// `rm manifest.json`, `rm -r`: the model goes, like `ollama rm`.
-    fn delete_model(&self, st: &mut State, model: &Name) -> Result<()> {
+    pub(super) fn delete_model(&self, st: &mut State, model: &Name) -> Result<()> {
         st.waiting.remove(model);
         st.fresh.remove(model);
         if st.index.get(model).is_none() {

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod index;
+pub mod listing;
 pub mod manifest;
 pub mod verify;
 
@@ -38,6 +39,8 @@ pub enum StoreError {
     Corrupt { name: String, source: ManifestError },
     #[error("{0}")]
     Invalid(String),
+    #[error("digest mismatch, expected {expected:?}, got {got:?}")]
+    DigestMismatch { expected: String, got: String },
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -49,6 +52,7 @@ impl StoreError {
             | StoreError::InvalidDestination(_)
             | StoreError::InvalidName(_)
             | StoreError::Invalid(_)
+            | StoreError::DigestMismatch { .. }
             | StoreError::Corrupt { .. } => libc::EINVAL,
             StoreError::NotFound(_) => libc::ENOENT,
             StoreError::CaseConflict { .. } => libc::EEXIST,
@@ -257,9 +261,19 @@ impl Store {
     }
 
     /// Stream any reader into the store as a blob.
-    pub fn ingest(&self, mut r: impl Read) -> Result<(Digest, u64, bool)> {
+    pub fn ingest(&self, r: impl Read) -> Result<(Digest, u64, bool)> {
+        self.ingest_checked(r, None)
+    }
+
+    /// Stream a reader into the store as the blob `expected`. Bytes that hash to anything
+    /// else are thrown away: nothing lands in `blobs/` and the temp file is gone.
+    pub fn ingest_expecting(&self, r: impl Read, expected: &Digest) -> Result<(u64, bool)> {
+        self.ingest_checked(r, Some(expected)).map(|(_, len, new)| (len, new))
+    }
+
+    fn ingest_checked(&self, mut r: impl Read, expected: Option<&Digest>) -> Result<(Digest, u64, bool)> {
         let (mut f, path) = self.temp_file()?;
-        let res = (|| -> io::Result<(Digest, u64, bool)> {
+        let res = (|| -> Result<(Digest, u64, bool)> {
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
             let mut len = 0u64;
@@ -268,20 +282,25 @@ impl Store {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 };
                 hasher.update(&buf[..n]);
                 f.write_all(&buf[..n])?;
                 len += n as u64;
             }
             let digest = Digest(hasher.finalize().into());
+            if let Some(want) = expected
+                && *want != digest
+            {
+                return Err(StoreError::DigestMismatch { expected: want.prefixed(), got: digest.prefixed() });
+            }
             let new = self.adopt_blob(&path, &f, &digest, len)?;
             Ok((digest, len, new))
         })();
         if res.is_err() {
             let _ = fs::remove_file(&path);
         }
-        Ok(res?)
+        res
     }
 
     pub fn ingest_bytes(&self, bytes: &[u8]) -> Result<(Digest, u64, bool)> {
@@ -403,13 +422,25 @@ impl Store {
         out
     }
 
-    /// `ollama cp`: a byte copy of the source manifest; blobs untouched.
-    pub fn copy(&self, source: &str, destination: &str) -> Result<(Name, Name)> {
+    /// Copy's name checks, in Ollama's order: both names parse, then each takes the
+    /// spelling of what is already on disk.
+    pub fn resolve_pair(&self, source: &str, destination: &str) -> Result<(Name, Name)> {
         let src = Name::parse(source).map_err(|_| StoreError::InvalidSource(source.into()))?;
         let dst = Name::parse(destination).map_err(|_| StoreError::InvalidDestination(destination.into()))?;
         let (found, _) = self.scan();
-        let src = self.existing_spelling(&src, &found);
-        let dst = self.existing_spelling(&dst, &found);
+        Ok((self.existing_spelling(&src, &found), self.existing_spelling(&dst, &found)))
+    }
+
+    /// A user-given name in the spelling on disk (it need not exist).
+    pub fn resolve_spelling(&self, raw: &str) -> Result<Name> {
+        let name = Name::parse(raw).map_err(|_| StoreError::InvalidName(InvalidName(raw.into())))?;
+        let (found, _) = self.scan();
+        Ok(self.existing_spelling(&name, &found))
+    }
+
+    /// `ollama cp`: a byte copy of the source manifest; blobs untouched.
+    pub fn copy(&self, source: &str, destination: &str) -> Result<(Name, Name)> {
+        let (src, dst) = self.resolve_pair(source, destination)?;
         let bytes = self.read_manifest_bytes(&src).map_err(|e| match e {
             StoreError::NotFound(_) => StoreError::NotFound(source.into()),
             e => e,
@@ -491,9 +522,7 @@ impl Store {
     /// `ollama rm`: remove the manifest, then (unless `no_prune`) every blob of it that
     /// no remaining readable manifest references.
     pub fn delete(&self, raw: &str, no_prune: bool) -> Result<(Name, Vec<Digest>)> {
-        let name = Name::parse(raw.trim()).map_err(|_| StoreError::InvalidName(InvalidName(raw.into())))?;
-        let (found, _) = self.scan();
-        let name = self.existing_spelling(&name, &found);
+        let name = self.resolve_spelling(raw.trim())?;
         let removed = self.remove_manifest(&name).map_err(|e| match e {
             StoreError::NotFound(_) => StoreError::NotFound(raw.into()),
             e => e,
@@ -507,9 +536,7 @@ impl Store {
 
     /// Resolve a user-given name to the model on disk, with Ollama's words on failure.
     pub fn resolve(&self, raw: &str) -> Result<Name> {
-        let name = Name::parse(raw).map_err(|_| StoreError::InvalidName(InvalidName(raw.into())))?;
-        let (found, _) = self.scan();
-        let name = self.existing_spelling(&name, &found);
+        let name = self.resolve_spelling(raw)?;
         if self.manifest_path(&name).is_file() { Ok(name) } else { Err(StoreError::NotFound(raw.into())) }
     }
 

@@ -1,0 +1,78 @@
+//! The mount as the API's catalog (`ollamafs mount --api`): copies and deletes made over
+//! HTTP go through the same index, locks and prune rule as changes made with `cp` and
+//! `rm` in the mount, so each side sees the other's change before the call returns.
+
+use std::io;
+use std::sync::Arc;
+
+use super::{Fs, FsError};
+use crate::api::Catalog;
+use crate::store::index::Model;
+use crate::store::{self, Digest, Store, StoreError};
+
+fn to_store(e: FsError) -> StoreError {
+    if e.errno == libc::ENOENT {
+        return StoreError::NotFound(e.why);
+    }
+    StoreError::Io(io::Error::new(io::Error::from_raw_os_error(e.errno).kind(), e.why))
+}
+
+impl Fs {
+    fn api_writable(&self) -> store::Result<()> {
+        if self.opts.read_only {
+            return Err(StoreError::Io(io::Error::new(io::ErrorKind::ReadOnlyFilesystem, "the mount is read-only")));
+        }
+        Ok(())
+    }
+}
+
+impl Catalog for Fs {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The mount's index is kept current by inotify and by its own changes.
+    fn models(&self) -> Vec<Arc<Model>> {
+        self.lock().index.models().cloned().collect()
+    }
+
+    fn copy(&self, source: &str, destination: &str) -> store::Result<()> {
+        self.api_writable()?;
+        let (src, dst) = self.store.resolve_pair(source, destination)?;
+        if src == dst {
+            return Ok(());
+        }
+        let bytes = self.store.read_manifest_bytes(&src).map_err(|e| match e {
+            StoreError::NotFound(_) => StoreError::NotFound(source.into()),
+            e => e,
+        })?;
+        let mut st = self.lock();
+        // A folder being filled by a copy tool under that name gives way to the API's copy.
+        st.fresh.remove(&dst);
+        st.waiting.remove(&dst);
+        self.install(&mut st, &dst, bytes).map_err(to_store)
+    }
+
+    fn delete(&self, raw: &str) -> store::Result<()> {
+        self.api_writable()?;
+        let name = self.store.resolve_spelling(raw)?;
+        let mut st = self.lock();
+        if st.index.get(&name).is_some() {
+            return self.delete_model(&mut st, &name).map_err(to_store);
+        }
+        // A manifest the index does not hold (it does not parse): removed, its blobs kept.
+        match self.store.remove_manifest(&name) {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound(_)) => Err(StoreError::NotFound(raw.into())),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn check_writable(&self) -> store::Result<()> {
+        self.api_writable()
+    }
+
+    fn blob_added(&self, digest: &Digest) {
+        self.lock().blob_meta.remove(digest);
+    }
+}
