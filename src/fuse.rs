@@ -51,6 +51,10 @@ pub struct MountArgs {
     /// Only errors in the log
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also serve Ollama's model-management API on this address (as `ollamafs serve`),
+    /// sharing the mount's index
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<String>,
     /// Write the log to this file (a background mount logs nowhere otherwise)
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -72,6 +76,7 @@ fn apply_options(a: &mut MountArgs) -> Result<(), StoreError> {
             ("no_passthrough", None) => a.no_passthrough = true,
             ("store", Some(dir)) => a.store.store = Some(PathBuf::from(dir)),
             ("log", Some(f)) => a.log_file = Some(PathBuf::from(f)),
+            ("api", Some(addr)) => a.api = Some(addr.to_string()),
             ("foreground", None) => a.foreground = true,
             // Options mount(8) and fstab add that mean nothing here.
             (
@@ -167,6 +172,8 @@ fn serve(a: MountArgs) -> Result<(), StoreError> {
         passthrough: !a.no_passthrough,
         mountpoint: Some(mountpoint.clone()),
     };
+    // Bind before mounting, so a busy port fails the mount with a clear message.
+    let api_listener = a.api.as_deref().map(|addr| crate::api::bind(&crate::api::host_to_addr(addr))).transpose()?;
     let fs = Arc::new(Fs::new(store.clone(), opts));
     log::info!("serving {} models from {} at {}", fs.model_count(), store.root().display(), mountpoint.display());
 
@@ -198,6 +205,25 @@ fn serve(a: MountArgs) -> Result<(), StoreError> {
         std::thread::Builder::new().name("watch".into()).spawn(move || crate::fs::watch::run(fs, running))?
     };
 
+    let api = match api_listener {
+        Some(listener) => {
+            if let Ok(addr) = listener.local_addr() {
+                log::info!("API listening on {addr}");
+            }
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let catalog: Arc<dyn crate::api::Catalog> = fs.clone();
+            let thread = std::thread::Builder::new().name("api".into()).spawn(move || {
+                if let Err(e) = crate::api::run(listener, catalog, async move {
+                    let _ = stop_rx.await;
+                }) {
+                    log::error!("API server failed: {e}");
+                }
+            })?;
+            Some((stop_tx, thread))
+        }
+        None => None,
+    };
+
     // Wait for a signal or for an external umount (the session thread then ends).
     let signalled = loop {
         if bg.guard.is_finished() {
@@ -209,6 +235,10 @@ fn serve(a: MountArgs) -> Result<(), StoreError> {
     };
     log::info!("stopping ({})", if signalled { "signal" } else { "unmounted" });
     running.store(false, Ordering::Relaxed);
+    if let Some((stop, thread)) = api {
+        let _ = stop.send(());
+        let _ = thread.join();
+    }
     let res = if signalled { bg.umount_and_join() } else { bg.join() };
     let _ = refresher.join();
     fs.shutdown();
