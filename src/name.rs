@@ -397,7 +397,13 @@ mod tests {
         assert_eq!(strip_source_suffix("h:1234/n/x:cloud").as_deref(), Ok("h:1234/n/x:cloud"));
         assert_eq!(strip_source_suffix("x:20b").as_deref(), Ok("x:20b"));
         assert_eq!(strip_source_suffix("  ").unwrap_err(), "model is required");
-        assert_eq!(strip_source_suffix("x:local:cloud").unwrap_err(), r#"use either :local or :cloud, not both: "x:local:cloud""#);
-        assert_eq!(strip_source_suffix("x:cloud:local").unwrap_err(), r#"use either :local or :cloud, not both: "x:cloud:local""#);
+        assert_eq!(
+            strip_source_suffix("x:local:cloud").unwrap_err(),
+            r#"use either :local or :cloud, not both: "x:local:cloud""#
+        );
+        assert_eq!(
+            strip_source_suffix("x:cloud:local").unwrap_err(),
+            r#"use either :local or :cloud, not both: "x:cloud:local""#
+        );
     }
 }

@@ -111,8 +111,7 @@ fn documentation_examples_run_as_written_with_curl() {
     assert_eq!(curl(&[&s.url("/api/ps")]), (200, r#"{"models":[]}"#.into()));
 
     // "Copy a model": curl http://localhost:11434/api/copy -d '{"source": "llama3.2", "destination": "llama3-backup"}'
-    let (code, body) =
-        curl(&[&s.url("/api/copy"), "-d", r#"{"source": "llama3.2", "destination": "llama3-backup"}"#]);
+    let (code, body) = curl(&[&s.url("/api/copy"), "-d", r#"{"source": "llama3.2", "destination": "llama3-backup"}"#]);
     assert_eq!((code, body.as_str()), (200, ""));
     assert_eq!(manifest_bytes(&store, "registry.ollama.ai/library/llama3-backup/latest"), llama_bytes);
     assert_eq!(blobs(&store), blobs_before, "a copy adds no blob");
@@ -174,11 +173,17 @@ fn documentation_examples_run_as_written_with_curl() {
     assert_eq!((code, body.as_str()), (404, r#"{"error":"model 'gone:1' not found"}"#));
     let (code, body) = curl(&[&s.url("/api/show"), "-d", r#"{"model":"gone"}"#]);
     assert_eq!((code, body.as_str()), (404, r#"{"error":"model 'gone:latest' not found"}"#));
-    for path in ["/api/chat", "/api/generate", "/api/embed", "/api/pull", "/api/push", "/api/create", "/v1/chat/completions"] {
+    for path in
+        ["/api/chat", "/api/generate", "/api/embed", "/api/pull", "/api/push", "/api/create", "/v1/chat/completions"]
+    {
         let (code, body) = curl(&[&s.url(path), "-d", r#"{"model":"llama3.2"}"#]);
         assert_eq!(code, 501, "{path}");
         assert!(json(&body)["error"].as_str().unwrap().contains("ollamafs manages the model store"), "{body}");
     }
+    // `ollama rm` asks to unload first: nothing is loaded, so that is done at once.
+    let (code, body) = curl(&[&s.url("/api/generate"), "-d", r#"{"model":"llama3.2","keep_alive":0}"#]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["done_reason"], "unload");
     assert_eq!(curl(&[&s.url("/api/nothing")]).0, 404);
     // A JSON body over the limit is refused before it is read into memory.
     let big = format!(r#"{{"model":"{}"}}"#, "x".repeat(2 << 20));
@@ -218,7 +223,10 @@ fn blob_upload_streams_to_disk_and_checks_the_digest() {
     let blob = store.join("blobs").join(format!("sha256-{hex}"));
     assert_eq!(sha256_file(&blob), hex);
     // Uploading it again is a no-op (200, as Ollama does for a blob it has).
-    assert_eq!(curl(&["--data-binary", &format!("@{}", file.display()), &s.url(&format!("/api/blobs/{digest}"))]).0, 200);
+    assert_eq!(
+        curl(&["--data-binary", &format!("@{}", file.display()), &s.url(&format!("/api/blobs/{digest}"))]).0,
+        200
+    );
     // 160 MiB went through a server whose memory never held more than a few chunks.
     let hwm = vm_hwm_kib(s.pid());
     eprintln!("server peak RSS after a 160 MiB upload: {hwm} KiB");
@@ -289,22 +297,27 @@ fn official_python_client() {
     assert_eq!(copy[1], orig[1]);
     assert_eq!(copy[3], "qwen2");
 
-    let shown = run("r = c.show('py/qwen:copy'); print(json.dumps([r.license, r.details.family, sorted(r.capabilities), 'MESSAGE' in r.modelfile]))");
+    let shown = run(
+        "r = c.show('py/qwen:copy'); print(json.dumps([r.license, r.details.family, sorted(r.capabilities), 'MESSAGE' in r.modelfile]))",
+    );
     assert_eq!(json(&shown), serde_json::json!([fixture::APACHE, "qwen2", ["completion", "vision"], true]));
 
     assert_eq!(run("print(c.delete('py/qwen:copy').status)"), "success");
     assert!(!store.join("manifests/registry.ollama.ai/py").exists());
     assert_eq!(blobs(&store), blobs_before, "its blobs are shared with qwen2.5");
 
-    let err = run(
-        "try:\n  c.show('missing:1')\nexcept ollama.ResponseError as e:\n  print(e.status_code, e.error)\n\
+    let err = run("try:\n  c.show('missing:1')\nexcept ollama.ResponseError as e:\n  print(e.status_code, e.error)\n\
          try:\n  c.delete('missing:1')\nexcept ollama.ResponseError as e:\n  print(e.status_code, e.error)\n\
          try:\n  c.copy('missing:1', 'x')\nexcept ollama.ResponseError as e:\n  print(e.status_code, e.error)\n\
-         try:\n  c.chat(model='qwen2.5:0.5b', messages=[{'role':'user','content':'hi'}])\nexcept ollama.ResponseError as e:\n  print(e.status_code)",
-    );
+         try:\n  c.chat(model='qwen2.5:0.5b', messages=[{'role':'user','content':'hi'}])\nexcept ollama.ResponseError as e:\n  print(e.status_code)");
     assert_eq!(
         err.lines().collect::<Vec<_>>(),
-        vec!["404 model 'missing:1' not found", "404 model 'missing:1' not found", "404 model 'missing:1' not found", "501"]
+        vec![
+            "404 model 'missing:1' not found",
+            "404 model 'missing:1' not found",
+            "404 model 'missing:1' not found",
+            "501"
+        ]
     );
     assert_store_clean(&store);
 }

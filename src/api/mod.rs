@@ -108,7 +108,21 @@ pub const NOT_SERVED: &[&str] = &[
     "/v1/responses",
 ];
 
-async fn not_served(uri: axum::http::Uri) -> Response {
+async fn not_served(uri: axum::http::Uri, body: Bytes) -> Response {
+    // `ollama rm` first asks the server to unload the model. Nothing is ever loaded here,
+    // so that request (keep_alive 0, no prompt) is trivially done.
+    if matches!(uri.path(), "/api/generate" | "/api/chat")
+        && let Some(model) = models::unload_request(&body)
+    {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let mut v = serde_json::json!({ "model": model, "created_at": now, "done": true, "done_reason": "unload" });
+        v[if uri.path() == "/api/chat" { "message" } else { "response" }] = if uri.path() == "/api/chat" {
+            serde_json::json!({ "role": "assistant", "content": "" })
+        } else {
+            serde_json::json!("")
+        };
+        return json(StatusCode::OK, &v);
+    }
     let what = match uri.path() {
         "/api/pull" | "/api/push" | "/api/me" | "/api/signin" | "/api/signout" => "talk to a registry",
         "/api/create" => "create models (copy files into a model folder of the mount instead)",
@@ -126,10 +140,7 @@ async fn not_served(uri: axum::http::Uri) -> Response {
 }
 
 async fn version() -> Response {
-    json(
-        StatusCode::OK,
-        &serde_json::json!({ "version": OLLAMA_API_VERSION, "ollamafs": env!("CARGO_PKG_VERSION") }),
-    )
+    json(StatusCode::OK, &serde_json::json!({ "version": OLLAMA_API_VERSION, "ollamafs": env!("CARGO_PKG_VERSION") }))
 }
 
 /// The Ollama release whose store and management API ollamafs mirrors; clients use
@@ -281,7 +292,11 @@ pub fn bind(addr: &str) -> io::Result<TcpListener> {
 
 /// Serve until `shutdown` completes, then finish the requests in flight (at most
 /// `SHUTDOWN_GRACE`). Blocks the calling thread.
-pub fn run(listener: TcpListener, catalog: Shared, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+pub fn run(
+    listener: TcpListener,
+    catalog: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)

@@ -201,8 +201,7 @@ pub fn show(cat: &dyn Catalog, body: &[u8]) -> Result<ShowResponse, ApiError> {
         (true, None) => DEFAULT_TEMPLATE.to_string(),
     };
     out.license = licenses.join("\n");
-    out.parameters =
-        params.iter().map(|(k, v)| format!("{k:<30} {}", go_value(v))).collect::<Vec<_>>().join("\n");
+    out.parameters = params.iter().map(|(k, v)| format!("{k:<30} {}", go_value(v))).collect::<Vec<_>>().join("\n");
     let header = model_blob.and_then(|d| {
         let f = std::fs::File::open(store.blob_path(&d)).ok()?;
         gguf::read_header(std::io::BufReader::new(f)).ok()
@@ -333,6 +332,27 @@ fn modelfile(
         }
     }
     s
+}
+
+// ----- unload -----
+
+/// A generate/chat request that only asks to unload a model (`keep_alive` 0, nothing to
+/// run), as `ollama rm` sends first. Returns the model name.
+pub fn unload_request(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let zero = match v.get("keep_alive")? {
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => matches!(s.trim(), "0" | "0s" | "0m" | "0h"),
+        _ => false,
+    };
+    let empty = |k: &str| match v.get(k) {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        _ => false,
+    };
+    (zero && empty("prompt") && empty("messages"))
+        .then(|| v.get("model").and_then(Value::as_str).unwrap_or("").to_string())
 }
 
 // ----- blobs -----

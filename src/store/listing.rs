@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::Manifest;
 use super::Store;
 use super::config::{self, Details};
-use super::Manifest;
 use super::index::Model;
 
 /// A model as the list shows it.
@@ -43,12 +43,8 @@ pub fn details_of(store: &Store, m: &Manifest) -> Result<Details, String> {
     let d = m.config.digest().ok_or_else(|| "config digest is invalid".to_string())?;
     let bytes = store.read_blob(&d).map_err(|e| format!("config blob: {e}"))?;
     let mut details = config::details(&bytes).map_err(|e| format!("config blob: {e}"))?;
-    details.parent_model = m
-        .layers
-        .iter()
-        .find(|l| l.media_type.ends_with(".model"))
-        .map(|l| l.from.clone())
-        .unwrap_or_default();
+    details.parent_model =
+        m.layers.iter().find(|l| l.media_type.ends_with(".model")).map(|l| l.from.clone()).unwrap_or_default();
     Ok(details)
 }
 

@@ -43,7 +43,10 @@ fn copy_errors_use_ollamas_words() {
     let before = manifest_bytes(&dir, fixture::CUSTOM);
     assert_eq!(copy(&cat, b"").unwrap_err(), err(400, "missing request body"));
     assert_eq!(copy(&cat, b"{}").unwrap_err(), err(400, r#"source "" is invalid"#));
-    assert_eq!(copy(&cat, br#"{"source":"a/b/c/d","destination":"x"}"#).unwrap_err(), err(400, r#"source "a/b/c/d" is invalid"#));
+    assert_eq!(
+        copy(&cat, br#"{"source":"a/b/c/d","destination":"x"}"#).unwrap_err(),
+        err(400, r#"source "a/b/c/d" is invalid"#)
+    );
     assert_eq!(
         copy(&cat, br#"{"source":"llama3.2","destination":"bad name"}"#).unwrap_err(),
         err(400, r#"destination "bad name" is invalid"#)
@@ -229,4 +232,14 @@ fn listen_address_follows_ollama_host() {
     assert_eq!(host_to_addr("::1"), "[::1]:11434");
     assert_eq!(host_to_addr("\"127.0.0.1:7\""), "127.0.0.1:7");
     assert_eq!(host_to_addr("localhost:notaport"), "localhost:11434");
+}
+
+#[test]
+fn only_a_pure_unload_request_is_answered() {
+    assert_eq!(unload_request(br#"{"model":"x:1","keep_alive":0}"#).as_deref(), Some("x:1"));
+    assert_eq!(unload_request(br#"{"model":"x","keep_alive":"0s","messages":[]}"#).as_deref(), Some("x"));
+    assert_eq!(unload_request(br#"{"model":"x","keep_alive":0,"prompt":"hi"}"#), None);
+    assert_eq!(unload_request(br#"{"model":"x"}"#), None);
+    assert_eq!(unload_request(br#"{"model":"x","keep_alive":"5m"}"#), None);
+    assert_eq!(unload_request(b"junk"), None);
 }
