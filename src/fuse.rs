@@ -15,8 +15,8 @@ use clap::Args;
 use fuser::{
     AccessFlags, BackingId, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
     Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
 use crate::cli::{StoreArg, store_dir};
@@ -51,6 +51,9 @@ pub struct MountArgs {
     /// Only errors in the log
     #[arg(short, long)]
     pub quiet: bool,
+    /// Serve read-only extended attributes (user.ollama.digest, …); costs `ls -l` speed
+    #[arg(long)]
+    pub xattr: bool,
     /// Also serve Ollama's model-management API on this address (as `ollamafs serve`),
     /// sharing the mount's index
     #[arg(long, value_name = "ADDR")]
@@ -77,6 +80,7 @@ fn apply_options(a: &mut MountArgs) -> Result<(), StoreError> {
             ("store", Some(dir)) => a.store.store = Some(PathBuf::from(dir)),
             ("log", Some(f)) => a.log_file = Some(PathBuf::from(f)),
             ("api", Some(addr)) => a.api = Some(addr.to_string()),
+            ("xattr", None) => a.xattr = true,
             ("foreground", None) => a.foreground = true,
             // Options mount(8) and fstab add that mean nothing here.
             (
@@ -191,7 +195,12 @@ fn serve(a: MountArgs) -> Result<(), StoreError> {
     config.mount_options = mount_options;
     config.acl = if a.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(4);
-    let adapter = FuseFs { fs: fs.clone(), passthrough: AtomicBool::new(!a.no_passthrough), backing: Mutex::default() };
+    let adapter = FuseFs {
+        fs: fs.clone(),
+        xattrs: a.xattr,
+        passthrough: AtomicBool::new(!a.no_passthrough),
+        backing: Mutex::default(),
+    };
     let session = fuser::Session::new(adapter, &mountpoint, &config)
         .map_err(|e| StoreError::Invalid(format!("cannot mount at {}: {e}", mountpoint.display())))?;
     let bg = session.spawn().map_err(StoreError::Io)?;
@@ -324,6 +333,10 @@ struct Backing {
 
 struct FuseFs {
     fs: Arc<Fs>,
+    /// Serve the `user.ollama.*` attributes. Off by default: any xattr answer costs a
+    /// round trip per file on every `ls -l` (it asks for `security.selinux` and ACLs),
+    /// while ENOSYS makes the kernel stop asking for the whole mount.
+    xattrs: bool,
     passthrough: AtomicBool,
     backing: Mutex<Backing>,
 }
@@ -437,10 +450,14 @@ impl Filesystem for FuseFs {
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         // With POSIX ACL support the kernel asks once per inode for ACLs and caches the
-        // answer (none) instead of asking on every `ls -l`. readdirplus is left off on
-        // purpose: it makes the kernel forget those cached ACLs at every listing, which
-        // tripled the requests of a warm `ls -l` (measured: 3 → 1 per entry).
+        // answer (none) instead of asking on every `ls -l`.
         let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+        // readdirplus: a listing brings every entry's attributes, so `ls -l` and `du` need
+        // no lookup per entry. (With xattrs served it makes the kernel forget the cached
+        // ACLs at every listing, which tripled the requests of a warm `ls -l`.)
+        if !self.xattrs {
+            let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        }
         let _ = config.set_max_readahead(4 << 20);
         let _ = config.set_max_write(1 << 20);
         if self.passthrough.load(Ordering::Relaxed) {
@@ -660,6 +677,33 @@ impl Filesystem for FuseFs {
         reply.ok();
     }
 
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let Some(entries) = self.fs.dir_entries(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            // Each entry but `.` and `..` is a lookup the kernel will forget later.
+            let dot = e.name == "." || e.name == "..";
+            let attr = if dot { self.fs.getattr(e.ino) } else { self.fs.lookup(ino.0, &e.name) };
+            let Ok(attr) = attr else { continue }; // gone since the listing was taken
+            let full = reply.add(
+                INodeNo(attr.ino),
+                (i + 1) as u64,
+                &e.name,
+                &ttl_for(&attr),
+                &to_file_attr(&attr),
+                Generation(0),
+            );
+            if full {
+                if !dot {
+                    self.fs.forget(attr.ino, 1); // not sent, so the kernel never counts it
+                }
+                break;
+            }
+        }
+        reply.ok();
+    }
+
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         self.fs.release_handle(fh.0);
         reply.ok();
@@ -696,6 +740,9 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS); // the kernel stops asking for the whole mount
+        }
         // `ls -l` asks every file for security.selinux: answer without any work.
         if !name.as_encoded_bytes().starts_with(b"user.ollama.") {
             return reply.error(Errno::NO_XATTR);
@@ -717,6 +764,9 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let attrs = match self.fs.xattrs(ino.0) {
             Ok(a) => a,
             Err(e) => return reply.error(errno(e)),

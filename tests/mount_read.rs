@@ -96,7 +96,7 @@ fn weights_are_shared_inodes_and_text_is_per_model() {
 
 #[test]
 fn every_layer_reads_back_as_its_blob() {
-    let Some((_d, m, _)) = mounted_fixture(&[]) else {
+    let Some((_d, m, _)) = mounted_fixture(&["--xattr"]) else {
         return;
     };
     let mut checked = 0;
@@ -128,6 +128,24 @@ fn every_layer_reads_back_as_its_blob() {
     let id = sh_ok(&format!("getfattr --only-values -n user.ollama.id '{}'", m.p(fixture::CUSTOM).display()));
     let bytes = manifest_bytes(&m.store, "registry.ollama.ai/myuser/llama3.2/custom");
     assert_eq!(id, ollamafs::store::manifest::model_id(bytes.as_bytes()));
+}
+
+#[test]
+fn without_xattr_the_kernel_stops_asking() {
+    let Some((_d, m, _)) = mounted_fixture(&[]) else {
+        return;
+    };
+    let o = sh(&format!("getfattr -n user.ollama.digest '{}'", m.p("llama3.2:latest/model.gguf").display()));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Operation not supported"), "{}", stderr(&o));
+    // `ls -l` and `cp -a` are unaffected.
+    let ls = sh_ok(&format!("ls -l '{}'", m.p("llama3.2:latest").display()));
+    assert!(ls.contains("model.gguf") && ls.contains("manifest.json"), "{ls}");
+    sh_ok(&format!("cp -a '{}' '{}'", m.p("llama3.2:latest").display(), m.p("withattrs:v1").display()));
+    assert_eq!(
+        manifest_bytes(&m.store, "registry.ollama.ai/library/withattrs/v1"),
+        manifest_bytes(&m.store, "registry.ollama.ai/library/llama3.2/latest")
+    );
 }
 
 #[test]
