@@ -154,7 +154,7 @@ impl Writer {
         if self.temp.is_none() {
             self.temp = Some(store.temp_file()?);
         }
-        Ok(&self.temp.as_ref().map(|(f, _)| f).expect("temp was just created"))
+        Ok(self.temp.as_ref().map(|(f, _)| f).expect("temp was just created"))
     }
 
     /// Turn a clone into real bytes before a write that does not continue it.
