@@ -51,6 +51,8 @@ enum SeqHash {
 }
 
 const HASH_THREAD_AFTER: u64 = 4 << 20;
+/// How much written data to collect before starting its writeback.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 impl SeqHash {
     fn new() -> SeqHash {
@@ -111,6 +113,8 @@ pub struct Writer {
     pub(crate) len: u64,
     seq: Option<SeqHash>,
     hashed: u64,
+    /// Up to where writeback was started (see `WRITEBACK_CHUNK`).
+    written_back: u64,
     clone: Option<CloneOf>,
     pub(crate) dirty: bool,
     /// A write failed (ENOSPC, EIO): the content is incomplete and is never committed.
@@ -128,6 +132,7 @@ impl Writer {
             len: 0,
             seq: Some(SeqHash::new()),
             hashed: 0,
+            written_back: 0,
             clone: None,
             dirty: true,
             failed: None,
@@ -144,6 +149,7 @@ impl Writer {
             len,
             seq: None,
             hashed: 0,
+            written_back: 0,
             clone: Some(CloneOf { digest, covered: len, source_len: len }),
             dirty: false,
             failed: None,
@@ -181,7 +187,25 @@ impl Writer {
 
     fn write(&mut self, store: &Store, offset: u64, data: &[u8]) -> io::Result<()> {
         self.materialize(store)?;
-        self.temp(store)?.write_all_at(data, offset)?;
+        let written_back = self.written_back;
+        let temp = self.temp(store)?;
+        temp.write_all_at(data, offset)?;
+        // Start writing back what has arrived while the rest is still coming: the commit
+        // must fsync anyway, and this way the disk works during the copy, not after it.
+        let end = offset + data.len() as u64;
+        if end >= written_back + WRITEBACK_CHUNK {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid fd; SYNC_FILE_RANGE_WRITE only starts I/O. Errors surface at fsync.
+            unsafe {
+                libc::sync_file_range(
+                    temp.as_raw_fd(),
+                    written_back as i64,
+                    (end - written_back) as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            self.written_back = end;
+        }
         match &mut self.seq {
             Some(h) if offset == self.hashed && self.hashed == self.len => {
                 h.update(data);
@@ -205,6 +229,7 @@ impl Writer {
             self.clone = None;
             self.seq = Some(SeqHash::new());
             self.hashed = 0;
+            self.written_back = 0;
         } else {
             self.materialize(store)?;
             self.temp(store)?.set_len(size)?;
