@@ -254,7 +254,8 @@ pub(crate) struct State {
 /// What an open file reads from.
 pub(crate) enum Handle {
     Dir(Arc<Vec<DirEntry>>),
-    Blob(Arc<File>),
+    /// A blob and how far its prefetch has been asked for.
+    Blob(Arc<File>, Arc<AtomicU64>),
     Bytes(Arc<[u8]>),
     Write(Arc<Mutex<Writer>>),
     Scratch(Arc<File>),
@@ -288,6 +289,9 @@ pub struct Fs {
     started: SystemTime,
 }
 
+/// How far ahead of a daemon-served weights read the blob is prefetched, and in what steps.
+const PREFETCH_AHEAD: u64 = 64 << 20;
+const PREFETCH_STEP: u64 = 16 << 20;
 pub const TTL: Duration = Duration::from_millis(500);
 
 /// How long after its last change through the mount a model made by mkdir still hides
@@ -697,7 +701,7 @@ impl Fs {
                     libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, libc::POSIX_FADV_SEQUENTIAL)
                 };
                 let file = Arc::new(file);
-                let fh = self.add_handle(Handle::Blob(file.clone()));
+                let fh = self.add_handle(Handle::Blob(file.clone(), Arc::default()));
                 let passthrough = self.opts.passthrough.then_some((*d, file));
                 Ok(Opened { fh, keep_cache: true, passthrough })
             }
@@ -717,8 +721,10 @@ impl Fs {
                 let f = layout::files(&m.manifest).into_iter().find(|f| f.name == *name).ok_or_else(|| enoent(name))?;
                 let handle = match f.source {
                     Source::Manifest => Handle::Bytes(m.bytes.clone()),
-                    Source::Config => Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.config)?)),
-                    Source::Layer(i) => Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.layers[i])?)),
+                    Source::Config => Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.config)?), Arc::default()),
+                    Source::Layer(i) => {
+                        Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.layers[i])?), Arc::default())
+                    }
                 };
                 // Text is per model and may change under the same inode: no keep-cache.
                 Ok(Opened { fh: self.add_handle(handle), keep_cache: false, passthrough: None })
@@ -734,10 +740,21 @@ impl Fs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let n = self.read_into(fh, offset, size, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Read into a caller's buffer, which is grown but never shrunk: a daemon thread reuses
+    /// one buffer for every request instead of allocating (and zeroing) 1 MiB each time.
+    /// Returns how many bytes at the start of `buf` are the answer.
+    pub fn read_into(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<usize> {
         let h = {
             let handles = self.handles();
             match handles.get(&fh) {
-                Some(Handle::Blob(f)) | Some(Handle::Scratch(f)) => ReadFrom::File(f.clone()),
+                Some(Handle::Blob(f, ahead)) => ReadFrom::Blob(f.clone(), ahead.clone()),
+                Some(Handle::Scratch(f)) => ReadFrom::File(f.clone()),
                 Some(Handle::Bytes(b)) => ReadFrom::Bytes(b.clone()),
                 Some(Handle::Write(w)) => ReadFrom::Writer(w.clone()),
                 Some(Handle::Dir(_)) => return Err(FsError::new(libc::EISDIR, "is a folder")),
@@ -745,31 +762,35 @@ impl Fs {
             }
         };
         match h {
-            ReadFrom::File(f) => {
-                let data = pread(&f, offset, size)?;
-                if size >= 128 << 10 {
-                    // Readahead requests arrive in parallel and out of order, which defeats
-                    // the disk's own readahead: ask for the next stretch explicitly.
+            ReadFrom::Blob(f, ahead) => {
+                // Readahead requests arrive in parallel and out of order, which defeats the
+                // disk's own readahead: keep an explicit prefetch well ahead of the reader,
+                // asked for in large steps (one fadvise per step, not one per request).
+                let want = offset + size as u64 + PREFETCH_AHEAD;
+                let from = ahead.load(Ordering::Relaxed).max(offset);
+                if size >= 128 << 10 && want >= from + PREFETCH_STEP && ahead.fetch_max(want, Ordering::Relaxed) < want
+                {
                     // SAFETY: a valid open fd; advice only.
                     unsafe {
                         libc::posix_fadvise(
                             std::os::fd::AsRawFd::as_raw_fd(&*f),
-                            (offset + size as u64) as i64,
-                            8 << 20,
+                            from as i64,
+                            (want - from) as i64,
                             libc::POSIX_FADV_WILLNEED,
                         )
                     };
                 }
-                Ok(data)
+                pread_into(&f, offset, size, buf)
             }
+            ReadFrom::File(f) => pread_into(&f, offset, size, buf),
             ReadFrom::Bytes(b) => {
                 let start = (offset as usize).min(b.len());
                 let end = (start + size as usize).min(b.len());
-                Ok(b[start..end].to_vec())
+                Ok(copy_into(&b[start..end], buf))
             }
             ReadFrom::Writer(w) => {
                 let w = w.lock().unwrap_or_else(|e| e.into_inner());
-                w.read(&self.store, offset, size)
+                Ok(copy_into(&w.read(&self.store, offset, size)?, buf))
             }
         }
     }
@@ -858,24 +879,43 @@ impl Fs {
 }
 
 enum ReadFrom {
+    Blob(Arc<File>, Arc<AtomicU64>),
     File(Arc<File>),
     Bytes(Arc<[u8]>),
     Writer(Arc<Mutex<Writer>>),
 }
 
 pub(crate) fn pread(f: &File, offset: u64, size: u32) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; size as usize];
+    let mut buf = Vec::new();
+    let n = pread_into(f, offset, size, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// pread up to `size` bytes into the start of `buf` (grown, never shrunk); returns the count.
+fn pread_into(f: &File, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<usize> {
+    let size = size as usize;
+    if buf.len() < size {
+        buf.resize(size, 0);
+    }
     let mut done = 0usize;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], offset + done as u64) {
+    while done < size {
+        match f.read_at(&mut buf[done..size], offset + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    buf.truncate(done);
-    Ok(buf)
+    Ok(done)
+}
+
+fn copy_into(data: &[u8], buf: &mut Vec<u8>) -> usize {
+    if buf.len() < data.len() {
+        buf.resize(data.len(), 0);
+    }
+    buf[..data.len()].copy_from_slice(data);
+    data.len()
 }
 
 #[cfg(test)]

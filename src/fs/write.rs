@@ -670,7 +670,7 @@ impl Fs {
         match self.handles().get(&fh) {
             Some(Handle::Write(w)) => Ok(HandleRef::Writer(w.clone())),
             Some(Handle::Scratch(f)) => Ok(HandleRef::Scratch(f.clone())),
-            Some(Handle::Blob(_)) | Some(Handle::Bytes(_)) => Err(FsError::new(libc::EBADF, "opened read-only")),
+            Some(Handle::Blob(..)) | Some(Handle::Bytes(_)) => Err(FsError::new(libc::EBADF, "opened read-only")),
             Some(Handle::Dir(_)) => Err(FsError::new(libc::EISDIR, "folder")),
             None => Err(FsError::new(libc::EBADF, "unknown handle")),
         }
@@ -730,7 +730,7 @@ impl Fs {
 
     /// The blob an open source file shows, when it is an unchanged blob.
     fn clone_source(&self, ino: u64, fh: u64) -> Option<(Digest, u64)> {
-        if !matches!(self.handles().get(&fh), Some(Handle::Blob(_))) {
+        if !matches!(self.handles().get(&fh), Some(Handle::Blob(..))) {
             return None;
         }
         let mut st = self.lock();
