@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
@@ -175,6 +176,51 @@ print('ok')
         size = info.big_size
     );
     assert_eq!(sh_ok(&format!("python3 -c \"{}\"", script.replace('"', "\\\""))).trim(), "ok");
+}
+
+/// Without passthrough the daemon serves every read (reused buffers, a prefetch thread per
+/// handle): dense, cold, from two readers at once, and through mmap, it must be the blob.
+#[test]
+fn daemon_served_reads_match_the_blob() {
+    if !fuse_available() {
+        return;
+    }
+    let (dir, store, _) = fixture_store(1 << 20);
+    let noise = dir.path().join("noise.gguf");
+    {
+        let mut f = fs::File::create(&noise).unwrap();
+        f.write_all(&fixture::gguf_header("llama", 15, &[("w", vec![64, 64])], None)).unwrap();
+        fixture::write_noise(&mut f, 96 << 20).unwrap();
+    }
+    let hex = sh_ok(&format!("sha256sum '{}'", noise.display())).split_whitespace().next().unwrap().to_string();
+    let blob = store.join("blobs").join(format!("sha256-{hex}"));
+    {
+        let m = Mount::start(&store, &dir.path().join("mnt"), &[]);
+        sh_ok(&format!("mkdir '{0}' && cp '{1}' '{0}/model.gguf'", m.p("dense:v1").display(), noise.display()));
+    }
+    assert!(blob.exists());
+    let m = Mount::start(&store, &dir.path().join("mnt"), &["--no-passthrough"]);
+    let file = m.p("dense:v1/model.gguf");
+    sh_ok("sync; echo 3 > /proc/sys/vm/drop_caches");
+    // Two readers at once: one from the start, one from the middle.
+    let out = sh_ok(&format!(
+        "sha256sum '{f}' > {d}/a.sum & tail -c 50331648 '{f}' | sha256sum > {d}/b.sum; wait; cat {d}/a.sum {d}/b.sum",
+        f = file.display(),
+        d = dir.path().display()
+    ));
+    let sums: Vec<&str> = out.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(sums[0], hex);
+    let tail = sh_ok(&format!("tail -c 50331648 '{}' | sha256sum", blob.display()));
+    assert_eq!(sums[1], tail.split_whitespace().next().unwrap());
+    sh_ok(&format!("cmp '{}' '{}'", file.display(), blob.display()));
+    let script = format!(
+        "import mmap, random\nwith open('{}', 'rb') as a, open('{}', 'rb') as b:\n    ma = mmap.mmap(a.fileno(), 0, access=mmap.ACCESS_READ)\n    mb = mmap.mmap(b.fileno(), 0, access=mmap.ACCESS_READ)\n    r = random.Random(3)\n    for _ in range(3000):\n        o = r.randrange(0, len(mb) - 4096)\n        assert ma[o:o+4096] == mb[o:o+4096], o\nprint('ok')",
+        file.display(),
+        blob.display()
+    );
+    let py = dir.path().join("mmap_check.py");
+    fs::write(&py, script).unwrap();
+    assert_eq!(sh_ok(&format!("python3 '{}'", py.display())).trim(), "ok");
 }
 
 #[test]

@@ -254,8 +254,8 @@ pub(crate) struct State {
 /// What an open file reads from.
 pub(crate) enum Handle {
     Dir(Arc<Vec<DirEntry>>),
-    /// A blob and how far its prefetch has been asked for.
-    Blob(Arc<File>, Arc<AtomicU64>),
+    /// A blob, and the prefetch that keeps its page cache ahead of a daemon-served reader.
+    Blob(Arc<File>, Arc<Prefetch>),
     Bytes(Arc<[u8]>),
     Write(Arc<Mutex<Writer>>),
     Scratch(Arc<File>),
@@ -289,9 +289,68 @@ pub struct Fs {
     started: SystemTime,
 }
 
-/// How far ahead of a daemon-served weights read the blob is prefetched, and in what steps.
+/// How far ahead of a daemon-served weights read the blob is prefetched.
 const PREFETCH_AHEAD: u64 = 64 << 20;
-const PREFETCH_STEP: u64 = 16 << 20;
+/// A prefetch thread stops when its reader has not moved for this long (a later read restarts it).
+const PREFETCH_IDLE: Duration = Duration::from_millis(300);
+
+/// Sequential prefetch for a weights handle served by the daemon (no passthrough). The
+/// kernel sends readahead requests in parallel and out of order, which defeats the disk's
+/// own readahead, so each request would wait for the disk. A helper thread reads the blob
+/// front to back through its own open file (so the disk readahead sees one sequential
+/// stream, as `dd` does) and stays up to `PREFETCH_AHEAD` ahead of the reader: the
+/// requests then find the data in the page cache.
+#[derive(Default)]
+pub(crate) struct Prefetch {
+    /// The furthest end of a read so far.
+    reader: AtomicU64,
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl Prefetch {
+    fn reader_at(self: &Arc<Self>, file: &File, end: u64) {
+        self.reader.fetch_max(end, Ordering::Relaxed);
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // A new open file description: its own readahead state, its own offset.
+        let own = std::os::fd::AsRawFd::as_raw_fd(file);
+        let Ok(own) = File::open(format!("/proc/self/fd/{own}")) else {
+            self.running.store(false, Ordering::Release);
+            return;
+        };
+        let me = self.clone();
+        let spawned = std::thread::Builder::new().name("prefetch".into()).spawn(move || me.run(own));
+        if spawned.is_err() {
+            self.running.store(false, Ordering::Release);
+        }
+    }
+
+    fn run(self: Arc<Self>, file: File) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut at = self.reader.load(Ordering::Relaxed);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut idle_since = std::time::Instant::now();
+        // Stop at the end, when the reader pauses, or when the handle is gone (only we hold it).
+        while at < len && Arc::strong_count(&self) > 1 {
+            let reader = self.reader.load(Ordering::Relaxed);
+            at = at.max(reader);
+            if at < reader + PREFETCH_AHEAD {
+                match file.read_at(&mut buf, at) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => at += n as u64,
+                }
+                idle_since = std::time::Instant::now();
+            } else if idle_since.elapsed() > PREFETCH_IDLE {
+                break;
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        self.running.store(false, Ordering::Release);
+    }
+}
+
 pub const TTL: Duration = Duration::from_millis(500);
 
 /// How long after its last change through the mount a model made by mkdir still hides
@@ -762,23 +821,9 @@ impl Fs {
             }
         };
         match h {
-            ReadFrom::Blob(f, ahead) => {
-                // Readahead requests arrive in parallel and out of order, which defeats the
-                // disk's own readahead: keep an explicit prefetch well ahead of the reader,
-                // asked for in large steps (one fadvise per step, not one per request).
-                let want = offset + size as u64 + PREFETCH_AHEAD;
-                let from = ahead.load(Ordering::Relaxed).max(offset);
-                if size >= 128 << 10 && want >= from + PREFETCH_STEP && ahead.fetch_max(want, Ordering::Relaxed) < want
-                {
-                    // SAFETY: a valid open fd; advice only.
-                    unsafe {
-                        libc::posix_fadvise(
-                            std::os::fd::AsRawFd::as_raw_fd(&*f),
-                            from as i64,
-                            (want - from) as i64,
-                            libc::POSIX_FADV_WILLNEED,
-                        )
-                    };
+            ReadFrom::Blob(f, prefetch) => {
+                if size >= 128 << 10 {
+                    prefetch.reader_at(&f, offset + size as u64);
                 }
                 pread_into(&f, offset, size, buf)
             }
@@ -879,7 +924,7 @@ impl Fs {
 }
 
 enum ReadFrom {
-    Blob(Arc<File>, Arc<AtomicU64>),
+    Blob(Arc<File>, Arc<Prefetch>),
     File(Arc<File>),
     Bytes(Arc<[u8]>),
     Writer(Arc<Mutex<Writer>>),
