@@ -152,6 +152,13 @@ pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
 }
 
 fn serve(a: MountArgs) -> Result<(), StoreError> {
+    // Every FUSE thread would otherwise get its own malloc arena, each keeping its freed
+    // memory: with 10,000 models that was 153 MiB RSS after `ls -lR`, 122 MiB with two.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: a plain tuning call before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     // Catch SIGINT/SIGTERM before the mount appears, so a signal always unmounts cleanly.
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let mut signals = signal_hook::iterator::Signals::new([

@@ -329,17 +329,32 @@ impl Prefetch {
     fn run(self: Arc<Self>, file: File) {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut at = self.reader.load(Ordering::Relaxed);
-        let mut buf = vec![0u8; 1 << 20];
+        // Spliced into /dev/null: the pages come through the file's own (sequential)
+        // readahead into the page cache, and nothing is copied to us.
+        let Ok(null) = File::options().write(true).open("/dev/null") else {
+            self.running.store(false, Ordering::Release);
+            return;
+        };
         let mut idle_since = std::time::Instant::now();
         // Stop at the end, when the reader pauses, or when the handle is gone (only we hold it).
         while at < len && Arc::strong_count(&self) > 1 {
             let reader = self.reader.load(Ordering::Relaxed);
             at = at.max(reader);
             if at < reader + PREFETCH_AHEAD {
-                match file.read_at(&mut buf, at) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => at += n as u64,
+                let mut off = at as libc::off_t;
+                // SAFETY: valid fds and a valid offset pointer.
+                let n = unsafe {
+                    libc::sendfile(
+                        std::os::fd::AsRawFd::as_raw_fd(&null),
+                        std::os::fd::AsRawFd::as_raw_fd(&file),
+                        &mut off,
+                        1 << 20,
+                    )
+                };
+                if n <= 0 {
+                    break;
                 }
+                at += n as u64;
                 idle_since = std::time::Instant::now();
             } else if idle_since.elapsed() > PREFETCH_IDLE {
                 break;
