@@ -211,6 +211,11 @@ fn serve(a: MountArgs) -> Result<(), StoreError> {
     let session = fuser::Session::new(adapter, &mountpoint, &config)
         .map_err(|e| StoreError::Invalid(format!("cannot mount at {}: {e}", mountpoint.display())))?;
     let bg = session.spawn().map_err(StoreError::Io)?;
+    let notifier = bg.notifier();
+    fs.set_entry_invalidator(Box::new(move |parent, name| {
+        // ENOENT just means the kernel had nothing cached.
+        let _ = notifier.inval_entry(INodeNo(parent), OsStr::new(name));
+    }));
     tune_readahead(&mountpoint);
     signal_ready(Ok(()));
 

@@ -349,9 +349,15 @@ fn mount_api_shares_the_mounts_index() {
     let (_, tags) = curl(&[&url("/api/tags")]);
     assert!(json(&tags)["models"].as_array().unwrap().iter().any(|x| x["name"] == "fs-copy:1"), "{tags}");
 
-    // A delete through the API leaves the mount's listing at once; shared blobs stay.
+    // A delete through the API leaves the mount at once, even for a path the kernel had
+    // just looked up (its cached entry is invalidated); shared blobs stay.
+    assert!(m.p("fs-copy:1/manifest.json").exists());
+    assert!(m.p("api/llama:copy").is_dir());
     assert_eq!(curl(&["-X", "DELETE", &url("/api/delete"), "-d", r#"{"model":"fs-copy:1"}"#]).0, 200);
+    assert!(!m.p("fs-copy:1").exists(), "stale kernel entry after an API delete");
     assert!(!sh_ok(&format!("ls {}", m.mp.display())).lines().any(|l| l == "fs-copy:1"));
+    assert_eq!(curl(&["-X", "DELETE", &url("/api/delete"), "-d", r#"{"model":"api/llama:copy"}"#]).0, 200);
+    assert!(!m.p("api").exists(), "the emptied prefix folder is gone at once too");
     assert_eq!(blobs(&store), blobs_before);
     drop(m);
     // The API stopped with the mount.

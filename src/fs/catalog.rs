@@ -57,15 +57,22 @@ impl Catalog for Fs {
         self.api_writable()?;
         let name = self.store.resolve_spelling(raw)?;
         let mut st = self.lock();
-        if st.index.get(&name).is_some() {
-            return self.delete_model(&mut st, &name).map_err(to_store);
-        }
-        // A manifest the index does not hold (it does not parse): removed, its blobs kept.
-        match self.store.remove_manifest(&name) {
-            Ok(_) => Ok(()),
-            Err(StoreError::NotFound(_)) => Err(StoreError::NotFound(raw.into())),
-            Err(e) => Err(e),
-        }
+        let res = if st.index.get(&name).is_some() {
+            self.delete_model(&mut st, &name).map_err(to_store)
+        } else {
+            // A manifest the index does not hold (it does not parse): removed, its blobs kept.
+            match self.store.remove_manifest(&name) {
+                Ok(_) => Ok(()),
+                Err(StoreError::NotFound(_)) => Err(StoreError::NotFound(raw.into())),
+                Err(e) => Err(e),
+            }
+        };
+        // The kernel did not make this change: tell it to forget the model's folder now
+        // rather than when its entry cache expires.
+        let gone = if res.is_ok() { self.entries_of_removed(&st, &name) } else { Vec::new() };
+        drop(st);
+        self.invalidate_entries(&gone);
+        res
     }
 
     fn check_writable(&self) -> store::Result<()> {

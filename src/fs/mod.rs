@@ -280,8 +280,13 @@ pub struct Options {
     pub mountpoint: Option<PathBuf>,
 }
 
+/// Tells the kernel to forget a cached directory entry `(parent inode, name)`.
+pub type EntryInvalidator = Box<dyn Fn(u64, &str) + Send + Sync>;
+
 pub struct Fs {
     pub(crate) store: Arc<Store>,
+    /// Set by the FUSE adapter; used for changes the kernel did not make itself (the API).
+    invalidator: std::sync::OnceLock<EntryInvalidator>,
     state: Mutex<State>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -377,6 +382,7 @@ impl Fs {
         let index = Index::load(&store);
         Fs {
             store,
+            invalidator: std::sync::OnceLock::new(),
             state: Mutex::new(State {
                 index,
                 inodes: Inodes { next: ROOT_INO, ..Default::default() },
@@ -405,6 +411,43 @@ impl Fs {
 
     fn handles(&self) -> MutexGuard<'_, HashMap<u64, Handle>> {
         self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_entry_invalidator(&self, f: EntryInvalidator) {
+        let _ = self.invalidator.set(f);
+    }
+
+    /// The kernel entries that showed a model now gone: its folder, and each prefix folder
+    /// it left empty. Only entries whose parent the kernel knows can be cached.
+    pub(crate) fn entries_of_removed(&self, st: &State, model: &Name) -> Vec<(u64, String)> {
+        let display = model.display_shortest();
+        let mut out = Vec::new();
+        let mut path = display.as_str();
+        loop {
+            let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+            let parent_ino = match parent {
+                "" => Some(ROOT_INO),
+                p => st.inodes.by_node.get(&Node::Dir(p.to_string())).copied(),
+            };
+            if let Some(ino) = parent_ino {
+                out.push((ino, name.to_string()));
+            }
+            if parent.is_empty() || st.dir_exists(parent) {
+                break;
+            }
+            path = parent;
+        }
+        out
+    }
+
+    /// Drop kernel entries; never called with a lock held (the kernel may need a folder
+    /// lock that a request waiting for us holds).
+    pub(crate) fn invalidate_entries(&self, entries: &[(u64, String)]) {
+        if let Some(f) = self.invalidator.get() {
+            for (parent, name) in entries {
+                f(*parent, name);
+            }
+        }
     }
 
     pub fn model_count(&self) -> usize {
@@ -482,13 +525,19 @@ impl Fs {
                 changed = true;
             }
         }
+        let mut vanished = Vec::new();
         for (name, stamp) in gone {
             let still_same = st.index.get(&name).is_some_and(|m| m.stamp == stamp);
             if still_same && !self.store.manifest_path(&name).exists() {
                 st.index.remove(&name);
                 changed = true;
+                vanished.extend(self.entries_of_removed(&st, &name));
             }
         }
+        // Another process removed these models: the kernel forgets their folders now, not
+        // when its entry cache expires. (Only the watcher calls this, never a FUSE request.)
+        drop(st);
+        self.invalidate_entries(&vanished);
         changed
     }
 
