@@ -416,7 +416,7 @@ fn name_str(name: &OsStr) -> Result<&str, Errno> {
 }
 
 fn ttl_for(a: &Attr) -> Duration {
-    if a.kind == FileKind::Symlink { Duration::ZERO } else { TTL }
+    if a.kind == FileKind::Symlink || a.transient { Duration::ZERO } else { TTL }
 }
 
 impl FuseFs {
@@ -483,12 +483,12 @@ impl Filesystem for FuseFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.fs.lookup(parent.0, name) {
+        match self.fs.lookup_by(parent.0, name, req.pid()) {
             Ok(a) => reply.entry(&ttl_for(&a), &to_file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
@@ -551,12 +551,12 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        reply_empty(reply, self.fs.unlink(parent.0, name));
+        reply_empty(reply, self.fs.unlink_by(parent.0, name, req.pid()));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

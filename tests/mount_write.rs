@@ -240,6 +240,34 @@ fn rm_r_deletes_and_prunes_only_unshared_blobs() {
     assert_store_clean(&m.store);
 }
 
+/// `rm -r` looks the folder up first, empties it, then removes it. When emptying takes
+/// longer than the kernel's entry cache lives (0.5 s; seven manifest rewrites under I/O
+/// load can), the final `rmdir` looks the folder up again: that process still finds it,
+/// every other process sees it gone at once.
+#[test]
+fn slow_rm_r_still_removes_the_folder() {
+    let Some((d, m, _)) = mounted_fixture(&[]) else { return };
+    sh_ok(&format!("cp -r {} {}", q(&m.p("qwen2.5:0.5b")), q(&m.p("slow:v1"))));
+    let script = d.path().join("slow_rm.py");
+    fs::write(
+        &script,
+        format!(
+            "import os, subprocess, time\nd = {dir:?}\nos.stat(d)\nnames = os.listdir(d)\nassert names[-1] == 'manifest.json', names\n\
+             time.sleep(0.7)\nfor n in names:\n    os.unlink(os.path.join(d, n))\ntime.sleep(0.7)\n\
+             other = subprocess.run(['test', '-e', d]).returncode\nos.rmdir(d)\nprint(other)\n",
+            dir = m.p("slow:v1").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = sh_ok(&format!("python3 {}", q(&script)));
+    assert_eq!(out.trim(), "1", "another process must not see the emptied folder");
+    assert!(!m.p("slow:v1").exists());
+    assert!(!manifest_files(&m.store).iter().any(|f| f.contains("/slow/")));
+    // The same name can be made again at once, by anyone.
+    sh_ok(&format!("mkdir {} && rmdir {}", q(&m.p("slow:v1")), q(&m.p("slow:v1"))));
+    assert_store_clean(&m.store);
+}
+
 #[test]
 fn mv_moves_manifests_not_blobs() {
     let Some((_d, m, _)) = mounted_fixture(&[]) else { return };

@@ -102,6 +102,8 @@ pub struct Attr {
     pub gid: u32,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    /// Not to be cached by the kernel at all (see `State::ghosts`).
+    pub transient: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -247,6 +249,12 @@ pub(crate) struct State {
     /// Positions of layers just removed, so that `cp -f` (unlink + create) or `rm` + `cp`
     /// puts the replacement back where the old layer was.
     vacated: HashMap<(Name, String), (usize, std::time::Instant)>,
+    /// Model folders whose `manifest.json` a process just removed, by that process's pid.
+    /// For `FRESH_WINDOW` the same process still finds the (now empty) folder on lookup,
+    /// uncached: `rm -r` looked the folder up before emptying it, and when emptying takes
+    /// longer than the kernel's entry cache lives, its final `rmdir` looks it up again.
+    /// Every other process sees it gone at once.
+    ghosts: HashMap<Name, (u32, std::time::Instant)>,
     /// `manifest.json` writes waiting for their blobs to arrive.
     waiting: HashMap<Name, write::WaitingManifest>,
 }
@@ -396,6 +404,7 @@ impl Fs {
                 aliases: HashMap::new(),
                 vacated: HashMap::new(),
                 waiting: HashMap::new(),
+                ghosts: HashMap::new(),
             }),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -556,11 +565,38 @@ impl Fs {
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        self.lookup_by(parent, name, 0)
+    }
+
+    /// `lookup` on behalf of process `pid` (0: unknown), which may see its own ghosts.
+    pub fn lookup_by(&self, parent: u64, name: &str, pid: u32) -> Result<Attr> {
         let mut st = self.lock();
-        let node = self.lookup_node(&st, parent, name)?;
+        let node = match self.lookup_node(&st, parent, name) {
+            Ok(node) => node,
+            Err(e) if e.errno == libc::ENOENT && pid != 0 => {
+                let Some(model) = self.ghost_of(&st, parent, name, pid) else {
+                    return Err(e);
+                };
+                let ino = st.inodes.remember(&Node::Model(model));
+                let mut attr = self.base_attr(ino, FileKind::Dir, 0, SystemTime::now());
+                attr.transient = true;
+                return Ok(attr);
+            }
+            Err(e) => return Err(e),
+        };
         let attr = self.attr_of(&mut st, &node)?;
         st.inodes.remember(&node);
         Ok(attr)
+    }
+
+    /// The model a ghost entry `name` in folder `parent` stands for, if `pid` made it.
+    fn ghost_of(&self, st: &State, parent: u64, name: &str, pid: u32) -> Option<Name> {
+        let Ok(Node::Dir(p)) = self.node_of(st, parent) else {
+            return None;
+        };
+        let model = Name::parse(&join(&p, name)).ok()?;
+        let (by, at) = st.ghosts.get(&model)?;
+        (*by == pid && at.elapsed() < FRESH_WINDOW).then_some(model)
     }
 
     fn lookup_node(&self, st: &State, parent: u64, name: &str) -> Result<Node> {
@@ -635,6 +671,7 @@ impl Fs {
             gid,
             mtime,
             ctime: mtime,
+            transient: false,
         }
     }
 

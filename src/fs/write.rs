@@ -522,6 +522,12 @@ impl Fs {
     pub fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         self.check_writable()?;
         let mut st = self.lock();
+        // `rm -r` is done with the folder: its ghost (if any) goes now.
+        if let Ok(Node::Dir(p)) = self.node_of(&st, parent)
+            && let Ok(m) = Name::parse(&join(&p, name))
+        {
+            st.ghosts.remove(&m);
+        }
         let node = match self.lookup_node(&st, parent, name) {
             Ok(n) => n,
             // The kernel only asks for folders it saw. A model folder whose manifest.json
@@ -981,6 +987,11 @@ impl Fs {
     }
 
     pub fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        self.unlink_by(parent, name, 0)
+    }
+
+    /// `unlink` on behalf of process `pid` (0: unknown); see `State::ghosts`.
+    pub fn unlink_by(&self, parent: u64, name: &str, pid: u32) -> Result<()> {
         self.check_writable()?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
@@ -1005,7 +1016,12 @@ impl Fs {
             return Ok(()); // the writer's commit sees this and drops its data
         }
         if full == MANIFEST_FILE {
-            return self.delete_model(&mut st, &model);
+            self.delete_model(&mut st, &model)?;
+            if pid != 0 {
+                st.ghosts.retain(|_, (_, at)| at.elapsed() < super::FRESH_WINDOW);
+                st.ghosts.insert(model, (pid, Instant::now()));
+            }
+            return Ok(());
         }
         let Some(m) = st.index.get(&model).map(|m| m.manifest.clone()) else {
             return Err(enoent(name));
