@@ -102,6 +102,7 @@ fn documentation_examples_run_as_written_with_curl() {
     let du_before = disk_usage(&store);
 
     assert_eq!(curl(&[&s.url("/")]), (200, "Ollama is running".into()));
+    assert_eq!(curl(&["-I", &s.url("/")]).0, 200);
     let (code, head) = curl(&["-I", &s.url("/api/tags")]);
     assert_eq!(code, 200, "{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: application/json"));
