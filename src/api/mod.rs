@@ -10,7 +10,7 @@ pub mod models;
 
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -326,9 +326,4 @@ pub fn run(
     })?;
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
-}
-
-/// The address a listener got (for `--listen 127.0.0.1:0`).
-pub fn local_addr(l: &TcpListener) -> Option<SocketAddr> {
-    l.local_addr().ok()
 }
