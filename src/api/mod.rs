@@ -116,11 +116,11 @@ async fn not_served(uri: axum::http::Uri, body: Bytes) -> Response {
     {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mut v = serde_json::json!({ "model": model, "created_at": now, "done": true, "done_reason": "unload" });
-        v[if uri.path() == "/api/chat" { "message" } else { "response" }] = if uri.path() == "/api/chat" {
-            serde_json::json!({ "role": "assistant", "content": "" })
+        if uri.path() == "/api/chat" {
+            v["message"] = serde_json::json!({ "role": "assistant", "content": "" });
         } else {
-            serde_json::json!("")
-        };
+            v["response"] = serde_json::json!("");
+        }
         return json(StatusCode::OK, &v);
     }
     let what = match uri.path() {
