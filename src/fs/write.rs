@@ -157,10 +157,11 @@ impl Writer {
     }
 
     fn temp(&mut self, store: &Store) -> io::Result<&File> {
-        if self.temp.is_none() {
-            self.temp = Some(store.temp_file()?);
-        }
-        Ok(self.temp.as_ref().map(|(f, _)| f).expect("temp was just created"))
+        let temp = match self.temp.take() {
+            Some(t) => t,
+            None => store.temp_file()?,
+        };
+        Ok(&self.temp.insert(temp).0)
     }
 
     /// Turn a clone into real bytes before a write that does not continue it.
