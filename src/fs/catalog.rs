@@ -17,15 +17,6 @@ fn to_store(e: FsError) -> StoreError {
     StoreError::Io(io::Error::new(io::Error::from_raw_os_error(e.errno).kind(), e.why))
 }
 
-impl Fs {
-    fn api_writable(&self) -> store::Result<()> {
-        if self.opts.read_only {
-            return Err(StoreError::Io(io::Error::new(io::ErrorKind::ReadOnlyFilesystem, "the mount is read-only")));
-        }
-        Ok(())
-    }
-}
-
 impl Catalog for Fs {
     fn store(&self) -> &Store {
         &self.store
@@ -37,7 +28,7 @@ impl Catalog for Fs {
     }
 
     fn copy(&self, source: &str, destination: &str) -> store::Result<()> {
-        self.api_writable()?;
+        self.check_writable()?;
         let (src, dst) = self.store.resolve_pair(source, destination)?;
         if src == dst {
             return Ok(());
@@ -54,7 +45,7 @@ impl Catalog for Fs {
     }
 
     fn delete(&self, raw: &str) -> store::Result<()> {
-        self.api_writable()?;
+        self.check_writable()?;
         let name = self.store.resolve_spelling(raw)?;
         let mut st = self.lock();
         let res = if st.index.get(&name).is_some() {
@@ -76,7 +67,7 @@ impl Catalog for Fs {
     }
 
     fn check_writable(&self) -> store::Result<()> {
-        self.api_writable()
+        self.refuse_if_read_only().map_err(to_store)
     }
 
     fn blob_added(&self, digest: &Digest) {

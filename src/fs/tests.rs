@@ -259,3 +259,15 @@ fn symlink_copies_and_rejects_outside_targets() {
         assert_eq!(t.fs.symlink(ROOT_INO, "bad:v1", target).unwrap_err().errno, libc::EINVAL, "{target}");
     }
 }
+
+#[test]
+fn api_changes_on_a_read_only_mount_are_refused() {
+    use crate::api::Catalog;
+    let t = setup(Options { read_only: true, ..Default::default() });
+    let before = manifest(&t, "llama3.2:latest");
+    for e in [t.fs.copy("llama3.2:latest", "x:y").unwrap_err(), t.fs.delete("llama3.2:latest").unwrap_err()] {
+        assert!(matches!(&e, StoreError::Io(io) if io.kind() == std::io::ErrorKind::ReadOnlyFilesystem), "{e:?}");
+        assert_eq!(e.to_string(), "read-only mount");
+    }
+    assert_eq!(manifest(&t, "llama3.2:latest"), before);
+}

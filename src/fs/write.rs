@@ -398,7 +398,7 @@ impl State {
 }
 
 impl Fs {
-    fn check_writable(&self) -> Result<()> {
+    pub(super) fn refuse_if_read_only(&self) -> Result<()> {
         if self.opts.read_only { Err(erofs()) } else { Ok(()) }
     }
 
@@ -450,7 +450,7 @@ impl Fs {
     // ----- folders -----
 
     pub fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
-        self.check_writable()?;
+        self.refuse_if_read_only()?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
         let node = match &parent_node {
@@ -521,7 +521,7 @@ impl Fs {
     }
 
     pub fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
-        self.check_writable()?;
+        self.refuse_if_read_only()?;
         let mut st = self.lock();
         // `rm -r` is done with the folder: its ghost (if any) goes now.
         if let Ok(Node::Dir(p)) = self.node_of(&st, parent)
@@ -566,7 +566,7 @@ impl Fs {
 
     /// Create a file in a model folder: a layer writer, or a scratch file for other names.
     pub fn create(&self, parent: u64, name: &str, mode: u32, flags: i32) -> Result<(Attr, Opened)> {
-        self.check_writable()?;
+        self.refuse_if_read_only()?;
         let mut st = self.lock();
         let mut parent_node = self.node_of(&st, parent)?;
         // A colon-less prefix folder with a layer file created in it becomes NAME:latest.
@@ -993,7 +993,7 @@ impl Fs {
 
     /// `unlink` on behalf of process `pid` (0: unknown); see `State::ghosts`.
     pub fn unlink_by(&self, parent: u64, name: &str, pid: u32) -> Result<()> {
-        self.check_writable()?;
+        self.refuse_if_read_only()?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
         let (model, sub) = match &parent_node {
@@ -1065,7 +1065,7 @@ impl Fs {
     // ----- rename, link, symlink -----
 
     pub fn rename(&self, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<()> {
-        self.check_writable()?;
+        self.refuse_if_read_only()?;
         if flags & libc::RENAME_EXCHANGE != 0 {
             return Err(einval("RENAME_EXCHANGE is not supported"));
         }
@@ -1272,7 +1272,7 @@ impl Fs {
 
     /// `ln A/model.gguf B/model.gguf`: B gains that layer, same blob, same inode.
     pub fn link(&self, ino: u64, newparent: u64, newname: &str) -> Result<Attr> {
-        self.check_writable()?;
+        self.refuse_if_read_only()?;
         let mut st = self.lock();
         let node = self.node_of(&st, ino)?;
         let dest_parent = self.parent_node(&st, newparent)?;
@@ -1297,7 +1297,7 @@ impl Fs {
     /// `ln -s A B` on model folders: B becomes a manifest copy of A, shown as a folder.
     /// The kernel requires the reply to be a symlink, so it gets a short-lived link entry.
     pub fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
-        self.check_writable()?;
+        self.refuse_if_read_only()?;
         let mut st = self.lock();
         let parent_node = self.node_of(&st, parent)?;
         let Node::Dir(p) = &parent_node else {
