@@ -63,10 +63,7 @@ impl Catalog for StoreCatalog {
         if src == dst {
             return Ok(()); // Ollama: copying a model onto itself is a no-op, even a missing one
         }
-        let bytes = self.store.read_manifest_bytes(&src).map_err(|e| match e {
-            StoreError::NotFound(_) => StoreError::NotFound(source.into()),
-            e => e,
-        })?;
+        let bytes = self.store.copy_source(&src, source)?;
         let replaced = self.store.read_manifest(&dst).ok().map(|(_, m)| m);
         self.store.write_manifest(&dst, &bytes)?;
         if let (Some(old), false) = (replaced, self.no_prune) {

@@ -33,10 +33,7 @@ impl Catalog for Fs {
         if src == dst {
             return Ok(());
         }
-        let bytes = self.store.read_manifest_bytes(&src).map_err(|e| match e {
-            StoreError::NotFound(_) => StoreError::NotFound(source.into()),
-            e => e,
-        })?;
+        let bytes = self.store.copy_source(&src, source)?;
         let mut st = self.lock();
         // A folder being filled by a copy tool under that name gives way to the API's copy.
         st.fresh.remove(&dst);

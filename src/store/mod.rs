@@ -438,13 +438,18 @@ impl Store {
         Ok(self.existing_spelling(&name, &found))
     }
 
+    /// The bytes a copy writes; a missing source is reported as the user spelled it.
+    pub fn copy_source(&self, src: &Name, source: &str) -> Result<Vec<u8>> {
+        self.read_manifest_bytes(src).map_err(|e| match e {
+            StoreError::NotFound(_) => StoreError::NotFound(source.into()),
+            e => e,
+        })
+    }
+
     /// `ollama cp`: a byte copy of the source manifest; blobs untouched.
     pub fn copy(&self, source: &str, destination: &str) -> Result<(Name, Name)> {
         let (src, dst) = self.resolve_pair(source, destination)?;
-        let bytes = self.read_manifest_bytes(&src).map_err(|e| match e {
-            StoreError::NotFound(_) => StoreError::NotFound(source.into()),
-            e => e,
-        })?;
+        let bytes = self.copy_source(&src, source)?;
         if src != dst {
             self.write_manifest(&dst, &bytes)?;
         }
