@@ -940,26 +940,7 @@ impl Fs {
     /// A written manifest.json: validated, then installed byte for byte (a copy keeps the
     /// source's ID), or parked until its missing blobs arrive in the same folder.
     fn write_manifest_file(&self, model: &Name, bytes: Vec<u8>) -> Result<()> {
-        let m = Manifest::parse_strict(&bytes)
-            .map_err(|e| einval(format!("manifest.json of {}: {e}", model.display_shortest())))?;
-        let mut missing = HashSet::new();
-        for l in std::iter::once(&m.config).chain(m.layers.iter()) {
-            let Some(d) = l.digest() else { continue };
-            match std::fs::metadata(self.store.blob_path(&d)) {
-                Ok(meta) if meta.len() as i64 == l.size => {}
-                Ok(meta) => {
-                    return Err(einval(format!(
-                        "manifest.json of {}: blob {d} is {} bytes, the manifest says {}",
-                        model.display_shortest(),
-                        meta.len(),
-                        l.size
-                    )));
-                }
-                Err(_) => {
-                    missing.insert(d);
-                }
-            }
-        }
+        let missing = self.check_manifest(model, &bytes)?;
         let mut st = self.lock();
         if let Some(f) = st.fresh.get_mut(model) {
             f.at = std::time::Instant::now();
@@ -1238,17 +1219,36 @@ impl Fs {
     }
 
     fn install_manifest_locked(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
-        let m = Manifest::parse_strict(&bytes)
+        if let Some(d) = self.check_manifest(model, &bytes)?.into_iter().next() {
+            return Err(einval(format!("manifest.json references missing blob {d}")));
+        }
+        self.install(st, model, bytes)
+    }
+
+    /// A `manifest.json` given to the mount: strict JSON shape and digests, and every blob
+    /// it names that exists has the size it says. Returns the blobs that do not exist yet.
+    fn check_manifest(&self, model: &Name, bytes: &[u8]) -> Result<HashSet<Digest>> {
+        let m = Manifest::parse_strict(bytes)
             .map_err(|e| einval(format!("manifest.json of {}: {e}", model.display_shortest())))?;
+        let mut missing = HashSet::new();
         for l in std::iter::once(&m.config).chain(m.layers.iter()) {
             let Some(d) = l.digest() else { continue };
             match std::fs::metadata(self.store.blob_path(&d)) {
                 Ok(meta) if meta.len() as i64 == l.size => {}
-                Ok(_) => return Err(einval(format!("manifest.json: blob {d} is not {} bytes", l.size))),
-                Err(_) => return Err(einval(format!("manifest.json references missing blob {d}"))),
+                Ok(meta) => {
+                    return Err(einval(format!(
+                        "manifest.json of {}: blob {d} is {} bytes, the manifest says {}",
+                        model.display_shortest(),
+                        meta.len(),
+                        l.size
+                    )));
+                }
+                Err(_) => {
+                    missing.insert(d);
+                }
             }
         }
-        self.install(st, model, bytes)
+        Ok(missing)
     }
 
     fn replace_or_add(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
