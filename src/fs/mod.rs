@@ -322,8 +322,9 @@ pub(crate) struct Prefetch {
 
 impl Prefetch {
     fn reader_at(self: &Arc<Self>, file: &File, end: u64) {
-        self.reader.fetch_max(end, Ordering::Relaxed);
-        if self.running.swap(true, Ordering::AcqRel) {
+        // Only a reader moving forward needs a prefetch; a read behind the furthest one
+        // (random access through mmap) must not restart a stopped thread.
+        if self.reader.fetch_max(end, Ordering::Relaxed) >= end || self.running.swap(true, Ordering::AcqRel) {
             return;
         }
         // A new open file description: its own readahead state, its own offset.
@@ -591,12 +592,17 @@ impl Fs {
 
     /// The model a ghost entry `name` in folder `parent` stands for, if `pid` made it.
     fn ghost_of(&self, st: &State, parent: u64, name: &str, pid: u32) -> Option<Name> {
+        let model = self.model_named_in(st, parent, name)?;
+        let (by, at) = st.ghosts.get(&model)?;
+        (*by == pid && at.elapsed() < FRESH_WINDOW).then_some(model)
+    }
+
+    /// The model an entry `name` of prefix folder `parent` would be, whether or not it exists.
+    pub(crate) fn model_named_in(&self, st: &State, parent: u64, name: &str) -> Option<Name> {
         let Ok(Node::Dir(p)) = self.node_of(st, parent) else {
             return None;
         };
-        let model = Name::parse(&join(&p, name)).ok()?;
-        let (by, at) = st.ghosts.get(&model)?;
-        (*by == pid && at.elapsed() < FRESH_WINDOW).then_some(model)
+        Name::parse(&join(&p, name)).ok()
     }
 
     fn lookup_node(&self, st: &State, parent: u64, name: &str) -> Result<Node> {

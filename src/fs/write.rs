@@ -524,9 +524,7 @@ impl Fs {
         self.refuse_if_read_only()?;
         let mut st = self.lock();
         // `rm -r` is done with the folder: its ghost (if any) goes now.
-        if let Ok(Node::Dir(p)) = self.node_of(&st, parent)
-            && let Ok(m) = Name::parse(&join(&p, name))
-        {
+        if let Some(m) = self.model_named_in(&st, parent, name) {
             st.ghosts.remove(&m);
         }
         let node = match self.lookup_node(&st, parent, name) {
