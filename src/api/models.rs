@@ -150,7 +150,7 @@ pub fn show(cat: &dyn Catalog, body: &[u8]) -> Result<ShowResponse, ApiError> {
     let wanted = name::strip_source_suffix(&raw).map_err(ApiError::bad_request)?;
     let name = Name::parse(&wanted).map_err(|_| ApiError::bad_request("invalid model name"))?;
     let store = cat.store();
-    let name = store.resolve_spelling(&name.to_string())?;
+    let name = store.spelling_on_disk(&name);
     let not_found = || ApiError::not_found(format!("model '{}' not found", name.display_shortest()));
     let (_, m) = store.read_manifest(&name).map_err(|e| match e {
         StoreError::NotFound(_) => not_found(),

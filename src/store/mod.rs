@@ -434,8 +434,13 @@ impl Store {
     /// A user-given name in the spelling on disk (it need not exist).
     pub fn resolve_spelling(&self, raw: &str) -> Result<Name> {
         let name = Name::parse(raw).map_err(|_| StoreError::InvalidName(InvalidName(raw.into())))?;
+        Ok(self.spelling_on_disk(&name))
+    }
+
+    /// A parsed name in the spelling on disk (it need not exist).
+    pub fn spelling_on_disk(&self, name: &Name) -> Name {
         let (found, _) = self.scan();
-        Ok(self.existing_spelling(&name, &found))
+        self.existing_spelling(name, &found)
     }
 
     /// The bytes a copy writes; a missing source is reported as the user spelled it.
