@@ -55,6 +55,11 @@ pub fn gguf_header(arch: &str, file_type: u32, tensors: &[(&str, Vec<u64>)], gen
     write::header(&meta, &t)
 }
 
+/// Where the tensor data a GGUF header declares ends: a whole file is at least this long.
+pub fn data_end(header: &[u8]) -> u64 {
+    crate::gguf::read_header(header).map(|h| h.data_end).unwrap_or(header.len() as u64)
+}
+
 fn blob_from_bytes(store: &Store, bytes: &[u8]) -> io::Result<(Digest, u64)> {
     let (d, len, _) = store.ingest_bytes(bytes).map_err(io::Error::other)?;
     Ok((d, len))
@@ -69,6 +74,7 @@ pub fn set_dense(dense: bool) {
 
 /// Write a GGUF blob of `size` bytes: header then a hole (or pseudo-random data when dense).
 fn sparse_gguf_blob(store: &Store, header: &[u8], size: u64) -> io::Result<(Digest, u64)> {
+    let size = size.max(data_end(header));
     let (mut f, path) = store.temp_file()?;
     f.write_all(header)?;
     if DENSE.load(std::sync::atomic::Ordering::Relaxed) && size > 32 << 20 {
@@ -140,7 +146,7 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
     let small_header = gguf_header(
         "llama",
         15,
-        &[("token_embd.weight", vec![2048, 1024]), ("blk.0.ffn_up.weight", vec![2048, 8192])],
+        &[("token_embd.weight", vec![2048, 512]), ("blk.0.ffn_up.weight", vec![2048, 2048])],
         None,
     );
     let (small, small_len) = sparse_gguf_blob(&store, &small_header, 4 << 20)?;
@@ -169,7 +175,7 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
     )?);
 
     // A vision model with a projector and an Apache license, sharing the tiny weights.
-    let proj_header = gguf_header("clip", 1, &[("v.patch_embd.weight", vec![14, 14, 3, 1152])], None);
+    let proj_header = gguf_header("clip", 1, &[("v.patch_embd.weight", vec![14, 14, 3, 128])], None);
     let (proj, proj_len) = sparse_gguf_blob(&store, &proj_header, 256 << 10)?;
     let (apache, apache_len) = blob_from_bytes(&store, APACHE.as_bytes())?;
     let msgs =
@@ -210,12 +216,12 @@ pub fn write_gguf_file(path: &Path, arch: &str, file_type: u32, size: u64) -> io
     let header = gguf_header(
         arch,
         file_type,
-        &[("token_embd.weight", vec![1024, 3000]), ("blk.0.attn_v.weight", vec![1024, 1024])],
+        &[("token_embd.weight", vec![1024, 1024]), ("blk.0.attn_v.weight", vec![1024, 512])],
         None,
     );
     let mut f: File = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
     f.write_all(&header)?;
-    f.set_len(size.max(header.len() as u64))?;
+    f.set_len(size.max(data_end(&header)))?;
     f.sync_all()
 }
 
@@ -250,7 +256,9 @@ pub fn add_many(root: &Path, n: usize, per_model: usize) -> io::Result<()> {
     let kinds = ["template", "system", "params", "license", "messages"];
     for i in 0..n {
         let header = gguf_header("llama", 15, &[("token_embd.weight", vec![64, 100 + i as u64])], None);
-        let (wd, wl) = put(&header)?;
+        let mut weights = header.clone();
+        weights.resize(data_end(&header) as usize, 0);
+        let (wd, wl) = put(&weights)?;
         let h = crate::gguf::read_header(&header[..])?;
         let (cd, cl) = put(&GeneratedConfig::from_gguf(&h).to_bytes())?;
         let mut layers = vec![layer("model", wd, wl)];

@@ -32,6 +32,9 @@ pub struct Header {
     /// Sum over tensors of the product of their dimensions.
     pub parameter_count: u64,
     pub tensor_count: u64,
+    /// Where the declared tensor data ends (file offset): a file shorter than this is
+    /// truncated. Tensors of a ggml type this reader does not know count from their offset only.
+    pub data_end: u64,
 }
 
 impl Header {
@@ -62,12 +65,15 @@ fn bad(msg: impl Into<String>) -> io::Error {
 
 struct Reader<R> {
     inner: R,
+    /// Bytes consumed so far: where the tensor data starts is computed from it.
+    pos: u64,
 }
 
 impl<R: Read> Reader<R> {
     fn bytes<const N: usize>(&mut self) -> io::Result<[u8; N]> {
         let mut b = [0u8; N];
         self.inner.read_exact(&mut b)?;
+        self.pos += N as u64;
         Ok(b)
     }
     fn u8(&mut self) -> io::Result<u8> {
@@ -86,6 +92,7 @@ impl<R: Read> Reader<R> {
         }
         let mut buf = vec![0u8; len as usize];
         self.inner.read_exact(&mut buf)?;
+        self.pos += len;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
     fn skip(&mut self, n: u64) -> io::Result<()> {
@@ -93,6 +100,7 @@ impl<R: Read> Reader<R> {
         if copied != n {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        self.pos += n;
         Ok(())
     }
     fn value(&mut self, ty: u32, depth: u32) -> io::Result<Value> {
@@ -142,7 +150,7 @@ impl<R: Read> Reader<R> {
 
 /// Read the header of a GGUF file (metadata and tensor table; no tensor data).
 pub fn read_header(r: impl Read) -> io::Result<Header> {
-    let mut r = Reader { inner: r };
+    let mut r = Reader { inner: r, pos: 0 };
     if &r.bytes::<4>()? != MAGIC {
         return Err(bad("not a GGUF file (no GGUF magic)"));
     }
@@ -163,6 +171,7 @@ pub fn read_header(r: impl Read) -> io::Result<Header> {
         h.metadata.insert(key, v);
     }
     let mut params: u64 = 0;
+    let mut tensors_end: u64 = 0;
     for _ in 0..tensor_count {
         let _name = r.string()?;
         let n_dims = r.u32()?;
@@ -173,12 +182,62 @@ pub fn read_header(r: impl Read) -> io::Result<Header> {
         for _ in 0..n_dims {
             elems = elems.saturating_mul(r.u64()?);
         }
-        let _ty = r.u32()?;
-        let _offset = r.u64()?;
+        let ty = r.u32()?;
+        let offset = r.u64()?;
         params = params.saturating_add(elems);
+        tensors_end = tensors_end.max(offset.saturating_add(tensor_bytes(ty, elems).unwrap_or(0)));
     }
     h.parameter_count = params;
+    let alignment = match h.int("general.alignment") {
+        Some(a) if a > 0 && a <= 1 << 20 => a as u64,
+        _ => DEFAULT_ALIGNMENT,
+    };
+    h.data_end = r.pos.div_ceil(alignment).saturating_mul(alignment).saturating_add(tensors_end);
     Ok(h)
+}
+
+/// GGUF's default alignment of the tensor data section.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+
+/// Bytes a tensor of ggml type `ty` with `elems` elements takes: (block size, block bytes)
+/// from ggml's type traits. None for a type this table does not know.
+pub fn tensor_bytes(ty: u32, elems: u64) -> Option<u64> {
+    let (block, size): (u64, u64) = match ty {
+        0 => (1, 4),      // F32
+        1 => (1, 2),      // F16
+        2 => (32, 18),    // Q4_0
+        3 => (32, 20),    // Q4_1
+        6 => (32, 22),    // Q5_0
+        7 => (32, 24),    // Q5_1
+        8 => (32, 34),    // Q8_0
+        9 => (32, 36),    // Q8_1
+        10 => (256, 84),  // Q2_K
+        11 => (256, 110), // Q3_K
+        12 => (256, 144), // Q4_K
+        13 => (256, 176), // Q5_K
+        14 => (256, 210), // Q6_K
+        15 => (256, 292), // Q8_K
+        16 => (256, 66),  // IQ2_XXS
+        17 => (256, 74),  // IQ2_XS
+        18 => (256, 98),  // IQ3_XXS
+        19 => (256, 50),  // IQ1_S
+        20 => (32, 18),   // IQ4_NL
+        21 => (256, 110), // IQ3_S
+        22 => (256, 82),  // IQ2_S
+        23 => (256, 136), // IQ4_XS
+        24 => (1, 1),     // I8
+        25 => (1, 2),     // I16
+        26 => (1, 4),     // I32
+        27 => (1, 8),     // I64
+        28 => (1, 8),     // F64
+        29 => (256, 56),  // IQ1_M
+        30 => (1, 2),     // BF16
+        34 => (256, 54),  // TQ1_0
+        35 => (256, 66),  // TQ2_0
+        39 => (32, 17),   // MXFP4
+        _ => return None,
+    };
+    Some(elems.div_ceil(block).saturating_mul(size))
 }
 
 /// Ollama's `FileType.String()` for llama.cpp's `general.file_type`.
@@ -296,7 +355,9 @@ pub mod write {
             }
             out.extend_from_slice(&ty.to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
-            offset += dims.iter().product::<u64>();
+            // Each tensor starts aligned, as llama.cpp writes them.
+            let bytes = super::tensor_bytes(*ty, dims.iter().product::<u64>()).unwrap_or(0);
+            offset += bytes.div_ceil(super::DEFAULT_ALIGNMENT) * super::DEFAULT_ALIGNMENT;
         }
         // Alignment padding to 32 bytes, as real files have.
         while out.len() % 32 != 0 {
@@ -337,6 +398,17 @@ mod tests {
         assert_eq!(h.parameter_count, 2048 * 1000 + 2048 * 2048);
         assert_eq!(h.metadata.get("tokenizer.ggml.tokens"), Some(&Value::Array(5)));
         assert_eq!(h.int("llama.context_length"), Some(131072));
+        // Data starts at the aligned end of the header; the second tensor ends the data.
+        let first = (2048 * 1000 / 256 * 144u64).div_ceil(32) * 32;
+        assert_eq!(h.data_end, bytes.len() as u64 + first + 2048 * 2048 / 256 * 144);
+    }
+
+    #[test]
+    fn tensor_sizes_follow_ggml() {
+        assert_eq!(tensor_bytes(0, 10), Some(40));
+        assert_eq!(tensor_bytes(12, 512), Some(288));
+        assert_eq!(tensor_bytes(8, 64), Some(68));
+        assert_eq!(tensor_bytes(999, 64), None);
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl From<StoreError> for super::ApiError {
             InvalidSource(_) | InvalidDestination(_) | InvalidName(_) | Invalid(_) | DigestMismatch { .. } => 400,
             CaseConflict { .. } => 400,
             NotFound(_) => 404,
-            Corrupt { .. } | Io(_) => 500,
+            Corrupt { .. } | Incomplete { .. } | Io(_) => 500,
         };
         super::ApiError { status, message: e.to_string() }
     }

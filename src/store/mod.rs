@@ -1,6 +1,7 @@
 //! The Ollama model store on disk: manifests, blobs, ingest, copy, delete, prune.
 //! Pure Rust, no FUSE. Every write is atomic (temp file, fsync, rename, parent fsync).
 
+pub mod complete;
 pub mod config;
 pub mod index;
 pub mod listing;
@@ -39,6 +40,8 @@ pub enum StoreError {
     Corrupt { name: String, source: ManifestError },
     #[error("{0}")]
     Invalid(String),
+    #[error("model '{name}' is incomplete: {why}")]
+    Incomplete { name: String, why: String },
     #[error("digest mismatch, expected {expected:?}, got {got:?}")]
     DigestMismatch { expected: String, got: String },
     #[error(transparent)]
@@ -53,6 +56,7 @@ impl StoreError {
             | StoreError::InvalidName(_)
             | StoreError::Invalid(_)
             | StoreError::DigestMismatch { .. }
+            | StoreError::Incomplete { .. }
             | StoreError::Corrupt { .. } => libc::EINVAL,
             StoreError::NotFound(_) => libc::ENOENT,
             StoreError::CaseConflict { .. } => libc::EEXIST,
@@ -115,6 +119,10 @@ pub struct Store {
     /// Owner of the store's root: everything ollamafs creates is given to it.
     owner: (u32, u32),
     temp_counter: AtomicU64,
+    /// Weights blobs already found whole (see `complete`).
+    whole: std::sync::Mutex<HashSet<Digest>>,
+    /// Blobs this process keeps a hard link to (drafts, held changes), with a count of users.
+    held: std::sync::Mutex<std::collections::HashMap<Digest, usize>>,
 }
 
 impl Store {
@@ -135,6 +143,8 @@ impl Store {
             owner: (meta.uid(), meta.gid()),
             root,
             temp_counter: AtomicU64::new(0),
+            whole: Default::default(),
+            held: Default::default(),
         };
         Ok(store)
     }
@@ -178,16 +188,19 @@ impl Store {
         self.scratch.join(std::process::id().to_string())
     }
 
-    fn clean_scratch(&self) -> Result<()> {
+    /// Remove the scratch folders of processes that are gone (also called by the mount's
+    /// periodic rescan, so a daemon killed while another one runs leaves nothing for long).
+    pub fn clean_scratch(&self) -> Result<()> {
         let Ok(entries) = fs::read_dir(&self.scratch) else {
             return Ok(());
         };
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            let alive = name
-                .parse::<i32>()
-                .is_ok_and(|pid| pid as u32 != std::process::id() && Path::new(&format!("/proc/{pid}")).exists());
+            if name == LOCK_FILE {
+                continue;
+            }
+            let alive = name.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && process_alive(pid));
             if !alive {
                 let p = e.path();
                 log::info!("removing leftover scratch {}", p.display());
@@ -234,6 +247,8 @@ impl Store {
             match OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(&path) {
                 Ok(f) => return Ok((f, path)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                // The folder went away (removed by hand): make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.mkdir_owned(&dir)?,
                 Err(e) => return Err(e),
             }
         }
@@ -310,7 +325,19 @@ impl Store {
     /// Write a manifest atomically: temp file in scratch (never at depth 4, never in
     /// blobs), fsync, rename into place, fsync the folder. Parent folders are created on
     /// demand; if a concurrent Ollama prune removes them between mkdir and rename, retry.
+    ///
+    /// Only a complete model is ever written (`complete`): anything else is refused with
+    /// `StoreError::Incomplete` and the store is left as it was.
     pub fn write_manifest(&self, name: &Name, bytes: &[u8]) -> Result<()> {
+        let m = Manifest::parse(bytes)
+            .map_err(|e| StoreError::Incomplete { name: name.display_shortest(), why: e.to_string() })?;
+        let _lock = self.lock_writes();
+        // A blob that Ollama's prune took while a draft held it comes back from the hold.
+        for d in m.digests() {
+            self.restore_blob(&d);
+        }
+        self.check_complete(&m)
+            .map_err(|why| StoreError::Incomplete { name: name.display_shortest(), why: why.0 })?;
         let (mut f, temp) = self.temp_file()?;
         let res = (|| -> io::Result<()> {
             f.write_all(bytes)?;
@@ -510,11 +537,23 @@ impl Store {
     }
 
     /// Delete the blobs of `candidates` that `in_use` does not hold. Returns the removed ones.
+    /// A blob with a second hard link is kept: a draft, a held change or the trash of some
+    /// ollamafs process still needs it (see `hold`).
     pub fn prune(&self, candidates: impl IntoIterator<Item = Digest>, in_use: &HashSet<Digest>) -> Vec<Digest> {
+        let _lock = self.lock_writes();
+        self.prune_locked(candidates, in_use)
+    }
+
+    /// `prune` for a caller that already holds `lock_writes`.
+    pub fn prune_locked(&self, candidates: impl IntoIterator<Item = Digest>, in_use: &HashSet<Digest>) -> Vec<Digest> {
         let mut removed = Vec::new();
         let mut seen = HashSet::new();
         for d in candidates {
-            if in_use.contains(&d) || !seen.insert(d) {
+            if in_use.contains(&d) || !seen.insert(d) || self.is_held(&d) {
+                continue;
+            }
+            if fs::metadata(self.blob_path(&d)).is_ok_and(|m| m.nlink() > 1) {
+                log::debug!("blob {d} kept: a draft or held change of an ollamafs process uses it");
                 continue;
             }
             match fs::remove_file(self.blob_path(&d)) {
@@ -550,9 +589,107 @@ impl Store {
         if self.manifest_path(&name).is_file() { Ok(name) } else { Err(StoreError::NotFound(raw.into())) }
     }
 
+    /// Serialise the decisions "is this blob still used?" + delete, and "are the blobs
+    /// there?" + publish, between ollamafs processes sharing this store. Without the lock
+    /// one process could prune a blob another has just referenced. (Best effort: a store
+    /// where the lock file cannot be made still works, unserialised.)
+    pub fn lock_writes(&self) -> Option<File> {
+        let path = self.scratch.join(LOCK_FILE);
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(&path).ok()?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid fd; flock has no memory effects. Released when the file closes.
+        while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return None;
+            }
+        }
+        Some(f)
+    }
+
+    fn held_dir(&self) -> PathBuf {
+        self.process_scratch().join("held")
+    }
+
+    /// Keep blob `d` alive for work in progress: a hard link under this process's scratch
+    /// folder, so neither ollamafs' prune nor Ollama's start-up prune can take its data.
+    /// Counted: every `hold` needs one `release`.
+    pub fn hold(&self, d: &Digest) -> io::Result<()> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(d) {
+            *n += 1;
+            return Ok(());
+        }
+        let dir = self.held_dir();
+        self.mkdir_owned(&dir)?;
+        let link = dir.join(d.blob_file_name());
+        match fs::hard_link(self.blob_path(d), &link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        held.insert(*d, 1);
+        Ok(())
+    }
+
+    /// Drop one `hold` of `d`; returns true when this process no longer holds it.
+    pub fn release(&self, d: &Digest) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match held.get_mut(d) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                held.remove(d);
+                let _ = fs::remove_file(self.held_dir().join(d.blob_file_name()));
+                true
+            }
+            None => true,
+        }
+    }
+
+    pub fn is_held(&self, d: &Digest) -> bool {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).contains_key(d)
+    }
+
+    /// A held blob whose name vanished from `blobs/` (Ollama's start-up prune) gets it back.
+    pub fn restore_blob(&self, d: &Digest) -> bool {
+        let target = self.blob_path(d);
+        if target.exists() || !self.is_held(d) {
+            return false;
+        }
+        let restored = fs::hard_link(self.held_dir().join(d.blob_file_name()), &target).is_ok();
+        if restored {
+            log::info!("blob {d} was removed from blobs/ while held; restored");
+        }
+        restored
+    }
+
+    /// The file to read blob `d` from: its place in `blobs/`, or this process's hold.
+    pub fn open_blob(&self, d: &Digest) -> io::Result<File> {
+        match File::open(self.blob_path(d)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_held(d) => {
+                File::open(self.held_dir().join(d.blob_file_name()))
+            }
+            r => r,
+        }
+    }
+
     /// Read a whole (small) blob.
     pub fn read_blob(&self, d: &Digest) -> io::Result<Vec<u8>> {
         fs::read(self.blob_path(d))
+    }
+}
+
+/// The lock file in the scratch folder (see `Store::lock_writes`).
+const LOCK_FILE: &str = "lock";
+
+/// Is process `pid` running? A zombie (killed, not yet reaped) counts as gone.
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: `pid (comm) S ...`.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z" && s != "X"),
+        Err(_) => false,
     }
 }
 
