@@ -20,7 +20,7 @@ use fuser::{
 };
 
 use crate::cli::{StoreArg, store_dir};
-use crate::fs::{Attr, FileKind, Fs, FsError, Opened, Options, TTL};
+use crate::fs::{Attr, FileKind, Fs, FsError, Opened, Options, SetAttr, TTL};
 use crate::store::{Digest, Store, StoreError};
 
 #[derive(Args, Debug, Clone)]
@@ -182,6 +182,7 @@ fn serve(a: MountArgs) -> Result<(), StoreError> {
         no_prune: a.no_prune,
         passthrough: !a.no_passthrough,
         mountpoint: Some(mountpoint.clone()),
+        clock: Default::default(),
     };
     // Bind before mounting, so a busy port fails the mount with a clear message.
     let api_listener = a.api.as_deref().map(|addr| crate::api::bind(&crate::api::host_to_addr(addr))).transpose()?;
@@ -388,7 +389,7 @@ fn to_file_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.blocks,
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.mtime,
@@ -483,12 +484,12 @@ impl Filesystem for FuseFs {
         Ok(())
     }
 
-    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.fs.lookup_by(parent.0, name, req.pid()) {
+        match self.fs.lookup(parent.0, name) {
             Ok(a) => reply.entry(&ttl_for(&a), &to_file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
@@ -498,8 +499,8 @@ impl Filesystem for FuseFs {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr_open(ino.0, fh.map(|f| f.0)) {
             Ok(a) => reply.attr(&ttl_for(&a), &to_file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -510,10 +511,10 @@ impl Filesystem for FuseFs {
         _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -523,11 +524,12 @@ impl Filesystem for FuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mtime = mtime.map(|t| match t {
+        let time = |t: TimeOrNow| match t {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
-        });
-        match self.fs.setattr(ino.0, fh.map(|f| f.0), mode, size, mtime) {
+        };
+        let set = SetAttr { mode, uid, gid, size, atime: atime.map(time), mtime: mtime.map(time) };
+        match self.fs.setattr(ino.0, fh.map(|f| f.0), set) {
             Ok(a) => reply.attr(&ttl_for(&a), &to_file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -551,12 +553,12 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        reply_empty(reply, self.fs.unlink_by(parent.0, name, req.pid()));
+        reply_empty(reply, self.fs.unlink(parent.0, name));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

@@ -155,7 +155,7 @@ fn import_of_new_weights_makes_one_blob_and_a_generated_config() {
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(s["details"]["family"], "gemma3");
     assert_eq!(s["details"]["quantization_level"], "Q4_0");
-    assert_eq!(s["details"]["parameter_size"], "4.12M");
+    assert_eq!(s["details"]["parameter_size"], "1.57M");
     sh_ok(&format!("cmp {} {}", q(&gguf), q(&m.p("myuser/gemma:new/model.gguf"))));
     // Python shutil.copytree inside the mount (plain read/write path).
     sh_ok(&format!(

@@ -3,11 +3,13 @@
 //! carry their errno; `crate::fuse` only translates.
 
 mod catalog;
+mod clock;
 mod tree;
 pub mod watch;
+mod work;
 mod write;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -18,11 +20,12 @@ use std::time::{Duration, SystemTime};
 
 use crate::layout::{self, Kind, Source};
 use crate::name::Name;
-use crate::store::index::Index;
+use crate::store::index::{Index, Model};
 use crate::store::{Digest, Store, StoreError};
 
+pub use clock::Clock;
 pub use tree::{join, scope, split};
-pub use write::Writer;
+pub use write::{SetAttr, Writer};
 
 pub const ROOT_INO: u64 = 1;
 /// Inode numbers come in ranges so that sorting by inode (what `cp -r` does before
@@ -100,9 +103,11 @@ pub struct Attr {
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
+    pub atime: SystemTime,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
-    /// Not to be cached by the kernel at all (see `State::ghosts`).
+    /// Not to be cached by the kernel at all: a layer file being written is a temporary
+    /// inode that becomes the blob's shared inode at close.
     pub transient: bool,
 }
 
@@ -206,13 +211,7 @@ impl Inodes {
 #[derive(Debug)]
 pub(crate) struct Fresh {
     at: std::time::Instant,
-    written: std::collections::HashSet<String>,
-}
-
-impl Fresh {
-    fn new() -> Fresh {
-        Fresh { at: std::time::Instant::now(), written: Default::default() }
-    }
+    written: HashSet<String>,
 }
 
 /// A file created in a model folder under a name that is not a layer.
@@ -242,19 +241,20 @@ pub(crate) struct State {
     /// in any order) can write `config.json` and `manifest.json` and the layers a copied
     /// manifest already brought. See `FRESH_WINDOW`.
     fresh: HashMap<Name, Fresh>,
-    /// Names that vanished because a removal renumbered their kind (`license-2` became
-    /// `license`): they keep resolving, to the same blob, for `FRESH_WINDOW`, so that
-    /// `rm -r` walking an old listing still finds every file.
-    aliases: HashMap<(Name, String), (Digest, std::time::Instant)>,
-    /// Positions of layers just removed, so that `cp -f` (unlink + create) or `rm` + `cp`
-    /// puts the replacement back where the old layer was.
-    vacated: HashMap<(Name, String), (usize, std::time::Instant)>,
-    /// Model folders whose `manifest.json` a process just removed, by that process's pid.
-    /// For `FRESH_WINDOW` the same process still finds the (now empty) folder on lookup,
-    /// uncached: `rm -r` looked the folder up before emptying it, and when emptying takes
-    /// longer than the kernel's entry cache lives, its final `rmdir` looks it up again.
-    /// Every other process sees it gone at once.
-    ghosts: HashMap<Name, (u32, std::time::Instant)>,
+    /// Model folders whose view in the mount differs from the store: drafts (no manifest
+    /// on disk yet, or unpublished by `rm manifest.json`) and held changes (the store keeps
+    /// the last complete manifest). The view's manifest is what the folder shows.
+    work: HashMap<Name, Arc<Model>>,
+    /// Blobs this mount holds (hard links, see `Store::hold`) for the work above.
+    holding: HashSet<Digest>,
+    /// Stable layer file names, by layer position, for models changed through the mount:
+    /// a name never shifts while the mount lives (`license-2` stays `license-2` when
+    /// `license` goes). Renumbered only at the next mount.
+    pins: HashMap<Name, Vec<String>>,
+    /// Positions of removed layers, so that `cp -f` (unlink + create) or `rm` + `cp` puts
+    /// the replacement back where the old layer was.
+    vacated: HashMap<(Name, String), usize>,
+    clock: Clock,
     /// `manifest.json` writes waiting for their blobs to arrive.
     waiting: HashMap<Name, write::WaitingManifest>,
 }
@@ -286,6 +286,8 @@ pub struct Options {
     pub passthrough: bool,
     /// The mount point, to resolve absolute symlink targets.
     pub mountpoint: Option<PathBuf>,
+    /// The one source of time for the core's time windows (tests step it).
+    pub clock: Clock,
 }
 
 /// Tells the kernel to forget a cached directory entry `(parent inode, name)`.
@@ -402,10 +404,12 @@ impl Fs {
                 scratch: BTreeMap::new(),
                 creating: BTreeSet::new(),
                 fresh: HashMap::new(),
-                aliases: HashMap::new(),
+                work: HashMap::new(),
+                holding: HashSet::new(),
+                pins: HashMap::new(),
                 vacated: HashMap::new(),
+                clock: opts.clock.clone(),
                 waiting: HashMap::new(),
-                ghosts: HashMap::new(),
             }),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -528,10 +532,17 @@ impl Fs {
             stale.into_iter().filter_map(|(f, before)| std::fs::read(&f.path).ok().map(|b| (f, before, b))).collect();
         let mut st = self.lock();
         let mut changed = false;
+        let mut released = Vec::new();
         for (f, before, bytes) in read {
             if st.index.get(&f.name).map(|m| m.stamp) == before {
                 st.index.put(f.name.clone(), bytes, f.stamp);
                 st.pending_models.remove(&f.name);
+                // Another process wrote this model: the store's version replaces any work
+                // in progress on it here.
+                if st.work.remove(&f.name).is_some() {
+                    log::warn!("{} changed in the store; its unfinished change in the mount is dropped", f.name.display_shortest());
+                }
+                st.pins.remove(&f.name);
                 changed = true;
             }
         }
@@ -540,10 +551,13 @@ impl Fs {
             let still_same = st.index.get(&name).is_some_and(|m| m.stamp == stamp);
             if still_same && !self.store.manifest_path(&name).exists() {
                 st.index.remove(&name);
+                self.forget_model_folder(&mut st, &name);
                 changed = true;
                 vanished.extend(self.entries_of_removed(&st, &name));
             }
         }
+        released.extend(self.sync_holds(&mut st));
+        self.prune_unused(&mut st, released);
         // Another process removed these models: the kernel forgets their folders now, not
         // when its entry cache expires. (Only the watcher calls this, never a FUSE request.)
         drop(st);
@@ -566,43 +580,11 @@ impl Fs {
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
-        self.lookup_by(parent, name, 0)
-    }
-
-    /// `lookup` on behalf of process `pid` (0: unknown), which may see its own ghosts.
-    pub fn lookup_by(&self, parent: u64, name: &str, pid: u32) -> Result<Attr> {
         let mut st = self.lock();
-        let node = match self.lookup_node(&st, parent, name) {
-            Ok(node) => node,
-            Err(e) if e.errno == libc::ENOENT && pid != 0 => {
-                let Some(model) = self.ghost_of(&st, parent, name, pid) else {
-                    return Err(e);
-                };
-                let ino = st.inodes.remember(&Node::Model(model));
-                let mut attr = self.base_attr(ino, FileKind::Dir, 0, SystemTime::now());
-                attr.transient = true;
-                return Ok(attr);
-            }
-            Err(e) => return Err(e),
-        };
+        let node = self.lookup_node(&st, parent, name)?;
         let attr = self.attr_of(&mut st, &node)?;
         st.inodes.remember(&node);
         Ok(attr)
-    }
-
-    /// The model a ghost entry `name` in folder `parent` stands for, if `pid` made it.
-    fn ghost_of(&self, st: &State, parent: u64, name: &str, pid: u32) -> Option<Name> {
-        let model = self.model_named_in(st, parent, name)?;
-        let (by, at) = st.ghosts.get(&model)?;
-        (*by == pid && at.elapsed() < FRESH_WINDOW).then_some(model)
-    }
-
-    /// The model an entry `name` of prefix folder `parent` would be, whether or not it exists.
-    pub(crate) fn model_named_in(&self, st: &State, parent: u64, name: &str) -> Option<Name> {
-        let Ok(Node::Dir(p)) = self.node_of(st, parent) else {
-            return None;
-        };
-        Name::parse(&join(&p, name)).ok()
     }
 
     fn lookup_node(&self, st: &State, parent: u64, name: &str) -> Result<Node> {
@@ -618,6 +600,22 @@ impl Fs {
 
     pub fn forget(&self, ino: u64, n: u64) {
         self.lock().inodes.forget(ino, n);
+    }
+
+    /// `fstat`: a scratch file answers from its open descriptor, so a file unlinked while
+    /// open keeps working until closed (POSIX).
+    pub fn getattr_open(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
+        if let Some(f) = fh.and_then(|fh| self.scratch_handle(fh)) {
+            return Ok(scratch_attr(ino, &f.metadata()?));
+        }
+        self.getattr(ino)
+    }
+
+    pub(crate) fn scratch_handle(&self, fh: u64) -> Option<Arc<File>> {
+        match self.handles().get(&fh) {
+            Some(Handle::Scratch(f)) => Some(f.clone()),
+            _ => None,
+        }
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -675,6 +673,7 @@ impl Fs {
             nlink: if kind == FileKind::Dir { 2 } else { 1 },
             uid,
             gid,
+            atime: mtime,
             mtime,
             ctime: mtime,
             transient: false,
@@ -693,7 +692,7 @@ impl Fs {
             Node::Model(n) => {
                 let mtime = match st.index.get(n) {
                     Some(m) => m.mtime(),
-                    None if st.pending_models.contains(n) => self.started,
+                    None if st.pending_models.contains(n) => st.view(n).map(|m| m.mtime()).unwrap_or(self.started),
                     None => return Err(enoent(n)),
                 };
                 Ok(self.base_attr(ino, FileKind::Dir, 0, mtime))
@@ -706,11 +705,12 @@ impl Fs {
             }
             Node::Blob(d) => {
                 let refs = st.index.refs(d);
+                let links = st.weights_links(d);
                 let meta = self.blob_meta(st, d);
                 let (size, mtime) = match meta {
                     Some(m) => (m.size, m.mtime),
                     None => {
-                        if refs.any == 0 {
+                        if refs.any == 0 && links == 0 {
                             return Err(enoent(d));
                         }
                         // Missing blob: show the manifest's size, reads fail with EIO.
@@ -719,23 +719,18 @@ impl Fs {
                 };
                 let mut a = self.base_attr(ino, FileKind::File, size, mtime);
                 a.perm = 0o444;
-                a.nlink = refs.weights.max(1);
+                a.nlink = links.max(1);
                 Ok(a)
             }
             Node::File(model, name) => {
                 if let Some(s) = st.scratch.get(&(model.clone(), name.clone())) {
                     let meta = std::fs::metadata(&s.path)?;
-                    let mut a =
-                        self.base_attr(ino, FileKind::File, meta.len(), meta.modified().unwrap_or(self.started));
-                    a.perm = (meta.mode() & 0o7777) as u16;
-                    a.blocks = meta.blocks();
-                    return Ok(a);
+                    return Ok(scratch_attr(ino, &meta));
                 }
                 let in_manifest = st
-                    .index
-                    .get(model)
+                    .view(model)
                     .cloned()
-                    .and_then(|m| layout::files(&m.manifest).into_iter().find(|f| f.name == *name).map(|f| (m, f)));
+                    .and_then(|m| st.files_of(model).into_iter().find(|f| f.name == *name).map(|f| (m, f)));
                 let Some((m, f)) = in_manifest else {
                     if st.creating.contains(&(model.clone(), name.clone())) {
                         return Ok(self.base_attr(ino, FileKind::File, 0, self.started));
@@ -859,7 +854,9 @@ impl Fs {
                     ));
                 }
                 drop(st);
-                let file = File::open(self.store.blob_path(d))
+                let file = self
+                    .store
+                    .open_blob(d)
                     .map_err(|e| FsError::new(libc::EIO, format!("blob {d} cannot be opened: {e}")))?;
                 // Weights are loaded front to back: ask for the larger readahead window.
                 // SAFETY: a valid open fd; advice only.
@@ -882,9 +879,9 @@ impl Fs {
                     }
                     return self.open_writer(&mut st, ino, model, name, flags);
                 }
-                let m = st.index.get(model).cloned().ok_or_else(|| enoent(name))?;
+                let m = st.view(model).cloned().ok_or_else(|| enoent(name))?;
+                let f = st.files_of(model).into_iter().find(|f| f.name == *name).ok_or_else(|| enoent(name))?;
                 drop(st);
-                let f = layout::files(&m.manifest).into_iter().find(|f| f.name == *name).ok_or_else(|| enoent(name))?;
                 let handle = match f.source {
                     Source::Manifest => Handle::Bytes(m.bytes.clone()),
                     Source::Config => Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.config)?), Arc::default()),
@@ -902,7 +899,7 @@ impl Fs {
 
     fn open_layer_blob(&self, l: &crate::store::Layer) -> Result<File> {
         let d = l.digest().ok_or_else(|| FsError::new(libc::EIO, format!("invalid digest {:?}", l.digest)))?;
-        File::open(self.store.blob_path(&d)).map_err(|e| FsError::new(libc::EIO, format!("blob {d}: {e}")))
+        self.store.open_blob(&d).map_err(|e| FsError::new(libc::EIO, format!("blob {d}: {e}")))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -977,8 +974,8 @@ impl Fs {
                 }
             }
             Node::File(model, name) => {
-                if let Some(m) = st.index.get(model) {
-                    let files = layout::files(&m.manifest);
+                if let Some(m) = st.view(model) {
+                    let files = st.files_of(model);
                     if let Some(f) = files.iter().find(|f| f.name == *name) {
                         let layer = match f.source {
                             Source::Layer(i) => Some(&m.manifest.layers[i]),
@@ -1017,6 +1014,15 @@ impl Fs {
         for s in st.scratch.values() {
             let _ = std::fs::remove_file(&s.path);
         }
+        for (name, _) in st.work.iter() {
+            match st.is_published(name) {
+                true => log::warn!(
+                    "unmounting: the unfinished change to {} is dropped; the store keeps its last complete version",
+                    name.display_shortest()
+                ),
+                false => log::warn!("unmounting: draft {} never became a complete model; dropped", name.display_shortest()),
+            }
+        }
         if !st.waiting.is_empty() {
             log::warn!(
                 "unmounting with {} manifest.json write(s) still waiting for blobs; they are dropped",
@@ -1027,6 +1033,28 @@ impl Fs {
 
     pub fn store_root(&self) -> &Path {
         self.store.root()
+    }
+}
+
+/// A scratch file's attributes are its own (it is an ordinary file).
+fn scratch_attr(ino: u64, meta: &std::fs::Metadata) -> Attr {
+    let time = |s: i64, ns: i64| {
+        let d = Duration::new(s.max(0) as u64, ns.clamp(0, 999_999_999) as u32);
+        std::time::UNIX_EPOCH + d
+    };
+    Attr {
+        ino,
+        kind: FileKind::File,
+        size: meta.len(),
+        blocks: meta.blocks(),
+        perm: (meta.mode() & 0o7777) as u16,
+        nlink: 1,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        atime: time(meta.atime(), meta.atime_nsec()),
+        mtime: time(meta.mtime(), meta.mtime_nsec()),
+        ctime: time(meta.ctime(), meta.ctime_nsec()),
+        transient: false,
     }
 }
 

@@ -64,6 +64,22 @@ fn cp_file(t: &T, src: &str, dst_dir: &str, name: &str) -> Result<()> {
     t.fs.release(w.fh)
 }
 
+/// Files under this process's scratch folder (temp files, holds).
+fn scratch_files(t: &T) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![t.fs.store.process_scratch()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn tree_matches_display_names() {
     let t = setup(Options::default());
@@ -112,7 +128,7 @@ fn cp_via_copy_file_range_moves_no_data() {
     }
     assert_eq!(manifest(&t, "copy:v1"), manifest(&t, fixture::LLAMA));
     assert_eq!(blobs(&t), before);
-    assert!(std::fs::read_dir(t.fs.store.process_scratch()).map(|r| r.count()).unwrap_or(0) == 0, "no temp left");
+    assert_eq!(scratch_files(&t), Vec::<String>::new(), "no temp file and no hold left");
 }
 
 #[test]
@@ -150,7 +166,7 @@ fn weights_refuse_writes_and_bad_names_are_einval() {
     let t = setup(Options::default());
     let w = walk(&t, "llama3.2:latest/model.gguf").unwrap();
     assert_eq!(t.fs.open(w.ino, libc::O_WRONLY).unwrap_err().errno, libc::EPERM);
-    assert_eq!(t.fs.setattr(w.ino, None, None, Some(0), None).unwrap_err().errno, libc::EPERM);
+    assert_eq!(t.fs.setattr(w.ino, None, SetAttr { size: Some(0), ..Default::default() }).unwrap_err().errno, libc::EPERM);
     for bad in ["a b:c", "..", "-x:y", "x:y@z", &format!("{}:t", "m".repeat(81))] {
         assert_eq!(t.fs.mkdir(ROOT_INO, bad).unwrap_err().errno, libc::EINVAL, "{bad}");
     }
@@ -176,8 +192,9 @@ fn unlink_and_rename() {
     let t = setup(Options::default());
     let custom = walk(&t, "myuser/llama3.2:custom").unwrap().ino;
     t.fs.unlink(custom, "license").unwrap();
-    // license-2 became license; the old name still resolves for rm -r.
+    // Stable names: license-2 keeps its name while the mount lives.
     assert!(t.fs.lookup(custom, "license-2").is_ok());
+    assert_eq!(t.fs.lookup(custom, "license").unwrap_err().errno, libc::ENOENT);
     t.fs.unlink(custom, "license-2").unwrap();
     let m: serde_json::Value = serde_json::from_slice(&manifest(&t, fixture::CUSTOM)).unwrap();
     assert!(m["layers"].as_array().unwrap().iter().all(|l| l["mediaType"] != "application/vnd.ollama.image.license"));
@@ -191,12 +208,23 @@ fn unlink_and_rename() {
     t.fs.rename(ROOT_INO, "llama3.2:latest", myuser, "moved:v1", 0).unwrap();
     assert_eq!(manifest(&t, "myuser/moved:v1"), bytes);
     assert!(!t.fs.store.manifest_path(&Name::parse(fixture::LLAMA).unwrap()).exists());
-    // rm manifest.json deletes the model; its unshared blobs are pruned.
+    // rm manifest.json takes the model out of the store; the folder stays as a draft
+    // holding its other files (and their blobs), until they are removed too.
     let moved = walk(&t, "myuser/moved:v1").unwrap().ino;
     t.fs.unlink(moved, "manifest.json").unwrap();
     t.fs.unlink(custom, "manifest.json").unwrap();
+    assert!(!t.fs.store.manifest_path(&Name::parse(fixture::CUSTOM).unwrap()).exists());
+    assert!(names(&t, "myuser/moved:v1").contains(&"model.gguf".to_string()));
+    assert!(blobs(&t).contains(&t.info.big_model.blob_file_name()), "a draft's weights are held");
+    for (dir, ino) in [("moved:v1", moved), ("llama3.2:custom", custom)] {
+        for f in names(&t, &format!("myuser/{dir}")) {
+            t.fs.unlink(ino, &f).unwrap();
+        }
+        t.fs.rmdir(myuser, dir).unwrap();
+    }
     assert!(!blobs(&t).contains(&t.info.big_model.blob_file_name()));
     assert!(blobs(&t).contains(&t.info.template.blob_file_name()));
+    assert_eq!(scratch_files(&t), Vec::<String>::new());
 }
 
 #[test]

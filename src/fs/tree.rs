@@ -6,9 +6,11 @@
 //! `registry.ollama.ai/` are hidden aliases that spell the defaults out.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{Node, State};
-use crate::layout::{self, Kind, Source};
+use crate::layout::{self, Kind, LayerFile, Source};
+use crate::store::index::Model;
 use crate::name::{DEFAULT_HOST, DEFAULT_NAMESPACE, Name, Part, is_valid_part};
 
 /// What a prefix directory contains.
@@ -92,29 +94,38 @@ pub fn model_name_in(entry: &str, h_ns: &(String, String)) -> Option<Name> {
 impl State {
     /// Files a freshly made model does not show yet (see `State::fresh`).
     pub(super) fn hidden(&self, model: &Name, file: &str) -> bool {
-        self.fresh.get(model).is_some_and(|f| f.at.elapsed() < super::FRESH_WINDOW && !f.written.contains(file))
+        self.fresh
+            .get(model)
+            .is_some_and(|f| self.clock.since(f.at) < super::FRESH_WINDOW && !f.written.contains(file))
     }
 
-    /// The current name of a file that a renumbering renamed away from `file`.
-    pub(super) fn alias_target(&self, model: &Name, file: &str) -> Option<String> {
-        let (d, at) = self.aliases.get(&(model.clone(), file.to_string()))?;
-        if at.elapsed() >= super::FRESH_WINDOW {
-            return None;
-        }
-        let m = self.index.get(model)?;
-        let (base, _) = {
-            let stem = file.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
-            (stem.to_string(), ())
-        };
-        let ds = d.prefixed();
-        layout::files(&m.manifest).into_iter().find_map(|f| match f.source {
-            Source::Layer(i)
-                if m.manifest.layers[i].digest == ds && f.name.starts_with(base.split('.').next().unwrap_or(&base)) =>
-            {
-                Some(f.name)
+    /// What the mount shows for a model: its work in progress, else its manifest in the store.
+    pub(super) fn view(&self, model: &Name) -> Option<&Arc<Model>> {
+        self.work.get(model).or_else(|| self.index.get(model))
+    }
+
+    pub(super) fn is_published(&self, model: &Name) -> bool {
+        self.index.get(model).is_some()
+    }
+
+    /// The files of a model folder as the mount names them: pinned names win (see
+    /// `State::pins`), and a draft has no `manifest.json` (nothing is in the store).
+    pub(super) fn files_of(&self, model: &Name) -> Vec<LayerFile> {
+        let Some(m) = self.view(model) else { return Vec::new() };
+        let mut files = layout::files(&m.manifest);
+        if let Some(pins) = self.pins.get(model)
+            && pins.len() == m.manifest.layers.len()
+        {
+            for f in &mut files {
+                if let Source::Layer(i) = f.source {
+                    f.name = pins[i].clone();
+                }
             }
-            _ => None,
-        })
+        }
+        if !self.is_published(model) {
+            files.retain(|f| f.source != Source::Manifest);
+        }
+        files
     }
 
     pub(super) fn model_exists(&self, n: &Name) -> bool {
@@ -229,8 +240,8 @@ impl State {
                 out.push((name, node));
             }
         };
-        if let Some(m) = self.index.get(model) {
-            for f in layout::files(&m.manifest) {
+        {
+            for f in self.files_of(model) {
                 if self.hidden(model, &f.name) {
                     continue;
                 }
@@ -271,7 +282,7 @@ impl State {
     pub(super) fn file_node(&self, model: &Name, f: &layout::LayerFile) -> Node {
         if f.kind == Kind::Weights
             && let Source::Layer(i) = f.source
-            && let Some(m) = self.index.get(model)
+            && let Some(m) = self.view(model)
             && let Some(d) = m.manifest.layers.get(i).and_then(|l| l.digest())
         {
             return Node::Blob(d);
@@ -286,8 +297,8 @@ impl State {
         if self.scratch.contains_key(&key) || self.creating.contains(&key) {
             return Some(Node::File(model.clone(), full));
         }
-        if let Some(m) = self.index.get(model) {
-            let files = layout::files(&m.manifest);
+        {
+            let files = self.files_of(model);
             if let Some(f) = files.iter().find(|f| f.name == full) {
                 if self.hidden(model, &full) {
                     return None;
@@ -297,11 +308,6 @@ impl State {
             let dir_prefix = format!("{full}/");
             if files.iter().any(|f| f.name.starts_with(&dir_prefix)) {
                 return Some(Node::Sub(model.clone(), full));
-            }
-            if let Some(real) = self.alias_target(model, &full)
-                && let Some(f) = files.iter().find(|f| f.name == real)
-            {
-                return Some(self.file_node(model, f));
             }
         }
         let dir_prefix = format!("{full}/");

@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest as _, Sha256};
 
 use super::tree::{dir_as_model, join, model_parent, scope};
+use super::work::Publish;
 use super::{Attr, FileKind, Fs, FsError, Handle, Node, Opened, Result, ScratchFile, State, enoent};
 use crate::layout::{self, CONFIG_FILE, Kind, MANIFEST_FILE, Source};
 use crate::name::{DEFAULT_TAG, Name, Part, is_valid_part};
 use crate::store::config::{self, GeneratedConfig};
 use crate::store::manifest::{CONFIG_MEDIA_TYPE, LAYER_PREFIX};
 use crate::store::{Digest, Layer, Manifest, Stamp, Store, hash_file};
-use std::time::Instant;
 
 /// Largest manifest.json / config.json accepted (they are small JSON files).
 const MAX_JSON: u64 = 16 << 20;
@@ -26,7 +26,7 @@ const MAX_JSON: u64 = 16 << 20;
 /// A manifest.json write whose blobs have not all arrived yet.
 #[derive(Debug)]
 pub(crate) struct WaitingManifest {
-    bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     missing: HashSet<Digest>,
 }
 
@@ -355,45 +355,112 @@ fn empty_config() -> Layer {
 impl State {
     /// A file written into a model made through the mount: it shows while the model is fresh.
     fn mark_written(&mut self, model: &Name, file: &str) {
+        let now = self.clock.now();
         if let Some(f) = self.fresh.get_mut(model) {
-            f.at = Instant::now();
+            f.at = now;
             f.written.insert(file.to_string());
         }
     }
 
-    /// Before a layer is removed from a model: remember where it was, and the names
-    /// that the removal renumbers (see `State::aliases`).
-    fn note_removal(&mut self, model: &Name, m: &Manifest, file: &str) {
-        let now = Instant::now();
-        let before = layout::files(m);
-        let Some(removed) = before.iter().find(|f| f.name == file) else { return };
-        if let Source::Layer(i) = removed.source {
-            self.vacated.insert((model.clone(), file.to_string()), (i, now));
-            let mut after = m.clone();
-            after.layers.remove(i);
-            let after_files = layout::files(&after);
-            for f in &before {
-                if let Source::Layer(j) = f.source
-                    && j != i
-                {
-                    let k = if j > i { j - 1 } else { j };
-                    let still = after_files.iter().any(|g| g.source == Source::Layer(k) && g.name == f.name);
-                    if !still && let Some(d) = m.layers[j].digest() {
-                        self.aliases.insert((model.clone(), f.name.clone()), (d, now));
-                    }
-                }
-            }
-        }
-        self.aliases.retain(|_, (_, t)| t.elapsed() < super::FRESH_WINDOW);
-        self.vacated.retain(|_, (_, t)| t.elapsed() < super::FRESH_WINDOW);
+    fn start_fresh(&mut self, model: &Name) {
+        let at = self.clock.now();
+        self.fresh.insert(model.clone(), super::Fresh { at, written: HashSet::new() });
     }
 
-    /// Where a new layer of this name goes: back where a just-removed one was, or last.
-    fn insert_position(&mut self, model: &Name, file: &str, len: usize) -> usize {
-        match self.vacated.remove(&(model.clone(), file.to_string())) {
-            Some((i, t)) if t.elapsed() < super::FRESH_WINDOW => i.min(len),
-            _ => len,
+    /// Start editing the manifest a model folder shows, with its layers' current names.
+    fn edit(&self, model: &Name) -> Edit {
+        let m = self.view(model).map(|m| m.manifest.clone()).unwrap_or_else(|| Manifest::new(empty_config(), vec![]));
+        let names = self
+            .files_of(model)
+            .into_iter()
+            .filter(|f| matches!(f.source, Source::Layer(_)))
+            .map(|f| f.name)
+            .collect::<Vec<_>>();
+        let names = if names.len() == m.layers.len() {
+            names
+        } else {
+            layout::files(&m).into_iter().filter(|f| matches!(f.source, Source::Layer(_))).map(|f| f.name).collect()
+        };
+        Edit { m, names }
+    }
+}
+
+/// A change being made to the manifest a model folder shows, keeping each layer's file
+/// name (names are stable while the mount lives; see `State::pins`).
+struct Edit {
+    m: Manifest,
+    names: Vec<String>,
+}
+
+impl Edit {
+    fn find(&self, file: &str) -> Option<Source> {
+        if let Some(i) = self.names.iter().position(|n| n == file) {
+            return Some(Source::Layer(i));
         }
+        (file == CONFIG_FILE && !self.m.config.digest.is_empty()).then_some(Source::Config)
+    }
+
+    /// The blob a file shows.
+    fn blob(&self, file: &str) -> Option<(Digest, u64)> {
+        let l = match self.find(file)? {
+            Source::Layer(i) => &self.m.layers[i],
+            Source::Config => &self.m.config,
+            Source::Manifest => return None,
+        };
+        Some((l.digest()?, l.size.max(0) as u64))
+    }
+
+    /// Remove a file; returns the layer position it had.
+    fn remove(&mut self, file: &str) -> Option<usize> {
+        match self.find(file)? {
+            Source::Layer(i) => {
+                self.m.layers.remove(i);
+                self.names.remove(i);
+                Some(i)
+            }
+            Source::Config => {
+                self.m.config = empty_config();
+                None
+            }
+            Source::Manifest => None,
+        }
+    }
+
+    /// Set file `file` to blob `d`: replace the layer of that name, or add one at `at`.
+    /// Returns false when the file already was exactly that blob.
+    fn set(&mut self, file: &str, d: Digest, len: u64, at: Option<usize>) -> Result<bool> {
+        match self.find(file) {
+            Some(Source::Layer(i)) => {
+                let l = &mut self.m.layers[i];
+                if l.digest() == Some(d) && l.size == len as i64 {
+                    return Ok(false);
+                }
+                l.digest = d.prefixed();
+                l.size = len as i64;
+            }
+            _ if file == CONFIG_FILE => {
+                if self.m.config.digest() == Some(d) && self.m.config.size == len as i64 {
+                    return Ok(false);
+                }
+                self.m.config = Layer::new(CONFIG_MEDIA_TYPE, d, len);
+            }
+            _ => {
+                let layer = match (layout::media_type_for(file), file.strip_prefix("files/")) {
+                    (Some((mt, _)), _) => Layer::new(&mt, d, len),
+                    (None, Some(rest)) => {
+                        let short = if rest.ends_with(".json") { "json" } else { "tensor" };
+                        let mut l = Layer::new(&format!("{LAYER_PREFIX}{short}"), d, len);
+                        l.name = rest.to_string();
+                        l
+                    }
+                    _ => return Err(einval(format!("{file:?} is not a layer name"))),
+                };
+                let at = at.unwrap_or(self.m.layers.len()).min(self.m.layers.len());
+                self.m.layers.insert(at, layer);
+                self.names.insert(at, file.to_string());
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -451,6 +518,7 @@ impl Fs {
 
     pub fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
         self.refuse_if_read_only()?;
+        check_name_length(name)?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
         let node = match &parent_node {
@@ -516,24 +584,14 @@ impl Fs {
             return Err(FsError::new(libc::EEXIST, n.display_shortest()));
         }
         st.pending_models.insert(n.clone());
-        st.fresh.insert(n.clone(), super::Fresh::new());
+        st.start_fresh(&n);
         Ok(Node::Model(n))
     }
 
     pub fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         self.refuse_if_read_only()?;
         let mut st = self.lock();
-        // `rm -r` is done with the folder: its ghost (if any) goes now.
-        if let Some(m) = self.model_named_in(&st, parent, name) {
-            st.ghosts.remove(&m);
-        }
-        let node = match self.lookup_node(&st, parent, name) {
-            Ok(n) => n,
-            // The kernel only asks for folders it saw. A model folder whose manifest.json
-            // was just removed (`rm -r`), or a prefix that emptied with it, is already gone.
-            Err(e) if e.errno == libc::ENOENT => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        let node = self.lookup_node(&st, parent, name)?;
         match &node {
             Node::Dir(p) => {
                 if !st.dir_children(p).is_empty() {
@@ -543,10 +601,13 @@ impl Fs {
                 Ok(())
             }
             Node::Model(m) => {
-                if st.index.get(m).is_some() || !st.model_children(m, "").is_empty() {
+                if st.is_published(m) || !st.model_children(m, "").is_empty() {
                     return Err(FsError::new(libc::ENOTEMPTY, m.display_shortest()));
                 }
-                st.pending_models.remove(m);
+                // An empty draft: nothing of it was ever in the store.
+                self.forget_model_folder(&mut st, m);
+                let released = self.sync_holds(&mut st);
+                self.prune_unused(&mut st, released);
                 Ok(())
             }
             Node::Sub(m, s) => {
@@ -565,6 +626,7 @@ impl Fs {
     /// Create a file in a model folder: a layer writer, or a scratch file for other names.
     pub fn create(&self, parent: u64, name: &str, mode: u32, flags: i32) -> Result<(Attr, Opened)> {
         self.refuse_if_read_only()?;
+        check_name_length(name)?;
         let mut st = self.lock();
         let mut parent_node = self.node_of(&st, parent)?;
         // A colon-less prefix folder with a layer file created in it becomes NAME:latest.
@@ -577,7 +639,7 @@ impl Fs {
             self.check_case_twin(&st, &n)?;
             st.pending_dirs.remove(p);
             st.pending_models.insert(n.clone());
-            st.fresh.insert(n.clone(), super::Fresh::new());
+            st.start_fresh(&n);
             parent_node = Node::Model(n);
         }
         let (model, sub) = match self.as_model_dir(&st, &parent_node) {
@@ -593,14 +655,17 @@ impl Fs {
         if !is_layer_name(&full) {
             return self.create_scratch(&mut st, model, full, mode, flags);
         }
-        if st.index.get(&model).is_none() && st.pending_models.insert(model.clone()) {
-            st.fresh.entry(model.clone()).or_insert_with(super::Fresh::new);
+        if !st.is_published(&model) && st.pending_models.insert(model.clone()) {
+            st.start_fresh(&model);
         }
         st.mark_written(&model, &full);
         let node = Node::File(model.clone(), full.clone());
         let ino = st.inodes.remember(&node);
         st.creating.insert((model.clone(), full.clone()));
-        let attr = self.base_attr(ino, FileKind::File, 0, std::time::SystemTime::now());
+        let mut attr = self.base_attr(ino, FileKind::File, 0, std::time::SystemTime::now());
+        // A temporary inode: at close a weights file becomes its blob's shared inode, so
+        // the kernel must not keep this one (`stat` after `cp` shows the final inode).
+        attr.transient = true;
         drop(st);
         let w = Writer::empty(ino, model, full, true);
         let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
@@ -642,8 +707,8 @@ impl Fs {
 
     /// Open an existing per-model file for writing (text layers, config, manifest).
     pub(super) fn open_writer(&self, st: &mut State, ino: u64, model: &Name, name: &str, flags: i32) -> Result<Opened> {
-        let m = st.index.get(model).cloned().ok_or_else(|| enoent(name))?;
-        let f = layout::files(&m.manifest).into_iter().find(|f| f.name == name).ok_or_else(|| enoent(name))?;
+        let m = st.view(model).cloned().ok_or_else(|| enoent(name))?;
+        let f = st.files_of(model).into_iter().find(|f| f.name == name).ok_or_else(|| enoent(name))?;
         if f.kind == Kind::Weights {
             return Err(FsError::new(libc::EPERM, "weights are immutable: rm it or cp -f to replace the layer"));
         }
@@ -743,8 +808,8 @@ impl Fs {
         let d = match &node {
             Node::Blob(d) => *d,
             Node::File(m, name) => {
-                let model = st.index.get(m)?.clone();
-                let f = layout::files(&model.manifest).into_iter().find(|f| f.name == *name)?;
+                let model = st.view(m)?.clone();
+                let f = st.files_of(m).into_iter().find(|f| f.name == *name)?;
                 match f.source {
                     Source::Layer(i) => model.manifest.layers[i].digest()?,
                     Source::Config => model.manifest.config.digest()?,
@@ -825,50 +890,31 @@ impl Fs {
             wait.missing.remove(&d);
             return self.try_waiting(st, model);
         }
-        let mut m =
-            st.index.get(model).map(|m| m.manifest.clone()).unwrap_or_else(|| Manifest::new(empty_config(), vec![]));
-        let files = layout::files(&m);
-        match files.iter().find(|f| f.name == file).map(|f| f.source) {
-            Some(Source::Layer(i)) => {
-                if m.layers[i].digest() == Some(d) && m.layers[i].size == len as i64 {
-                    return Ok(()); // same content: the manifest keeps its bytes and its ID
-                }
-                m.layers[i].digest = d.prefixed();
-                m.layers[i].size = len as i64;
-            }
-            Some(Source::Config) | None if file == CONFIG_FILE => {
-                if m.config.digest() == Some(d) {
-                    return Ok(());
-                }
-                m.config = Layer::new(CONFIG_MEDIA_TYPE, d, len);
-            }
-            Some(_) => return Err(einval(format!("{file} cannot be written as a layer"))),
-            None => {
-                let layer = match (layout::media_type_for(file), file.strip_prefix("files/")) {
-                    (Some((mt, _)), _) => Layer::new(&mt, d, len),
-                    (None, Some(rest)) => {
-                        let short = if rest.ends_with(".json") { "json" } else { "tensor" };
-                        let mut l = Layer::new(&format!("{LAYER_PREFIX}{short}"), d, len);
-                        l.name = rest.to_string();
-                        l
-                    }
-                    _ => return Err(einval(format!("{file:?} is not a layer name"))),
-                };
-                let at = st.insert_position(model, file, m.layers.len());
-                m.layers.insert(at, layer);
-            }
+        let mut e = st.edit(model);
+        if e.find(file).is_none() && !(file == CONFIG_FILE || is_layer_name(file)) {
+            return Err(einval(format!("{file:?} is not a layer name")));
         }
-        self.fill_config(&mut m)?;
+        let at = st.vacated.remove(&(model.clone(), file.to_string()));
+        if !e.set(file, d, len, at)? && st.work.get(model).is_none() && st.is_published(model) {
+            return Ok(()); // same content: the manifest keeps its bytes and its ID
+        }
+        self.commit_edit(st, model, e, Publish::IfComplete)
+    }
+
+    /// Commit an edit: the names become the folder's stable names, then publish or hold.
+    fn commit_edit(&self, st: &mut State, model: &Name, e: Edit, publish: Publish) -> Result<()> {
+        let now = st.clock.now();
         if let Some(f) = st.fresh.get_mut(model) {
-            f.at = std::time::Instant::now();
+            f.at = now;
         }
-        self.install(st, model, m.to_go_json())
+        st.pins.insert(model.clone(), e.names);
+        self.commit_view(st, model, e.m, publish)
     }
 
     /// A model needs a config for Ollama to list it: generate one from the GGUF header
     /// (as `ollama create` does) when there is none, or when ours was made before the
     /// weights arrived.
-    fn fill_config(&self, m: &mut Manifest) -> Result<bool> {
+    pub(super) fn fill_config(&self, m: &mut Manifest) -> Result<bool> {
         let weights = m.layers.iter().find(|l| l.media_type == format!("{LAYER_PREFIX}model")).and_then(Layer::digest);
         // No weights yet (a copy that writes text files first): leave the config empty
         // rather than store a blob that the next file replaces.
@@ -891,7 +937,7 @@ impl Fs {
             return Ok(false);
         }
         let generated = weights
-            .and_then(|d| File::open(self.store.blob_path(&d)).ok())
+            .and_then(|d| self.store.open_blob(&d).ok())
             .and_then(|f| crate::gguf::read_header(BufReader::new(f)).ok())
             .map(|h| GeneratedConfig::from_gguf(&h))
             .unwrap_or_else(GeneratedConfig::empty);
@@ -900,36 +946,53 @@ impl Fs {
         Ok(true)
     }
 
-    /// Write a model's manifest, update the index, prune what the old one alone used.
+    /// Write a model's manifest (only a complete model passes `Store::write_manifest`),
+    /// update the index, end any work on it, prune what the old version alone used.
     pub(super) fn install(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
         let old = st.index.get(model).cloned();
-        if old.as_ref().is_some_and(|o| *o.bytes == *bytes) {
+        if old.as_ref().is_some_and(|o| *o.bytes == *bytes) && !st.work.contains_key(model) {
             return Ok(());
         }
         self.store.write_manifest(model, &bytes)?;
         let stamp = std::fs::metadata(self.store.manifest_path(model)).map(|m| Stamp::of(&m)).unwrap_or_default();
         st.index.put(model.clone(), bytes, stamp);
         st.pending_models.remove(model);
+        let mut candidates = st.work.remove(model).map(|w| w.manifest.digests().collect()).unwrap_or_else(Vec::new);
+        candidates.extend(self.sync_holds(st));
         if let Some(old) = old {
-            self.prune_unused(st, old.manifest.digests().collect());
+            candidates.extend(old.manifest.digests());
         }
+        self.prune_unused(st, candidates);
         Ok(())
     }
 
-    /// Ollama's rule: remove blobs that no readable manifest references any more.
+    /// Ollama's rule: remove blobs that no readable manifest references any more. Blobs
+    /// that work in progress holds are kept; so are blobs a manifest written by another
+    /// process uses that this mount has not read yet (checked on disk, under the store's
+    /// write lock, so two ollamafs processes never prune each other's blobs).
     pub(super) fn prune_unused(&self, st: &mut State, candidates: Vec<Digest>) {
         if self.opts.no_prune {
             return;
         }
-        let waiting: HashSet<Digest> = st
-            .waiting
-            .values()
-            .filter_map(|w| Manifest::parse(&w.bytes).ok())
-            .flat_map(|m| m.digests().collect::<Vec<_>>())
-            .collect();
-        let unused: Vec<Digest> =
-            candidates.into_iter().filter(|d| st.index.refs(d).any == 0 && !waiting.contains(d)).collect();
-        for d in self.store.prune(unused, &HashSet::new()) {
+        let mut unused: Vec<Digest> =
+            candidates.into_iter().filter(|d| st.index.refs(d).any == 0 && !st.holding.contains(d)).collect();
+        unused.sort();
+        unused.dedup();
+        if unused.is_empty() {
+            return;
+        }
+        let _lock = self.store.lock_writes();
+        let (found, _) = self.store.scan();
+        let mut elsewhere = HashSet::new();
+        for f in found {
+            if st.index.known_stamp(&f.name) != Some(f.stamp)
+                && let Ok(bytes) = std::fs::read(&f.path)
+                && let Ok(m) = Manifest::parse(&bytes)
+            {
+                elsewhere.extend(m.digests());
+            }
+        }
+        for d in self.store.prune_locked(unused, &elsewhere) {
             st.blob_meta.remove(&d);
             log::info!("pruned unused blob {d}");
         }
@@ -940,18 +1003,24 @@ impl Fs {
     fn write_manifest_file(&self, model: &Name, bytes: Vec<u8>) -> Result<()> {
         let missing = self.check_manifest(model, &bytes)?;
         let mut st = self.lock();
+        let now = st.clock.now();
         if let Some(f) = st.fresh.get_mut(model) {
-            f.at = std::time::Instant::now();
+            f.at = now;
         }
         if missing.is_empty() {
             st.waiting.remove(model);
-            return self.install(&mut st, model, bytes);
+            self.install(&mut st, model, bytes)?;
+            // The whole manifest was replaced: its layers get their natural names.
+            st.pins.remove(model);
+            return Ok(());
         }
         log::info!("manifest.json of {} waits for {} blob(s)", model.display_shortest(), missing.len());
         if st.index.get(model).is_none() {
             st.pending_models.insert(model.clone());
         }
         st.waiting.insert(model.clone(), WaitingManifest { bytes, missing });
+        let released = self.sync_holds(&mut st);
+        self.prune_unused(&mut st, released);
         Ok(())
     }
 
@@ -963,15 +1032,12 @@ impl Fs {
         let Some(w) = st.waiting.remove(model) else {
             return Ok(());
         };
-        self.install(st, model, w.bytes)
+        self.install(st, model, w.bytes)?;
+        st.pins.remove(model);
+        Ok(())
     }
 
     pub fn unlink(&self, parent: u64, name: &str) -> Result<()> {
-        self.unlink_by(parent, name, 0)
-    }
-
-    /// `unlink` on behalf of process `pid` (0: unknown); see `State::ghosts`.
-    pub fn unlink_by(&self, parent: u64, name: &str, pid: u32) -> Result<()> {
         self.refuse_if_read_only()?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
@@ -989,55 +1055,38 @@ impl Fs {
         let full = join(&sub, name);
         let key = (model.clone(), full.clone());
         if let Some(s) = st.scratch.remove(&key) {
+            // Open descriptors keep working on the unlinked file, as on any filesystem.
             let _ = std::fs::remove_file(&s.path);
             return Ok(());
         }
         if st.creating.remove(&key) {
             return Ok(()); // the writer's commit sees this and drops its data
         }
-        if full == MANIFEST_FILE {
-            self.delete_model(&mut st, &model)?;
-            if pid != 0 {
-                st.ghosts.retain(|_, (_, at)| at.elapsed() < super::FRESH_WINDOW);
-                st.ghosts.insert(model, (pid, Instant::now()));
-            }
-            return Ok(());
+        if full == MANIFEST_FILE && st.is_published(&model) {
+            return self.unpublish(&mut st, &model);
         }
-        let Some(m) = st.index.get(&model).map(|m| m.manifest.clone()) else {
+        let mut e = st.edit(&model);
+        if e.find(&full).is_none() {
             return Err(enoent(name));
-        };
-        let files = layout::files(&m);
-        let full = match files.iter().any(|f| f.name == full) {
-            true => full,
-            false => st.alias_target(&model, &full).ok_or_else(|| enoent(name))?,
-        };
-        let Some(f) = files.iter().find(|f| f.name == full) else {
-            return Err(enoent(name));
-        };
-        st.note_removal(&model, &m, &full);
-        let mut m = m;
-        match f.source {
-            Source::Layer(i) => {
-                m.layers.remove(i);
-            }
-            Source::Config => m.config = empty_config(),
-            Source::Manifest => unreachable!("handled above"),
         }
-        self.install(&mut st, &model, m.to_go_json())
+        if let Some(i) = e.remove(&full) {
+            st.vacated.insert(key, i);
+        }
+        self.commit_edit(&mut st, &model, e, Publish::NeverDraft)
     }
 
-    /// `rm manifest.json`, `rm -r`: the model goes, like `ollama rm`.
+    /// The API deletes a model: it leaves the store and its folder leaves the mount.
     pub(super) fn delete_model(&self, st: &mut State, model: &Name) -> Result<()> {
-        st.waiting.remove(model);
-        st.fresh.remove(model);
         if st.index.get(model).is_none() {
             return Err(enoent(model));
         }
         let removed = self.store.remove_manifest(model)?;
-        st.index.remove(model);
-        if let Some(m) = removed {
-            self.prune_unused(st, m.digests().collect());
-        }
+        let old = st.index.remove(model);
+        self.forget_model_folder(st, model);
+        let mut candidates = self.sync_holds(st);
+        candidates.extend(old.iter().flat_map(|m| m.manifest.digests()));
+        candidates.extend(removed.iter().flat_map(|m| m.digests()));
+        self.prune_unused(st, candidates);
         Ok(())
     }
 
@@ -1045,6 +1094,7 @@ impl Fs {
 
     pub fn rename(&self, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<()> {
         self.refuse_if_read_only()?;
+        check_name_length(newname)?;
         if flags & libc::RENAME_EXCHANGE != 0 {
             return Err(einval("RENAME_EXCHANGE is not supported"));
         }
@@ -1078,14 +1128,24 @@ impl Fs {
         if from == to {
             return Ok(());
         }
-        if st.index.get(to).is_some() {
+        if st.is_published(to) || (st.model_exists(to) && !st.model_children(to, "").is_empty()) {
             return Err(FsError::new(libc::ENOTEMPTY, format!("{} exists", to.display_shortest())));
         }
         self.check_case_twin(st, to)?;
-        if st.pending_models.remove(from) {
-            st.pending_models.remove(to);
+        if st.pending_models.contains(to) {
+            self.forget_model_folder(st, to); // an empty folder is replaced, as rename(2) does
+        }
+        if !st.is_published(from) {
+            if !st.pending_models.remove(from) {
+                return Err(enoent(from));
+            }
             st.pending_models.insert(to.clone());
+            self.move_model_folder(st, from, to);
             st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
+            // A complete draft under its new name is published.
+            if let Some(view) = st.work.get(to).map(|w| w.manifest.clone()) {
+                self.commit_view(st, to, view, Publish::IfComplete)?;
+            }
             return Ok(());
         }
         let m = st.index.get(from).cloned().ok_or_else(|| enoent(from))?;
@@ -1095,6 +1155,7 @@ impl Fs {
         st.pending_models.remove(to);
         self.store.remove_manifest(from)?;
         st.index.remove(from);
+        self.move_model_folder(st, from, to);
         st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
         Ok(())
     }
@@ -1109,16 +1170,17 @@ impl Fs {
         }
         let prefix = format!("{from}/");
         let mut moves = Vec::new();
-        for m in st.index.models() {
-            let d = m.name.display_shortest();
+        let names: Vec<Name> = st.index.models().map(|m| m.name.clone()).chain(st.pending_models.iter().cloned()).collect();
+        for name in names {
+            let d = name.display_shortest();
             if let Some(rest) = d.strip_prefix(&prefix) {
                 let target = format!("{to}/{rest}");
                 let n = Name::parse(&target).map_err(|_| einval(format!("{target:?} is not a valid model name")))?;
-                moves.push((m.name.clone(), n));
+                moves.push((name.clone(), n));
             }
         }
         for (_, n) in &moves {
-            if st.index.get(n).is_some() {
+            if st.model_exists(n) {
                 return Err(FsError::new(libc::ENOTEMPTY, n.display_shortest()));
             }
         }
@@ -1192,28 +1254,32 @@ impl Fs {
         if is_layer_name(dname) {
             let (d, len) = src_layer;
             if sm == dm {
-                // One manifest write: drop the source layer, then set the destination.
-                let mut m = st.index.get(sm).map(|m| m.manifest.clone()).ok_or_else(|| enoent(sm))?;
-                remove_file_from(&mut m, sname);
-                set_file_in(&mut m, dname, d, len)?;
-                self.fill_config(&mut m)?;
-                return self.install(st, sm, m.to_go_json());
+                // One manifest change: drop the source layer, then set the destination.
+                let mut e = st.edit(sm);
+                let at = e.remove(sname);
+                e.remove(dname);
+                e.set(dname, d, len, at)?;
+                return self.commit_edit(st, sm, e, Publish::IfComplete);
             }
             self.replace_or_add(st, dm, dname, d, len)?;
-            let mut m = st.index.get(sm).map(|m| m.manifest.clone()).ok_or_else(|| enoent(sm))?;
-            remove_file_from(&mut m, sname);
-            return self.install(st, sm, m.to_go_json());
+            let mut e = st.edit(sm);
+            if let Some(i) = e.remove(sname) {
+                st.vacated.insert(skey, i);
+            }
+            return self.commit_edit(st, sm, e, Publish::NeverDraft);
         }
         // A layer moving to a scratch name (an editor's backup): copy it out, detach it.
         let (d, _) = src_layer;
         let (f, path) = self.store.temp_file()?;
         drop(f);
-        std::fs::copy(self.store.blob_path(&d), &path)?;
+        std::io::copy(&mut self.store.open_blob(&d)?, &mut OpenOptions::new().write(true).open(&path)?)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
         st.scratch.insert(dkey, ScratchFile { path });
-        let mut m = st.index.get(sm).map(|m| m.manifest.clone()).ok_or_else(|| enoent(sm))?;
-        remove_file_from(&mut m, sname);
-        self.install(st, sm, m.to_go_json())
+        let mut e = st.edit(sm);
+        if let Some(i) = e.remove(sname) {
+            st.vacated.insert(skey, i);
+        }
+        self.commit_edit(st, sm, e, Publish::NeverDraft)
     }
 
     fn install_manifest_locked(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
@@ -1250,27 +1316,27 @@ impl Fs {
     }
 
     fn replace_or_add(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
-        if st.index.get(model).is_none() {
+        if !st.is_published(model) {
             st.pending_models.insert(model.clone());
         }
         self.apply_layer(st, model, file, d, len)
     }
 
     fn layer_of(&self, st: &State, model: &Name, file: &str) -> Result<(Digest, u64)> {
-        let m = st.index.get(model).ok_or_else(|| enoent(model))?;
-        let f = layout::files(&m.manifest).into_iter().find(|f| f.name == file).ok_or_else(|| enoent(file))?;
-        let l = match f.source {
-            Source::Layer(i) => &m.manifest.layers[i],
-            Source::Config => &m.manifest.config,
-            Source::Manifest => return Err(einval("manifest.json can only be copied, not moved")),
-        };
-        let d = l.digest().ok_or_else(|| FsError::new(libc::EIO, "invalid digest"))?;
-        Ok((d, l.size.max(0) as u64))
+        if file == MANIFEST_FILE {
+            return Err(einval("manifest.json can only be copied, not moved"));
+        }
+        let e = st.edit(model);
+        if e.find(file).is_none() {
+            return Err(enoent(file));
+        }
+        e.blob(file).ok_or_else(|| FsError::new(libc::EIO, "invalid digest"))
     }
 
     /// `ln A/model.gguf B/model.gguf`: B gains that layer, same blob, same inode.
     pub fn link(&self, ino: u64, newparent: u64, newname: &str) -> Result<Attr> {
         self.refuse_if_read_only()?;
+        check_name_length(newname)?;
         let mut st = self.lock();
         let node = self.node_of(&st, ino)?;
         let dest_parent = self.parent_node(&st, newparent)?;
@@ -1296,6 +1362,7 @@ impl Fs {
     /// The kernel requires the reply to be a symlink, so it gets a short-lived link entry.
     pub fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
         self.refuse_if_read_only()?;
+        check_name_length(name)?;
         let mut st = self.lock();
         let parent_node = self.node_of(&st, parent)?;
         let Node::Dir(p) = &parent_node else {
@@ -1362,16 +1429,16 @@ impl Fs {
     /// chmod/chown/utimens succeed without effect on layers and models (blobs keep their
     /// metadata); truncation goes through a writer; scratch files are ordinary files.
     #[allow(clippy::too_many_arguments)]
-    pub fn setattr(
-        &self,
-        ino: u64,
-        fh: Option<u64>,
-        mode: Option<u32>,
-        size: Option<u64>,
-        mtime: Option<std::time::SystemTime>,
-    ) -> Result<Attr> {
-        if (mode.is_some() || size.is_some() || mtime.is_some()) && self.opts.read_only {
+    pub fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> Result<Attr> {
+        let SetAttr { mode, size, mtime, .. } = set;
+        if set.changes_anything() && self.opts.read_only {
             return Err(erofs());
+        }
+        // A scratch file is an ordinary file: every change applies, through the open
+        // descriptor when there is one (it may be unlinked already).
+        if let Some(f) = fh.and_then(|fh| self.scratch_handle(fh)) {
+            apply_to_file(&f, &set)?;
+            return self.getattr_open(ino, fh);
         }
         let node = {
             let st = self.lock();
@@ -1380,18 +1447,12 @@ impl Fs {
         if let Node::File(m, name) = &node {
             let scratch = self.lock().scratch.get(&(m.clone(), name.clone())).cloned();
             if let Some(s) = scratch {
-                if let Some(mode) = mode {
-                    std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(mode & 0o7777))?;
-                }
-                if let Some(size) = size {
-                    OpenOptions::new().write(true).open(&s.path)?.set_len(size)?;
-                }
-                if let Some(t) = mtime {
-                    File::options().write(true).open(&s.path)?.set_modified(t)?;
-                }
+                let f = OpenOptions::new().read(true).open(&s.path)?;
+                apply_to_file(&f, &set)?;
                 return self.getattr(ino);
             }
         }
+        let _ = (mode, mtime); // layers and models keep the blob's metadata
         if let Some(size) = size {
             match &node {
                 Node::Blob(_) => return Err(FsError::new(libc::EPERM, "weights are immutable")),
@@ -1429,6 +1490,55 @@ enum HandleRef {
     Scratch(Arc<File>),
 }
 
+/// What a `setattr` asks to change.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<std::time::SystemTime>,
+    pub mtime: Option<std::time::SystemTime>,
+}
+
+impl SetAttr {
+    fn changes_anything(&self) -> bool {
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.size.is_some()
+            || self.atime.is_some()
+            || self.mtime.is_some()
+    }
+}
+
+/// chmod, chown, truncate and utimens on an open file (a scratch file).
+fn apply_to_file(f: &File, set: &SetAttr) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    if let Some(mode) = set.mode {
+        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    }
+    if set.uid.is_some() || set.gid.is_some() {
+        std::os::unix::fs::fchown(f, set.uid, set.gid)?;
+    }
+    if let Some(size) = set.size {
+        // The descriptor may be read-only; ftruncate through a writable reopen of it.
+        let w = OpenOptions::new().write(true).open(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+        w.set_len(size)?;
+    }
+    if set.atime.is_some() || set.mtime.is_some() {
+        let mut times = std::fs::FileTimes::new();
+        if let Some(t) = set.atime {
+            times = times.set_accessed(t);
+        }
+        if let Some(t) = set.mtime {
+            times = times.set_modified(t);
+        }
+        f.set_times(times)?;
+    }
+    Ok(())
+}
+
 /// Ollama hides a model whose config does not decode: only a JSON object is accepted.
 fn check_config_json(model: &Name, bytes: &[u8]) -> Result<()> {
     serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes)
@@ -1436,34 +1546,10 @@ fn check_config_json(model: &Name, bytes: &[u8]) -> Result<()> {
         .map_err(|e| einval(format!("config.json of {} is not a JSON object: {e}", model.display_shortest())))
 }
 
-/// Remove the layer shown as `file` from a manifest (config.json empties the config).
-fn remove_file_from(m: &mut Manifest, file: &str) {
-    let files = layout::files(m);
-    if let Some(f) = files.iter().find(|f| f.name == file) {
-        match f.source {
-            Source::Layer(i) => {
-                m.layers.remove(i);
-            }
-            Source::Config => m.config = empty_config(),
-            Source::Manifest => {}
-        }
-    }
-}
-
-/// Set file `file` of a manifest to blob `d`, replacing a layer of that name or adding one.
-fn set_file_in(m: &mut Manifest, file: &str, d: Digest, len: u64) -> Result<()> {
-    let files = layout::files(m);
-    match files.iter().find(|f| f.name == file).map(|f| f.source) {
-        Some(Source::Layer(i)) => {
-            m.layers[i].digest = d.prefixed();
-            m.layers[i].size = len as i64;
-        }
-        _ if file == CONFIG_FILE => m.config = Layer::new(CONFIG_MEDIA_TYPE, d, len),
-        _ => {
-            let (mt, _) =
-                layout::media_type_for(file).ok_or_else(|| einval(format!("{file:?} is not a layer name")))?;
-            m.layers.push(Layer::new(&mt, d, len));
-        }
+/// Names longer than ext4 allows are refused as ext4 refuses them.
+fn check_name_length(name: &str) -> Result<()> {
+    if name.len() > 255 {
+        return Err(FsError::new(libc::ENAMETOOLONG, format!("name of {} bytes (at most 255)", name.len())));
     }
     Ok(())
 }

@@ -227,7 +227,12 @@ fn verify_finds_damage() {
 fn manifests_are_written_atomically_with_ollama_modes() {
     let (dir, s, _) = small_fixture();
     let n = Name::parse("fresh/model:one").unwrap();
-    s.write_manifest(&n, b"{}\n").unwrap();
+    // An incomplete model is refused and nothing is written.
+    let err = s.write_manifest(&n, b"{}\n").unwrap_err();
+    assert!(err.to_string().contains("is incomplete"), "{err}");
+    assert!(!s.manifest_path(&n).exists());
+    let bytes = s.read_manifest_bytes(&Name::parse(crate::fixture::LLAMA).unwrap()).unwrap();
+    s.write_manifest(&n, &bytes).unwrap();
     let p = s.manifest_path(&n);
     assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
     assert_eq!(fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o755);
