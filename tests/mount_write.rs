@@ -227,8 +227,14 @@ fn rm_r_deletes_and_prunes_only_unshared_blobs() {
     assert!(!b.contains(&info.system_custom.blob_file_name()), "its own system prompt is pruned");
     assert!(b.contains(&info.big_model.blob_file_name()), "shared weights stay");
     assert!(!m.p("myuser").exists(), "empty namespace folder is gone");
-    // rm manifest.json deletes the model.
+    // rm manifest.json takes the model out of the store (as `ollama rm`); the folder stays
+    // as a draft with its other files until they are removed too.
     sh_ok(&format!("rm {}", q(&m.p("llama3.2:latest/manifest.json"))));
+    assert!(!manifest_files(&m.store).contains(LLAMA_MANIFEST));
+    assert!(m.p("llama3.2:latest/model.gguf").exists(), "the draft keeps its files");
+    assert!(!m.p("llama3.2:latest/manifest.json").exists());
+    assert!(blobs(&m.store).contains(&info.big_model.blob_file_name()), "held while the draft shows it");
+    sh_ok(&format!("rm -r {}", q(&m.p("llama3.2:latest"))));
     assert!(!m.p("llama3.2:latest").exists());
     assert!(!blobs(&m.store).contains(&info.big_model.blob_file_name()), "last user gone: weights pruned");
     assert!(blobs(&m.store).contains(&info.template.blob_file_name()), "still used by the hf model");
@@ -240,10 +246,10 @@ fn rm_r_deletes_and_prunes_only_unshared_blobs() {
     assert_store_clean(&m.store);
 }
 
-/// `rm -r` looks the folder up first, empties it, then removes it. When emptying takes
-/// longer than the kernel's entry cache lives (0.5 s; seven manifest rewrites under I/O
-/// load can), the final `rmdir` looks the folder up again: that process still finds it,
-/// every other process sees it gone at once.
+/// `rm -r` looks the folder up first, empties it, then removes it. Emptying may take
+/// longer than the kernel's entry cache lives (0.5 s): removing `manifest.json` leaves the
+/// folder as a draft, so the final `rmdir` still finds it, and every process sees the same
+/// thing (the folder until it is removed, then nothing).
 #[test]
 fn slow_rm_r_still_removes_the_folder() {
     let Some((d, m, _)) = mounted_fixture(&[]) else { return };
@@ -254,13 +260,13 @@ fn slow_rm_r_still_removes_the_folder() {
         format!(
             "import os, subprocess, time\nd = {dir:?}\nos.stat(d)\nnames = os.listdir(d)\nassert names[-1] == 'manifest.json', names\n\
              time.sleep(0.7)\nfor n in names:\n    os.unlink(os.path.join(d, n))\ntime.sleep(0.7)\n\
-             other = subprocess.run(['test', '-e', d]).returncode\nos.rmdir(d)\nprint(other)\n",
+             other = subprocess.run(['test', '-d', d]).returncode\nos.rmdir(d)\nprint(other)\n",
             dir = m.p("slow:v1").display().to_string()
         ),
     )
     .unwrap();
     let out = sh_ok(&format!("python3 {}", q(&script)));
-    assert_eq!(out.trim(), "1", "another process must not see the emptied folder");
+    assert_eq!(out.trim(), "0", "the emptied folder is there for everyone until rmdir");
     assert!(!m.p("slow:v1").exists());
     assert!(!manifest_files(&m.store).iter().any(|f| f.contains("/slow/")));
     // The same name can be made again at once, by anyone.
@@ -346,7 +352,7 @@ fn scratch_files_live_outside_the_manifest() {
     sh_ok(&format!("echo x > {}/scratch.tmp", q(&dir)));
     drop(m);
     // Unmounted: scratch files are gone, the store is clean.
-    assert!(fs::read_dir(_d.path().join("models/.ollamafs")).map(|r| r.count()).unwrap_or(0) == 0);
+    assert_eq!(scratch_leftovers(&_d.path().join("models")), Vec::<String>::new());
     assert_store_clean(&_d.path().join("models"));
 }
 

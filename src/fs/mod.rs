@@ -535,6 +535,13 @@ impl Fs {
         let mut released = Vec::new();
         for (f, before, bytes) in read {
             if st.index.get(&f.name).map(|m| m.stamp) == before {
+                // Our own write seen late (inotify lags behind): same bytes, nothing to do
+                // but remember the stamp.
+                if st.index.get(&f.name).is_some_and(|m| *m.bytes == *bytes) {
+                    let stamp = std::fs::metadata(&f.path).map(|m| crate::store::Stamp::of(&m)).unwrap_or(f.stamp);
+                    st.index.put(f.name.clone(), bytes, stamp);
+                    continue;
+                }
                 st.index.put(f.name.clone(), bytes, f.stamp);
                 st.pending_models.remove(&f.name);
                 // Another process wrote this model: the store's version replaces any work

@@ -196,6 +196,25 @@ impl Drop for Mount {
     }
 }
 
+/// Every file under the store's scratch folder `.ollamafs/` except the shared lock file:
+/// temp files, scratch files and holds of live or dead daemons.
+pub fn scratch_leftovers(store: &Path) -> Vec<String> {
+    let root = store.join(".ollamafs");
+    let mut out = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p != root.join("lock") {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Run a shell command line, returning its output.
 pub fn sh(cmd: &str) -> Output {
     Command::new("bash").arg("-c").arg(cmd).output().expect("bash")
