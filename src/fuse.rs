@@ -826,7 +826,7 @@ impl Filesystem for FuseFs {
         };
         // With POSIX ACLs on, the kernel leaves the umask to us.
         match self.fs.create(parent.0, name, mode & !umask, flags) {
-            Ok((a, o)) => reply.created(&TTL, &to_file_attr(&a), Generation(0), FileHandle(o.fh), FopenFlags::empty()),
+            Ok((a, o)) => reply.created(&ttl_for(&a), &to_file_attr(&a), Generation(0), FileHandle(o.fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }

@@ -255,6 +255,9 @@ pub(crate) struct State {
     /// the replacement back where the old layer was.
     vacated: HashMap<(Name, String), usize>,
     clock: Clock,
+    /// Scratch files unlinked while open, by inode: they keep working through their
+    /// descriptors (fstat, fchmod, ftruncate) until the last one closes.
+    orphans: HashMap<u64, Arc<File>>,
     /// `manifest.json` writes waiting for their blobs to arrive.
     waiting: HashMap<Name, write::WaitingManifest>,
 }
@@ -266,7 +269,8 @@ pub(crate) enum Handle {
     Blob(Arc<File>, Arc<Prefetch>),
     Bytes(Arc<[u8]>),
     Write(Arc<Mutex<Writer>>),
-    Scratch(Arc<File>),
+    /// A scratch file and its inode.
+    Scratch(Arc<File>, u64),
 }
 
 /// The result of `open`: the handle number and how the kernel should treat it.
@@ -409,6 +413,7 @@ impl Fs {
                 pins: HashMap::new(),
                 vacated: HashMap::new(),
                 clock: opts.clock.clone(),
+                orphans: HashMap::new(),
                 waiting: HashMap::new(),
             }),
             handles: Mutex::new(HashMap::new()),
@@ -620,7 +625,7 @@ impl Fs {
 
     pub(crate) fn scratch_handle(&self, fh: u64) -> Option<Arc<File>> {
         match self.handles().get(&fh) {
-            Some(Handle::Scratch(f)) => Some(f.clone()),
+            Some(Handle::Scratch(f, _)) => Some(f.clone()),
             _ => None,
         }
     }
@@ -733,6 +738,9 @@ impl Fs {
                 if let Some(s) = st.scratch.get(&(model.clone(), name.clone())) {
                     let meta = std::fs::metadata(&s.path)?;
                     return Ok(scratch_attr(ino, &meta));
+                }
+                if let Some(f) = st.orphans.get(&ino) {
+                    return Ok(scratch_attr(ino, &f.metadata()?));
                 }
                 let in_manifest = st
                     .view(model)
@@ -878,7 +886,7 @@ impl Fs {
             Node::File(model, name) => {
                 if let Some(s) = st.scratch.get(&(model.clone(), name.clone())).cloned() {
                     drop(st);
-                    return self.open_scratch(&s.path, flags);
+                    return self.open_scratch(&s.path, flags, ino);
                 }
                 if writing {
                     if self.opts.read_only {
@@ -924,7 +932,7 @@ impl Fs {
             let handles = self.handles();
             match handles.get(&fh) {
                 Some(Handle::Blob(f, ahead)) => ReadFrom::Blob(f.clone(), ahead.clone()),
-                Some(Handle::Scratch(f)) => ReadFrom::File(f.clone()),
+                Some(Handle::Scratch(f, _)) => ReadFrom::File(f.clone()),
                 Some(Handle::Bytes(b)) => ReadFrom::Bytes(b.clone()),
                 Some(Handle::Write(w)) => ReadFrom::Writer(w.clone()),
                 Some(Handle::Dir(_)) => return Err(FsError::new(libc::EISDIR, "is a folder")),
@@ -1017,7 +1025,7 @@ impl Fs {
 
     /// Unmount: scratch files are gone (they never were part of the store).
     pub fn shutdown(&self) {
-        let st = self.lock();
+        let mut st = self.lock();
         for s in st.scratch.values() {
             let _ = std::fs::remove_file(&s.path);
         }
@@ -1036,6 +1044,11 @@ impl Fs {
                 st.waiting.len()
             );
         }
+        // What only the dropped work used goes, as the store would have it without us.
+        st.work.clear();
+        st.waiting.clear();
+        let released = self.sync_holds(&mut st);
+        self.prune_unused(&mut st, released);
     }
 
     pub fn store_root(&self) -> &Path {

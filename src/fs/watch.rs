@@ -111,6 +111,10 @@ pub fn run(fs: Arc<Fs>, running: Arc<AtomicBool>) {
         }
         if last_full.elapsed() >= interval {
             fs.refresh();
+            // Daemons killed since (another mount of this store) leave scratch folders.
+            if !fs.opts.read_only {
+                let _ = fs.store.clean_scratch();
+            }
             last_full = Instant::now();
         }
     }

@@ -84,9 +84,19 @@ impl Fs {
     /// complete model, else keep it in the mount as work (draft or held change).
     pub(super) fn commit_view(&self, st: &mut State, model: &Name, mut m: Manifest, publish: Publish) -> Result<()> {
         let published = st.is_published(model);
-        if !published || self.config_is_placeholder(&m) {
-            self.fill_config(&mut m)?;
+        let generated = match !published || self.config_is_placeholder(&m) {
+            true => self.fill_config(&mut m)?,
+            false => None,
+        };
+        let res = self.publish_or_hold(st, model, m, publish);
+        if let Some(d) = generated {
+            self.store.release(&d);
         }
+        res
+    }
+
+    fn publish_or_hold(&self, st: &mut State, model: &Name, m: Manifest, publish: Publish) -> Result<()> {
+        let published = st.is_published(model);
         let bytes = m.to_go_json();
         let may_publish = published || publish == Publish::IfComplete;
         if may_publish {

@@ -119,6 +119,9 @@ pub struct Writer {
     pub(crate) dirty: bool,
     /// A write failed (ENOSPC, EIO): the content is incomplete and is never committed.
     failed: Option<i32>,
+    /// Data arrived through this handle (write, truncate, clone). A close before any
+    /// (the shell's `dup2` + close of `>`) commits nothing; the last close does.
+    touched: bool,
 }
 
 impl Writer {
@@ -136,6 +139,7 @@ impl Writer {
             clone: None,
             dirty: true,
             failed: None,
+            touched: false,
         }
     }
 
@@ -153,6 +157,7 @@ impl Writer {
             clone: Some(CloneOf { digest, covered: len, source_len: len }),
             dirty: false,
             failed: None,
+            touched: false,
         }
     }
 
@@ -216,6 +221,7 @@ impl Writer {
         }
         self.len = self.len.max(offset + data.len() as u64);
         self.dirty = true;
+        self.touched = true;
         Ok(())
     }
 
@@ -240,6 +246,7 @@ impl Writer {
         }
         self.len = size;
         self.dirty = true;
+        self.touched = true;
         Ok(())
     }
 
@@ -258,6 +265,7 @@ impl Writer {
         c.covered += n;
         self.len = c.covered;
         self.dirty = true;
+        self.touched = true;
         Some(n)
     }
 
@@ -283,27 +291,26 @@ impl Writer {
         self.read(store, 0, self.len as u32)
     }
 
-    /// Name the content: an existing blob (clone, or same bytes) or a new one.
-    fn finish(&mut self, store: &Store) -> Result<(Digest, u64)> {
+    /// Name the content: an existing blob (clone, or same bytes) or a new one. A blob
+    /// that went through `blobs/` now is held (the caller releases it once a manifest or
+    /// the mount's work names it); the third value says so.
+    fn finish(&mut self, store: &Store) -> Result<(Digest, u64, bool)> {
         if let Some(c) = self.clone
             && c.covered == c.source_len
         {
             self.dirty = false;
-            return Ok((c.digest, c.source_len));
+            return Ok((c.digest, c.source_len, false));
         }
         self.materialize(store)?;
         let (digest, len) = match self.temp.take() {
-            None => {
-                let (d, l, _) = store.ingest_bytes(b"")?;
-                (d, l)
-            }
+            None => store.ingest_bytes_held(b"")?,
             Some((file, path)) => {
                 file.set_len(self.len)?;
                 let digest = match self.seq.take().and_then(SeqHash::finish) {
                     Some(d) if self.hashed == self.len => d,
                     _ => hash_file(&path)?.0,
                 };
-                if let Err(e) = store.adopt_blob(&path, &file, &digest, self.len) {
+                if let Err(e) = store.adopt_blob_held(&path, &file, &digest, self.len) {
                     let _ = std::fs::remove_file(&path);
                     return Err(e.into());
                 }
@@ -313,7 +320,7 @@ impl Writer {
         self.clone = Some(CloneOf { digest, covered: len, source_len: len });
         self.seq = None;
         self.dirty = false;
-        Ok((digest, len))
+        Ok((digest, len, true))
     }
 
     fn discard(&mut self) {
@@ -338,6 +345,14 @@ pub fn is_layer_name(name: &str) -> bool {
         || name
             .strip_prefix("files/")
             .is_some_and(|r| !r.is_empty() && !r.split('/').any(|p| p.is_empty() || p.starts_with('.')))
+}
+
+/// Is a file of this name a weights layer (`model.gguf`, `adapter-2.gguf`, `files/x.weight`)?
+fn is_weights_name(name: &str) -> bool {
+    match layout::media_type_for(name) {
+        Some((_, kind)) => kind == Kind::Weights,
+        None => name.starts_with("files/") && !name.ends_with(".json"),
+    }
 }
 
 fn erofs() -> FsError {
@@ -686,12 +701,12 @@ impl Fs {
         st.scratch.insert((model.clone(), full.clone()), ScratchFile { path: path.clone() });
         let node = Node::File(model, full);
         let attr = self.attr_of(st, &node)?;
-        st.inodes.remember(&node);
-        let opened = self.open_scratch(&path, flags & !(libc::O_CREAT | libc::O_EXCL))?;
+        let ino = st.inodes.remember(&node);
+        let opened = self.open_scratch(&path, flags & !(libc::O_CREAT | libc::O_EXCL), ino)?;
         Ok((attr, opened))
     }
 
-    pub(super) fn open_scratch(&self, path: &PathBuf, flags: i32) -> Result<Opened> {
+    pub(super) fn open_scratch(&self, path: &PathBuf, flags: i32, ino: u64) -> Result<Opened> {
         let acc = flags & libc::O_ACCMODE;
         let mut oo = OpenOptions::new();
         oo.read(true);
@@ -701,7 +716,7 @@ impl Fs {
         oo.truncate(flags & libc::O_TRUNC != 0 && acc != libc::O_RDONLY);
         oo.custom_flags(flags & libc::O_APPEND);
         let f = oo.open(path)?;
-        let fh = self.add_handle(Handle::Scratch(Arc::new(f)));
+        let fh = self.add_handle(Handle::Scratch(Arc::new(f), ino));
         Ok(Opened { fh, keep_cache: false, passthrough: None })
     }
 
@@ -739,7 +754,7 @@ impl Fs {
     fn handle(&self, fh: u64) -> Result<HandleRef> {
         match self.handles().get(&fh) {
             Some(Handle::Write(w)) => Ok(HandleRef::Writer(w.clone())),
-            Some(Handle::Scratch(f)) => Ok(HandleRef::Scratch(f.clone())),
+            Some(Handle::Scratch(f, _)) => Ok(HandleRef::Scratch(f.clone())),
             Some(Handle::Blob(..)) | Some(Handle::Bytes(_)) => Err(FsError::new(libc::EBADF, "opened read-only")),
             Some(Handle::Dir(_)) => Err(FsError::new(libc::EISDIR, "folder")),
             None => Err(FsError::new(libc::EBADF, "unknown handle")),
@@ -824,9 +839,13 @@ impl Fs {
 
     /// flush (every close): commit what the handle changed, durably, before close returns.
     pub fn flush(&self, fh: u64) -> Result<()> {
+        self.flush_handle(fh, false)
+    }
+
+    fn flush_handle(&self, fh: u64, last_close: bool) -> Result<()> {
         let w = match self.handles().get(&fh) {
             Some(Handle::Write(w)) => w.clone(),
-            Some(Handle::Scratch(f)) => {
+            Some(Handle::Scratch(f, _)) => {
                 let f = f.clone();
                 return f.sync_data().map_err(Into::into);
             }
@@ -839,7 +858,7 @@ impl Fs {
                 format!("{} of {} was not saved: a write failed", w.file, w.model.display_shortest()),
             ));
         }
-        if !w.dirty {
+        if !w.dirty || !(w.touched || last_close) {
             return Ok(());
         }
         let res = self.commit(&mut w);
@@ -851,8 +870,14 @@ impl Fs {
 
     /// release: commit if anything is still pending, then drop the handle.
     pub fn release(&self, fh: u64) -> Result<()> {
-        let res = self.flush(fh);
+        let res = self.flush_handle(fh, true);
         let h = self.handles().remove(&fh);
+        if let Some(Handle::Scratch(_, ino)) = h {
+            let still_open = self.handles().values().any(|h| matches!(h, Handle::Scratch(_, i) if *i == ino));
+            if !still_open {
+                self.lock().orphans.remove(&ino);
+            }
+        }
         if let Some(Handle::Write(w)) = h {
             let w = w.lock().unwrap_or_else(|e| e.into_inner());
             if w.created {
@@ -876,11 +901,20 @@ impl Fs {
         if w.file == CONFIG_FILE {
             check_config_json(&w.model, &w.read_all(&self.store)?)?;
         }
-        let (d, len) = w.finish(&self.store)?;
+        if w.len == 0 && is_weights_name(&w.file) {
+            // An empty weights file is no layer (and no blob): nothing to commit yet.
+            log::debug!("{} of {} is empty; not a layer", w.file, w.model.display_shortest());
+            return Ok(());
+        }
+        let (d, len, held) = w.finish(&self.store)?;
         let mut st = self.lock();
         st.blob_meta.remove(&d);
         let (model, file) = key;
-        self.apply_layer(&mut st, &model, &file, d, len)
+        let res = self.apply_layer(&mut st, &model, &file, d, len);
+        if held {
+            self.store.release(&d);
+        }
+        res
     }
 
     /// Put blob `d` into `model` as file `file`: replace the layer of that name, or add one.
@@ -914,12 +948,14 @@ impl Fs {
     /// A model needs a config for Ollama to list it: generate one from the GGUF header
     /// (as `ollama create` does) when there is none, or when ours was made before the
     /// weights arrived.
-    pub(super) fn fill_config(&self, m: &mut Manifest) -> Result<bool> {
+    /// Returns the generated config blob, held (see `Store::ingest_bytes_held`): the caller
+    /// releases it once the manifest or the mount's work names it.
+    pub(super) fn fill_config(&self, m: &mut Manifest) -> Result<Option<Digest>> {
         let weights = m.layers.iter().find(|l| l.media_type == format!("{LAYER_PREFIX}model")).and_then(Layer::digest);
         // No weights yet (a copy that writes text files first): leave the config empty
         // rather than store a blob that the next file replaces.
         if weights.is_none() {
-            return Ok(false);
+            return Ok(None);
         }
         let regenerate = match m.config.digest() {
             None => true,
@@ -934,16 +970,16 @@ impl Fs {
             }
         };
         if !regenerate {
-            return Ok(false);
+            return Ok(None);
         }
         let generated = weights
             .and_then(|d| self.store.open_blob(&d).ok())
             .and_then(|f| crate::gguf::read_header(BufReader::new(f)).ok())
             .map(|h| GeneratedConfig::from_gguf(&h))
             .unwrap_or_else(GeneratedConfig::empty);
-        let (d, len, _) = self.store.ingest_bytes(&generated.to_bytes())?;
+        let (d, len) = self.store.ingest_bytes_held(&generated.to_bytes())?;
         m.config = Layer::new(CONFIG_MEDIA_TYPE, d, len);
-        Ok(true)
+        Ok(Some(d))
     }
 
     /// Write a model's manifest (only a complete model passes `Store::write_manifest`),
@@ -1057,6 +1093,15 @@ impl Fs {
         if let Some(s) = st.scratch.remove(&key) {
             // Open descriptors keep working on the unlinked file, as on any filesystem.
             let _ = std::fs::remove_file(&s.path);
+            if let Some(&ino) = st.inodes.by_node.get(&Node::File(model.clone(), full.clone())) {
+                let open = self.handles().values().find_map(|h| match h {
+                    Handle::Scratch(f, i) if *i == ino => Some(f.clone()),
+                    _ => None,
+                });
+                if let Some(f) = open {
+                    st.orphans.insert(ino, f);
+                }
+            }
             return Ok(());
         }
         if st.creating.remove(&key) {
@@ -1243,11 +1288,12 @@ impl Fs {
             }
             let (digest, len) = hash_file(&s.path)?;
             let file = File::open(&s.path)?;
-            self.store.adopt_blob(&s.path, &file, &digest, len)?;
+            self.store.adopt_blob_held(&s.path, &file, &digest, len)?;
             st.scratch.remove(&skey);
             st.blob_meta.remove(&digest);
-            self.replace_or_add(st, dm, dname, digest, len)?;
-            return Ok(());
+            let res = self.replace_or_add(st, dm, dname, digest, len);
+            self.store.release(&digest);
+            return res;
         }
         // A layer moving: same blob, other name or other model.
         let src_layer = self.layer_of(st, sm, sname)?;
@@ -1445,9 +1491,16 @@ impl Fs {
             self.node_of(&st, ino)?
         };
         if let Node::File(m, name) = &node {
-            let scratch = self.lock().scratch.get(&(m.clone(), name.clone())).cloned();
+            let (scratch, orphan) = {
+                let st = self.lock();
+                (st.scratch.get(&(m.clone(), name.clone())).cloned(), st.orphans.get(&ino).cloned())
+            };
             if let Some(s) = scratch {
                 let f = OpenOptions::new().read(true).open(&s.path)?;
+                apply_to_file(&f, &set)?;
+                return self.getattr(ino);
+            }
+            if let Some(f) = orphan {
                 apply_to_file(&f, &set)?;
                 return self.getattr(ino);
             }

@@ -11,7 +11,7 @@ use std::fs::{self, File};
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use super::manifest::{Layer, Manifest};
+use super::manifest::{LAYER_PREFIX, Layer, Manifest};
 use super::{Digest, Store};
 use crate::layout::{self, Kind};
 
@@ -41,6 +41,12 @@ impl Store {
             .map_err(|e| no(format!("config blob {cd} is not a JSON object: {e}")))?;
         for l in &m.layers {
             self.check_layer(l)?;
+        }
+        // A model runs from its main weights: a GGUF model layer or safetensors tensors.
+        // Adapters, projectors and drafts need one beside them.
+        let main = [format!("{LAYER_PREFIX}model"), format!("{LAYER_PREFIX}tensor")];
+        if !m.layers.iter().any(|l| main.contains(&l.media_type)) {
+            return Err(no("it has no weights (no model or tensor layer)"));
         }
         Ok(())
     }

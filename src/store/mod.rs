@@ -275,6 +275,31 @@ impl Store {
         Ok(true)
     }
 
+    /// `adopt_blob`, and a `hold` on the result taken under the write lock, so no other
+    /// ollamafs process can prune the blob (new, or found already there) before the caller's
+    /// manifest names it. The caller `release`s it when done.
+    pub fn adopt_blob_held(&self, temp: &Path, file: &File, digest: &Digest, len: u64) -> io::Result<bool> {
+        let _lock = self.lock_writes();
+        let new = self.adopt_blob(temp, file, digest, len)?;
+        self.hold(digest)?;
+        Ok(new)
+    }
+
+    /// `ingest_bytes` with a hold on the blob (see `adopt_blob_held`).
+    pub fn ingest_bytes_held(&self, bytes: &[u8]) -> Result<(Digest, u64)> {
+        let (mut f, path) = self.temp_file()?;
+        let res = (|| -> Result<(Digest, u64)> {
+            f.write_all(bytes)?;
+            let d = Digest::of_bytes(bytes);
+            self.adopt_blob_held(&path, &f, &d, bytes.len() as u64)?;
+            Ok((d, bytes.len() as u64))
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        res
+    }
+
     /// Stream any reader into the store as a blob.
     pub fn ingest(&self, r: impl Read) -> Result<(Digest, u64, bool)> {
         self.ingest_checked(r, None)
