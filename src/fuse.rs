@@ -729,11 +729,11 @@ impl Filesystem for FuseFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
-                s.f_blocks as u64,
-                s.f_bfree as u64,
-                s.f_bavail as u64,
-                s.f_files as u64,
-                s.f_ffree as u64,
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
                 s.f_bsize as u32,
                 255,
                 s.f_frsize as u32,
@@ -826,7 +826,9 @@ impl Filesystem for FuseFs {
         };
         // With POSIX ACLs on, the kernel leaves the umask to us.
         match self.fs.create(parent.0, name, mode & !umask, flags) {
-            Ok((a, o)) => reply.created(&ttl_for(&a), &to_file_attr(&a), Generation(0), FileHandle(o.fh), FopenFlags::empty()),
+            Ok((a, o)) => {
+                reply.created(&ttl_for(&a), &to_file_attr(&a), Generation(0), FileHandle(o.fh), FopenFlags::empty())
+            }
             Err(e) => reply.error(errno(e)),
         }
     }

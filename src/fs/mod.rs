@@ -552,7 +552,10 @@ impl Fs {
                 // Another process wrote this model: the store's version replaces any work
                 // in progress on it here.
                 if st.work.remove(&f.name).is_some() {
-                    log::warn!("{} changed in the store; its unfinished change in the mount is dropped", f.name.display_shortest());
+                    log::warn!(
+                        "{} changed in the store; its unfinished change in the mount is dropped",
+                        f.name.display_shortest()
+                    );
                 }
                 st.pins.remove(&f.name);
                 changed = true;
@@ -1035,7 +1038,9 @@ impl Fs {
                     "unmounting: the unfinished change to {} is dropped; the store keeps its last complete version",
                     name.display_shortest()
                 ),
-                false => log::warn!("unmounting: draft {} never became a complete model; dropped", name.display_shortest()),
+                false => {
+                    log::warn!("unmounting: draft {} never became a complete model; dropped", name.display_shortest())
+                }
             }
         }
         if !st.waiting.is_empty() {

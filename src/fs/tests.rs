@@ -166,7 +166,10 @@ fn weights_refuse_writes_and_bad_names_are_einval() {
     let t = setup(Options::default());
     let w = walk(&t, "llama3.2:latest/model.gguf").unwrap();
     assert_eq!(t.fs.open(w.ino, libc::O_WRONLY).unwrap_err().errno, libc::EPERM);
-    assert_eq!(t.fs.setattr(w.ino, None, SetAttr { size: Some(0), ..Default::default() }).unwrap_err().errno, libc::EPERM);
+    assert_eq!(
+        t.fs.setattr(w.ino, None, SetAttr { size: Some(0), ..Default::default() }).unwrap_err().errno,
+        libc::EPERM
+    );
     for bad in ["a b:c", "..", "-x:y", "x:y@z", &format!("{}:t", "m".repeat(81))] {
         assert_eq!(t.fs.mkdir(ROOT_INO, bad).unwrap_err().errno, libc::EINVAL, "{bad}");
     }
@@ -298,4 +301,95 @@ fn api_changes_on_a_read_only_mount_are_refused() {
         assert_eq!(e.to_string(), "read-only mount");
     }
     assert_eq!(manifest(&t, "llama3.2:latest"), before);
+}
+
+/// Write `data` into a new file of a folder: create, write, close (no FUSE).
+fn write_new(t: &T, dir: &str, name: &str, data: &[u8]) -> Result<()> {
+    let parent = walk(t, dir)?.ino;
+    let (_, w) = t.fs.create(parent, name, 0o644, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)?;
+    t.fs.write(w.fh, 0, data)?;
+    t.fs.flush(w.fh)?;
+    t.fs.release(w.fh)
+}
+
+fn on_disk(t: &T, name: &str) -> bool {
+    t.fs.store.manifest_path(&Name::parse(name).unwrap()).exists()
+}
+
+#[test]
+fn a_draft_is_published_when_its_weights_arrive() {
+    let t = setup(Options::default());
+    t.fs.mkdir(ROOT_INO, "new:v1").unwrap();
+    write_new(&t, "new:v1", "system", b"be brief\n").unwrap();
+    assert!(!on_disk(&t, "new:v1"), "text alone is a draft");
+    assert_eq!(names(&t, "new:v1"), ["system"], "a draft shows its files, and no manifest.json");
+    assert!(t.fs.lock().index.get(&Name::parse("new:v1").unwrap()).is_none(), "the API does not list drafts");
+    cp_file(&t, "llama3.2:latest/model.gguf", "new:v1", "model.gguf").unwrap();
+    assert!(on_disk(&t, "new:v1"), "whole weights publish it");
+    let m = crate::store::Manifest::parse(&manifest(&t, "new:v1")).unwrap();
+    assert!(t.fs.store.check_complete(&m).is_ok());
+    // The generated config.json is hidden while the folder is fresh (a copy tool may still
+    // create it with O_EXCL); stepping the clock past the window shows it.
+    assert_eq!(walk(&t, "new:v1/config.json").unwrap_err().errno, libc::ENOENT);
+    t.fs.opts.clock.advance(FRESH_WINDOW + Duration::from_millis(1));
+    assert!(walk(&t, "new:v1/config.json").is_ok());
+    assert!(walk(&t, "new:v1/manifest.json").is_ok());
+}
+
+#[test]
+fn removing_weights_is_held_until_the_model_is_whole_again() {
+    let t = setup(Options::default());
+    let before = manifest(&t, fixture::LLAMA);
+    let llama = walk(&t, "llama3.2:latest").unwrap().ino;
+    t.fs.unlink(llama, "model.gguf").unwrap();
+    assert_eq!(manifest(&t, fixture::LLAMA), before, "the store keeps the complete model");
+    assert_eq!(walk(&t, "llama3.2:latest/model.gguf").unwrap_err().errno, libc::ENOENT, "the mount shows the change");
+    // `rm` then `ln`: the layer returns to its old place and the manifest is what it was.
+    let weights = walk(&t, "myuser/llama3.2:custom/model.gguf").unwrap().ino;
+    t.fs.link(weights, llama, "model.gguf").unwrap();
+    assert_eq!(manifest(&t, fixture::LLAMA), before);
+    assert!(t.fs.lock().work.is_empty(), "nothing held any more");
+}
+
+#[test]
+fn rm_manifest_json_unpublishes_and_the_folder_empties_in_any_order() {
+    let t = setup(Options::default());
+    let before = blobs(&t);
+    let custom = walk(&t, "myuser/llama3.2:custom").unwrap().ino;
+    // Removing the config first is held; removing manifest.json then unpublishes.
+    t.fs.unlink(custom, "config.json").unwrap();
+    t.fs.unlink(custom, "manifest.json").unwrap();
+    assert!(!on_disk(&t, fixture::CUSTOM));
+    assert_eq!(
+        names(&t, "myuser/llama3.2:custom"),
+        ["model.gguf", "template", "system", "license", "license-2", "params.json"]
+    );
+    assert_eq!(blobs(&t), before, "the draft's files are held");
+    // A later change that removes a file never republishes the draft.
+    t.fs.unlink(custom, "license").unwrap();
+    assert!(!on_disk(&t, fixture::CUSTOM));
+    for f in ["params.json", "license-2", "template", "model.gguf", "system"] {
+        t.fs.unlink(custom, f).unwrap();
+    }
+    let myuser = walk(&t, "myuser").unwrap().ino;
+    assert_eq!(t.fs.rmdir(myuser, "llama3.2:custom").map_err(|e| e.errno), Ok(()));
+    let gone: Vec<_> = before.difference(&blobs(&t)).cloned().collect();
+    assert_eq!(gone, [t.info.system_custom.blob_file_name()], "only its own system prompt was its alone");
+    assert_eq!(scratch_files(&t), Vec::<String>::new());
+}
+
+#[test]
+fn scratch_files_go_with_their_folder() {
+    let t = setup(Options::default());
+    write_new(&t, "qwen2.5:0.5b", "notes.txt", b"mine\n").unwrap();
+    t.fs.rename(ROOT_INO, "qwen2.5:0.5b", ROOT_INO, "renamed:v1", 0).unwrap();
+    assert!(names(&t, "renamed:v1").contains(&"notes.txt".to_string()), "moved with the model");
+    let dir = walk(&t, "renamed:v1").unwrap().ino;
+    for f in names(&t, "renamed:v1") {
+        t.fs.unlink(dir, &f).unwrap();
+    }
+    t.fs.rmdir(ROOT_INO, "renamed:v1").unwrap();
+    t.fs.mkdir(ROOT_INO, "renamed:v1").unwrap();
+    assert_eq!(names(&t, "renamed:v1"), Vec::<String>::new(), "a new folder of the same name starts empty");
+    assert_eq!(t.fs.create(dir, &"x".repeat(256), 0o644, 0).unwrap_err().errno, libc::ENAMETOOLONG);
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use super::{Node, State};
 use crate::layout::{self, Kind, LayerFile, Source};
-use crate::store::index::Model;
 use crate::name::{DEFAULT_HOST, DEFAULT_NAMESPACE, Name, Part, is_valid_part};
+use crate::store::index::Model;
 
 /// What a prefix directory contains.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -94,9 +94,7 @@ pub fn model_name_in(entry: &str, h_ns: &(String, String)) -> Option<Name> {
 impl State {
     /// Files a freshly made model does not show yet (see `State::fresh`).
     pub(super) fn hidden(&self, model: &Name, file: &str) -> bool {
-        self.fresh
-            .get(model)
-            .is_some_and(|f| self.clock.since(f.at) < super::FRESH_WINDOW && !f.written.contains(file))
+        self.fresh.get(model).is_some_and(|f| self.clock.since(f.at) < super::FRESH_WINDOW && !f.written.contains(file))
     }
 
     /// What the mount shows for a model: its work in progress, else its manifest in the store.

@@ -84,7 +84,10 @@ impl Fs {
     /// complete model, else keep it in the mount as work (draft or held change).
     pub(super) fn commit_view(&self, st: &mut State, model: &Name, mut m: Manifest, publish: Publish) -> Result<()> {
         let published = st.is_published(model);
-        let generated = match !published || self.config_is_placeholder(&m) {
+        // A config is generated (from the GGUF header) for a draft being filled, never
+        // for a folder being emptied, and to replace one made before the weights arrived.
+        let fill = (!published && publish == Publish::IfComplete) || self.config_is_placeholder(&m);
+        let generated = match fill {
             true => self.fill_config(&mut m)?,
             false => None,
         };

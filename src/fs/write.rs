@@ -929,7 +929,7 @@ impl Fs {
             return Err(einval(format!("{file:?} is not a layer name")));
         }
         let at = st.vacated.remove(&(model.clone(), file.to_string()));
-        if !e.set(file, d, len, at)? && st.work.get(model).is_none() && st.is_published(model) {
+        if !e.set(file, d, len, at)? && !st.work.contains_key(model) && st.is_published(model) {
             return Ok(()); // same content: the manifest keeps its bytes and its ID
         }
         self.commit_edit(st, model, e, Publish::IfComplete)
@@ -993,7 +993,8 @@ impl Fs {
         let stamp = std::fs::metadata(self.store.manifest_path(model)).map(|m| Stamp::of(&m)).unwrap_or_default();
         st.index.put(model.clone(), bytes, stamp);
         st.pending_models.remove(model);
-        let mut candidates = st.work.remove(model).map(|w| w.manifest.digests().collect()).unwrap_or_else(Vec::new);
+        let mut candidates: Vec<Digest> =
+            st.work.remove(model).map(|w| w.manifest.digests().collect()).unwrap_or_default();
         candidates.extend(self.sync_holds(st));
         if let Some(old) = old {
             candidates.extend(old.manifest.digests());
@@ -1215,7 +1216,8 @@ impl Fs {
         }
         let prefix = format!("{from}/");
         let mut moves = Vec::new();
-        let names: Vec<Name> = st.index.models().map(|m| m.name.clone()).chain(st.pending_models.iter().cloned()).collect();
+        let names: Vec<Name> =
+            st.index.models().map(|m| m.name.clone()).chain(st.pending_models.iter().cloned()).collect();
         for name in names {
             let d = name.display_shortest();
             if let Some(rest) = d.strip_prefix(&prefix) {

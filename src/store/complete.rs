@@ -98,7 +98,10 @@ pub fn weights_whole(path: &Path, len: u64) -> Result<(), String> {
         let h = crate::gguf::read_header(BufReader::with_capacity(1 << 16, f))
             .map_err(|e| format!("GGUF header is cut short or invalid ({e})"))?;
         if len < h.data_end {
-            return Err(format!("GGUF is truncated: {len} bytes, its header declares tensor data up to {}", h.data_end));
+            return Err(format!(
+                "GGUF is truncated: {len} bytes, its header declares tensor data up to {}",
+                h.data_end
+            ));
         }
         return Ok(());
     }

@@ -361,8 +361,7 @@ impl Store {
         for d in m.digests() {
             self.restore_blob(&d);
         }
-        self.check_complete(&m)
-            .map_err(|why| StoreError::Incomplete { name: name.display_shortest(), why: why.0 })?;
+        self.check_complete(&m).map_err(|why| StoreError::Incomplete { name: name.display_shortest(), why: why.0 })?;
         let (mut f, temp) = self.temp_file()?;
         let res = (|| -> io::Result<()> {
             f.write_all(bytes)?;
@@ -713,7 +712,10 @@ const LOCK_FILE: &str = "lock";
 pub fn process_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name in parentheses: `pid (comm) S ...`.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z" && s != "X"),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|s| s != "Z" && s != "X"),
         Err(_) => false,
     }
 }
