@@ -107,10 +107,10 @@ pub fn weights_whole(path: &Path, len: u64) -> Result<(), String> {
     }
     if n == 8 {
         let header_len = u64::from_le_bytes(head);
-        if let Some(end) = safetensors_end(&mut f, header_len) {
-            if len < end {
-                return Err(format!("safetensors file is truncated: {len} bytes, its header declares {end}"));
-            }
+        if let Some(end) = safetensors_end(&mut f, header_len)
+            && len < end
+        {
+            return Err(format!("safetensors file is truncated: {len} bytes, its header declares {end}"));
         }
     }
     Ok(())
@@ -119,7 +119,7 @@ pub fn weights_whole(path: &Path, len: u64) -> Result<(), String> {
 /// The length a safetensors file declares (8 + header + the furthest `data_offsets` end),
 /// or None when the file does not look like safetensors at all.
 fn safetensors_end(f: &mut File, header_len: u64) -> Option<u64> {
-    if header_len < 2 || header_len > 100 << 20 {
+    if !(2..=100 << 20).contains(&header_len) {
         return None;
     }
     let mut header = vec![0u8; header_len as usize];
