@@ -183,12 +183,29 @@ impl Name {
     /// Ollama's `DisplayShortest`: defaults left out (compared ignoring case), tag always shown.
     pub fn display_shortest(&self) -> String {
         if !self.is_default_host() {
-            format!("{}/{}/{}:{}", self.host, self.namespace, self.model, self.tag)
+            format!("{}/{}/{}", self.host, self.namespace, self.entry())
         } else if !self.is_default_namespace() {
-            format!("{}/{}:{}", self.namespace, self.model, self.tag)
+            format!("{}/{}", self.namespace, self.entry())
         } else {
-            format!("{}:{}", self.model, self.tag)
+            self.entry()
         }
+    }
+
+    /// A model folder in the mount whose name is not a valid model name (`New Folder`,
+    /// `llama3.2:latest (copy)`): it can hold files as a draft but is never published.
+    /// Its whole folder name is kept in `model`, and `tag` is empty.
+    pub fn draft(host: &str, namespace: &str, entry: &str) -> Name {
+        Name { host: host.into(), namespace: namespace.into(), model: entry.into(), tag: String::new() }
+    }
+
+    /// Only a draft: a folder name that can never be published (see `Name::draft`).
+    pub fn is_draft_only(&self) -> bool {
+        self.tag.is_empty()
+    }
+
+    /// The folder entry of this model in its prefix folder: `model:tag`, or a draft's name.
+    pub fn entry(&self) -> String {
+        if self.tag.is_empty() { self.model.clone() } else { format!("{}:{}", self.model, self.tag) }
     }
 
     /// True when both names are the same ignoring ASCII case.
@@ -208,7 +225,7 @@ impl Name {
 impl fmt::Display for Name {
     /// `host/namespace/model:tag`, as Ollama's `String()`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}:{}", self.host, self.namespace, self.model, self.tag)
+        write!(f, "{}/{}/{}", self.host, self.namespace, self.entry())
     }
 }
 

@@ -303,13 +303,21 @@ fn invalid_names_are_refused_and_change_nothing() {
     let files = manifest_files(&m.store);
     let blobs_before = blobs(&m.store);
     let long = "x".repeat(81);
+    // Folder names that are not model names are drafts (file managers make them): they
+    // can hold a whole copy, and are never published under that name.
     for cmd in [
         format!("mkdir {}", q(&m.p("a b:c"))),
         format!("mkdir {}", q(&m.p("-bad:tag"))),
         format!("mkdir {}", q(&m.p(&format!("{long}:t")))),
         format!("mkdir {}", q(&m.p("ok:bad@tag"))),
-        format!("mkdir -p {}", q(&m.p("myuser/na.me/x:y"))),
         format!("cp -r {} {}", q(&m.p("llama3.2:latest")), q(&m.p("bad name:x"))),
+    ] {
+        sh_ok(&cmd);
+    }
+    assert!(m.p("bad name:x/model.gguf").exists());
+    assert!(m.log_text().contains("not a valid model name"), "the log says why it stays a draft");
+    for cmd in [
+        format!("mkdir -p {}", q(&m.p("myuser/na.me/x:y"))),
         format!("mv {} {}", q(&m.p("llama3.2:latest")), q(&m.p("nö:x"))),
         format!("cd {} && ln -s llama3.2:latest 'sp ace:x'", q(&m.mp)),
     ] {

@@ -170,9 +170,14 @@ fn weights_refuse_writes_and_bad_names_are_einval() {
         t.fs.setattr(w.ino, None, SetAttr { size: Some(0), ..Default::default() }).unwrap_err().errno,
         libc::EPERM
     );
-    for bad in ["a b:c", "..", "-x:y", "x:y@z", &format!("{}:t", "m".repeat(81))] {
-        assert_eq!(t.fs.mkdir(ROOT_INO, bad).unwrap_err().errno, libc::EINVAL, "{bad}");
+    // Folder names that are not model names are drafts (file managers' "New Folder",
+    // "NAME (copy)"): they can hold files and are never published.
+    for draft in ["a b:c", "New Folder", "-x:y", "x:y@z", &format!("{}:t", "m".repeat(81))] {
+        t.fs.mkdir(ROOT_INO, draft).unwrap();
+        assert!(names(&t, "").contains(&draft.to_string()), "{draft}");
     }
+    let hf = walk(&t, "hf.co").unwrap().ino;
+    assert_eq!(t.fs.mkdir(hf, "a b:c").unwrap_err().errno, libc::EINVAL, "a host folder holds no models");
     assert_eq!(t.fs.mkdir(ROOT_INO, "Llama3.2:LATEST").unwrap_err().errno, libc::EEXIST, "case twin");
     assert_eq!(t.fs.mkdir(ROOT_INO, "llama3.2:latest").unwrap_err().errno, libc::EEXIST);
     let model = walk(&t, "llama3.2:latest").unwrap().ino;
@@ -392,4 +397,20 @@ fn scratch_files_go_with_their_folder() {
     t.fs.mkdir(ROOT_INO, "renamed:v1").unwrap();
     assert_eq!(names(&t, "renamed:v1"), Vec::<String>::new(), "a new folder of the same name starts empty");
     assert_eq!(t.fs.create(dir, &"x".repeat(256), 0o644, 0).unwrap_err().errno, libc::ENAMETOOLONG);
+}
+
+#[test]
+fn a_draft_with_any_name_is_published_when_renamed_to_a_model_name() {
+    let t = setup(Options::default());
+    let before = std::fs::read_dir(t.fs.store.manifests_dir()).unwrap().count();
+    t.fs.mkdir(ROOT_INO, "llama3.2:latest (copy)").unwrap();
+    for f in ["template", "license", "license-2", "params.json", "model.gguf", "config.json", "manifest.json"] {
+        cp_file(&t, &format!("llama3.2:latest/{f}"), "llama3.2:latest (copy)", f).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(t.fs.store.manifests_dir()).unwrap().count(), before);
+    assert!(!t.fs.store.manifest_path(&Name::parse("llama3.2:latest").unwrap()).with_extension("x").exists());
+    assert!(t.fs.lock().index.models().all(|m| !m.name.model.contains("copy")), "never published under that name");
+    t.fs.rename(ROOT_INO, "llama3.2:latest (copy)", ROOT_INO, "llama3.2:copy", 0).unwrap();
+    assert_eq!(manifest(&t, "llama3.2:copy"), manifest(&t, fixture::LLAMA), "renamed to a valid name: published");
+    assert_eq!(walk(&t, "llama3.2:latest (copy)").unwrap_err().errno, libc::ENOENT);
 }

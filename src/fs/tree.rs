@@ -159,6 +159,13 @@ impl State {
         let s = scope(path)?;
         let child = join(path, name);
         let is_host_here = s.hosts && name.contains(':') && (self.index.has_host(name) || self.dir_has_pending(&child));
+        // A draft with a name that is not a model name (`New Folder`, `x:latest (copy)`).
+        for (h, ns) in &s.models {
+            let d = Name::draft(h, ns, name);
+            if self.pending_models.contains(&d) {
+                return Some(Node::Model(d));
+            }
+        }
         if name.contains(':') && !is_host_here {
             for hn in &s.models {
                 if let Some(n) = model_name_in(name, hn)
@@ -198,7 +205,7 @@ impl State {
                 out.insert(format!("{}:{}", m.name.model, m.name.tag), Node::Model(m.name.clone()));
             }
             for n in self.pending_models.iter().filter(|n| &n.host == h && &n.namespace == ns) {
-                out.insert(format!("{}:{}", n.model, n.tag), Node::Model(n.clone()));
+                out.insert(n.entry(), Node::Model(n.clone()));
             }
         }
         if let Some(h) = &s.namespaces_of {

@@ -91,17 +91,26 @@ impl Fs {
             true => self.fill_config(&mut m)?,
             false => None,
         };
-        let res = self.publish_or_hold(st, model, m, publish);
+        let bytes = m.to_go_json();
+        let res = self.publish_or_hold(st, model, m, bytes, publish);
         if let Some(d) = generated {
             self.store.release(&d);
         }
         res
     }
 
-    fn publish_or_hold(&self, st: &mut State, model: &Name, m: Manifest, publish: Publish) -> Result<()> {
+    /// Publish manifest `m` (as exactly `bytes`) when it is complete and may be, else keep
+    /// it as the folder's work.
+    pub(super) fn publish_or_hold(
+        &self,
+        st: &mut State,
+        model: &Name,
+        m: Manifest,
+        bytes: Vec<u8>,
+        publish: Publish,
+    ) -> Result<()> {
         let published = st.is_published(model);
-        let bytes = m.to_go_json();
-        let may_publish = published || publish == Publish::IfComplete;
+        let may_publish = (published || publish == Publish::IfComplete) && !model.is_draft_only();
         if may_publish {
             match self.store.check_complete(&m) {
                 Ok(()) => {

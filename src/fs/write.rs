@@ -593,8 +593,24 @@ impl Fs {
             st.pending_dirs.insert(child.clone());
             return Ok(Node::Dir(child));
         }
-        let n = self.model_at(p, name)?;
-        self.check_case_twin(st, &n)?;
+        let n = match self.model_at(p, name) {
+            Ok(n) => {
+                self.check_case_twin(st, &n)?;
+                n
+            }
+            // Any other folder name is a draft (a file manager's "New Folder" or
+            // "NAME (copy)"): it holds files, is never published, and becomes a model when
+            // renamed to a valid name.
+            Err(why) => {
+                let s = scope(p).ok_or(why)?;
+                let (h, ns) = s
+                    .models
+                    .first()
+                    .ok_or_else(|| einval(format!("{p:?} is a host folder; models go one level down, not {name:?}")))?;
+                log::info!("{name:?} is not a valid model name: a draft until renamed to one");
+                Name::draft(h, ns, name)
+            }
+        };
         if st.model_exists(&n) {
             return Err(FsError::new(libc::EEXIST, n.display_shortest()));
         }
@@ -1044,6 +1060,13 @@ impl Fs {
         if let Some(f) = st.fresh.get_mut(model) {
             f.at = now;
         }
+        if model.is_draft_only() {
+            // A draft that can never be published takes the manifest as its view, byte for
+            // byte, so that renaming it to a model name publishes exactly these bytes.
+            let m = Manifest::parse(&bytes).map_err(|e| einval(e.to_string()))?;
+            st.pins.remove(model);
+            return self.publish_or_hold(&mut st, model, m, bytes, Publish::NeverDraft);
+        }
         if missing.is_empty() {
             st.waiting.remove(model);
             self.install(&mut st, model, bytes)?;
@@ -1153,7 +1176,17 @@ impl Fs {
         }
         match (&src, &dest_parent) {
             (Node::Model(from), Node::Dir(p)) => {
-                let to = self.model_at(p, newname)?;
+                let to = match self.model_at(p, newname) {
+                    Ok(to) => to,
+                    // A draft may take any folder name (a published model may not: it
+                    // would leave the store).
+                    Err(why) if !st.is_published(from) => {
+                        let s = scope(p).ok_or(why)?;
+                        let (h, ns) = s.models.first().ok_or_else(|| einval(format!("{p:?} cannot hold models")))?;
+                        Name::draft(h, ns, newname)
+                    }
+                    Err(why) => return Err(why),
+                };
                 self.rename_model(&mut st, from, &to)
             }
             (Node::Dir(from), Node::Dir(p)) => self.rename_prefix(&mut st, from, &join(p, newname)),
@@ -1177,7 +1210,9 @@ impl Fs {
         if st.is_published(to) || (st.model_exists(to) && !st.model_children(to, "").is_empty()) {
             return Err(FsError::new(libc::ENOTEMPTY, format!("{} exists", to.display_shortest())));
         }
-        self.check_case_twin(st, to)?;
+        if !to.is_draft_only() {
+            self.check_case_twin(st, to)?;
+        }
         if st.pending_models.contains(to) {
             self.forget_model_folder(st, to); // an empty folder is replaced, as rename(2) does
         }
@@ -1189,8 +1224,8 @@ impl Fs {
             self.move_model_folder(st, from, to);
             st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
             // A complete draft under its new name is published.
-            if let Some(view) = st.work.get(to).map(|w| w.manifest.clone()) {
-                self.commit_view(st, to, view, Publish::IfComplete)?;
+            if let Some((m, bytes)) = st.work.get(to).map(|w| (w.manifest.clone(), w.bytes.to_vec())) {
+                self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)?;
             }
             return Ok(());
         }
@@ -1222,7 +1257,17 @@ impl Fs {
             let d = name.display_shortest();
             if let Some(rest) = d.strip_prefix(&prefix) {
                 let target = format!("{to}/{rest}");
-                let n = Name::parse(&target).map_err(|_| einval(format!("{target:?} is not a valid model name")))?;
+                let n = match name.is_draft_only() {
+                    false => {
+                        Name::parse(&target).map_err(|_| einval(format!("{target:?} is not a valid model name")))?
+                    }
+                    true => {
+                        let (parent, entry) = target.rsplit_once('/').unwrap_or(("", &target));
+                        let hn = scope(parent).and_then(|s| s.models.first().cloned());
+                        let (h, ns) = hn.ok_or_else(|| einval(format!("{target:?} cannot hold a draft")))?;
+                        Name::draft(&h, &ns, entry)
+                    }
+                };
                 moves.push((name.clone(), n));
             }
         }
