@@ -146,23 +146,6 @@ fn removing_config_or_weights_is_held_and_a_move_out_is_safe() {
     assert_store_clean(&m.store);
 }
 
-/// A Python with GLib's introspection bindings (python3-gi), for tests that drive GLib
-/// itself. Under CI it must exist (`.ci/run` installs it); elsewhere the test skips loudly.
-fn python_with_gi() -> Option<&'static str> {
-    for py in ["/usr/bin/python3", "python3"] {
-        let ok = std::process::Command::new(py)
-            .args(["-c", "import gi; gi.require_version('Gio', '2.0'); from gi.repository import Gio"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Some(py);
-        }
-    }
-    assert!(std::env::var("CI").is_err(), "CI=true but no python3-gi: GLib tests must run");
-    eprintln!("\n*** SKIPPING GLib test: no python3 with python3-gi (apt-get install python3-gi) ***\n");
-    None
-}
-
 /// Item 5: GLib (Nautilus, Thunar) deletes a folder's files in the order its enumerator
 /// gives, which on this mount puts config.json and manifest.json first. Driven through GLib
 /// itself: every delete succeeds, then the folder's.

@@ -266,7 +266,8 @@ pub(crate) struct State {
 pub(crate) enum Handle {
     Dir(Arc<Vec<DirEntry>>),
     /// A blob, and the prefetch that keeps its page cache ahead of a daemon-served reader.
-    Blob(Arc<File>, Arc<Prefetch>),
+    /// The digest lets a stream of the same bytes written elsewhere be compared, not stored.
+    Blob(Arc<File>, Arc<Prefetch>, Digest),
     Bytes(Arc<[u8]>),
     Write(Arc<Mutex<Writer>>),
     /// A scratch file and its inode.
@@ -306,6 +307,8 @@ pub struct Fs {
     next_fh: AtomicU64,
     pub(crate) opts: Options,
     started: SystemTime,
+    /// SHA-256 of the first 64 KiB of weights blobs (None: unreadable), for re-imports.
+    prefixes: Mutex<HashMap<Digest, Option<[u8; 32]>>>,
 }
 
 /// How far ahead of a daemon-served weights read the blob is prefetched.
@@ -420,6 +423,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             opts,
             started: SystemTime::now(),
+            prefixes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -882,7 +886,7 @@ impl Fs {
                     libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, libc::POSIX_FADV_SEQUENTIAL)
                 };
                 let file = Arc::new(file);
-                let fh = self.add_handle(Handle::Blob(file.clone(), Arc::default()));
+                let fh = self.add_handle(Handle::Blob(file.clone(), Arc::default(), *d));
                 let passthrough = self.opts.passthrough.then_some((*d, file));
                 Ok(Opened { fh, keep_cache: true, passthrough })
             }
@@ -902,10 +906,8 @@ impl Fs {
                 drop(st);
                 let handle = match f.source {
                     Source::Manifest => Handle::Bytes(m.bytes.clone()),
-                    Source::Config => Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.config)?), Arc::default()),
-                    Source::Layer(i) => {
-                        Handle::Blob(Arc::new(self.open_layer_blob(&m.manifest.layers[i])?), Arc::default())
-                    }
+                    Source::Config => self.layer_handle(&m.manifest.config)?,
+                    Source::Layer(i) => self.layer_handle(&m.manifest.layers[i])?,
                 };
                 // Text is per model and may change under the same inode: no keep-cache.
                 Ok(Opened { fh: self.add_handle(handle), keep_cache: false, passthrough: None })
@@ -915,9 +917,10 @@ impl Fs {
         }
     }
 
-    fn open_layer_blob(&self, l: &crate::store::Layer) -> Result<File> {
+    fn layer_handle(&self, l: &crate::store::Layer) -> Result<Handle> {
         let d = l.digest().ok_or_else(|| FsError::new(libc::EIO, format!("invalid digest {:?}", l.digest)))?;
-        self.store.open_blob(&d).map_err(|e| FsError::new(libc::EIO, format!("blob {d}: {e}")))
+        let f = self.store.open_blob(&d).map_err(|e| FsError::new(libc::EIO, format!("blob {d}: {e}")))?;
+        Ok(Handle::Blob(Arc::new(f), Arc::default(), d))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -934,7 +937,7 @@ impl Fs {
         let h = {
             let handles = self.handles();
             match handles.get(&fh) {
-                Some(Handle::Blob(f, ahead)) => ReadFrom::Blob(f.clone(), ahead.clone()),
+                Some(Handle::Blob(f, ahead, _)) => ReadFrom::Blob(f.clone(), ahead.clone()),
                 Some(Handle::Scratch(f, _)) => ReadFrom::File(f.clone()),
                 Some(Handle::Bytes(b)) => ReadFrom::Bytes(b.clone()),
                 Some(Handle::Write(w)) => ReadFrom::Writer(w.clone()),

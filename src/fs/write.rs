@@ -20,6 +20,9 @@ use crate::store::config::{self, GeneratedConfig};
 use crate::store::manifest::{CONFIG_MEDIA_TYPE, LAYER_PREFIX};
 use crate::store::{Digest, Layer, Manifest, Stamp, Store, hash_file};
 
+/// How much of a new file's first write identifies a weights blob it may be a copy of.
+const PREFIX_LEN: usize = 64 << 10;
+
 /// Largest manifest.json / config.json accepted (they are small JSON files).
 const MAX_JSON: u64 = 16 << 20;
 
@@ -116,6 +119,8 @@ pub struct Writer {
     /// Up to where writeback was started (see `WRITEBACK_CHUNK`).
     written_back: u64,
     clone: Option<CloneOf>,
+    /// The cloned blob, open while writes are compared with it.
+    source: Option<File>,
     pub(crate) dirty: bool,
     /// A write failed (ENOSPC, EIO): the content is incomplete and is never committed.
     failed: Option<i32>,
@@ -137,6 +142,7 @@ impl Writer {
             hashed: 0,
             written_back: 0,
             clone: None,
+            source: None,
             dirty: true,
             failed: None,
             touched: false,
@@ -155,6 +161,7 @@ impl Writer {
             hashed: 0,
             written_back: 0,
             clone: Some(CloneOf { digest, covered: len, source_len: len }),
+            source: None,
             dirty: false,
             failed: None,
             touched: false,
@@ -169,29 +176,81 @@ impl Writer {
         Ok(&self.temp.insert(temp).0)
     }
 
-    /// Turn a clone into real bytes before a write that does not continue it.
+    /// Turn a clone into real bytes before a write that does not continue it. The matched
+    /// prefix is copied from the blob inside the kernel (`copy_file_range`), not re-sent.
     fn materialize(&mut self, store: &Store) -> io::Result<()> {
         let Some(c) = self.clone.take() else {
             return Ok(());
         };
+        self.source = None;
         let temp = self.temp(store)?.try_clone()?;
-        let src = File::open(store.blob_path(&c.digest))?;
-        let mut off = 0u64;
-        let mut buf = vec![0u8; 1 << 20];
-        while off < c.covered {
-            let want = ((c.covered - off) as usize).min(buf.len());
-            let n = src.read_at(&mut buf[..want], off)?;
+        let src = store.open_blob(&c.digest)?;
+        use std::os::fd::AsRawFd;
+        let (mut off_in, mut off_out): (i64, i64) = (0, 0);
+        while (off_in as u64) < c.covered {
+            let want = (c.covered - off_in as u64) as usize;
+            // SAFETY: valid fds and offset pointers that live across the call.
+            let n =
+                unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, temp.as_raw_fd(), &mut off_out, want, 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
             if n == 0 {
                 break;
             }
-            temp.write_all_at(&buf[..n], off)?;
-            off += n as u64;
         }
         self.seq = None;
         Ok(())
     }
 
+    /// Compare a write with the blob this content has matched so far: when it continues
+    /// the blob byte for byte, nothing is written (a streamed copy of data the store has).
+    fn continues_clone(&mut self, store: &Store, offset: u64, data: &[u8]) -> io::Result<bool> {
+        let Some(c) = self.clone else { return Ok(false) };
+        let end = offset + data.len() as u64;
+        if self.temp.is_some() || offset != c.covered || c.covered != self.len || end > c.source_len {
+            return Ok(false);
+        }
+        if self.source.is_none() {
+            self.source = Some(store.open_blob(&c.digest)?);
+        }
+        let Some(src) = &self.source else { return Ok(false) };
+        let mut buf = vec![0u8; data.len()];
+        let mut got = 0;
+        while got < buf.len() {
+            match src.read_at(&mut buf[got..], offset + got as u64)? {
+                0 => return Ok(false),
+                n => got += n,
+            }
+        }
+        if buf != data {
+            return Ok(false);
+        }
+        if let Some(c) = self.clone.as_mut() {
+            c.covered = end;
+        }
+        self.len = end;
+        self.dirty = true;
+        self.touched = true;
+        Ok(true)
+    }
+
+    /// Nothing arrived yet: the content may turn out to be blob `digest`; compare instead
+    /// of storing while it does (`continues_clone`).
+    fn expect_blob(&mut self, digest: Digest, size: u64) {
+        if self.len == 0 && self.temp.is_none() && self.clone.is_none() {
+            self.clone = Some(CloneOf { digest, covered: 0, source_len: size });
+        }
+    }
+
+    fn is_untouched(&self) -> bool {
+        self.len == 0 && self.temp.is_none() && self.clone.is_none() && self.failed.is_none()
+    }
+
     fn write(&mut self, store: &Store, offset: u64, data: &[u8]) -> io::Result<()> {
+        if self.continues_clone(store, offset, data)? {
+            return Ok(());
+        }
         self.materialize(store)?;
         let written_back = self.written_back;
         let temp = self.temp(store)?;
@@ -784,6 +843,12 @@ impl Fs {
                 if let Some(errno) = w.failed {
                     return Err(FsError::new(errno, "an earlier write to this file failed"));
                 }
+                if offset == 0 && w.is_untouched() && !data.is_empty() {
+                    if let Some((d, size)) = self.blob_starting_with(&w.model, &w.file, data) {
+                        log::debug!("{} of {} starts as blob {d}: comparing, not storing", w.file, w.model);
+                        w.expect_blob(d, size);
+                    }
+                }
                 if let Err(e) = w.write(&self.store, offset, data) {
                     // Give the space back now and never commit a partial file.
                     let errno = e.raw_os_error().unwrap_or(libc::EIO);
@@ -827,6 +892,75 @@ impl Fs {
         }
         self.write(fh_out, off_out, &data)?;
         Ok(data.len() as u64)
+    }
+
+    /// A blob that the first bytes of a new file match: one a process has open for reading
+    /// (GLib's splice copy, mc, rsync, Python copying inside the mount), the blob the file
+    /// showed before, or a weights blob with the same first 64 KiB (a re-import).
+    fn blob_starting_with(&self, model: &Name, file: &str, data: &[u8]) -> Option<(Digest, u64)> {
+        let mut candidates: Vec<Digest> = self
+            .handles()
+            .values()
+            .filter_map(|h| match h {
+                Handle::Blob(_, _, d) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        {
+            let st = self.lock();
+            if let Some((d, _)) = st.edit(model).blob(file) {
+                candidates.push(d);
+            }
+        }
+        if data.len() >= PREFIX_LEN {
+            candidates.extend(self.blobs_with_prefix(&data[..PREFIX_LEN]));
+        }
+        let mut seen = HashSet::new();
+        for d in candidates {
+            if !seen.insert(d) {
+                continue;
+            }
+            let Ok(f) = self.store.open_blob(&d) else { continue };
+            let Ok(meta) = f.metadata() else { continue };
+            if meta.len() < data.len() as u64 {
+                continue;
+            }
+            let mut head = vec![0u8; data.len()];
+            if f.read_exact_at(&mut head, 0).is_ok() && head == data {
+                return Some((d, meta.len()));
+            }
+        }
+        None
+    }
+
+    /// Weights blobs (of at least `PREFIX_LEN` bytes) whose first `PREFIX_LEN` bytes hash
+    /// like `head`. Each blob's prefix hash is computed once (blobs never change).
+    fn blobs_with_prefix(&self, head: &[u8]) -> Vec<Digest> {
+        let want: [u8; 32] = Sha256::digest(head).into();
+        let weights: Vec<Digest> = {
+            let st = self.lock();
+            st.index
+                .models()
+                .chain(st.work.values())
+                .flat_map(|m| m.manifest.layers.iter())
+                .filter(|l| l.size >= PREFIX_LEN as i64 && layout::base_name(&l.media_type, &l.name).1 == Kind::Weights)
+                .filter_map(Layer::digest)
+                .collect()
+        };
+        let mut known = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for d in weights {
+            let p = *known.entry(d).or_insert_with(|| {
+                let mut buf = vec![0u8; PREFIX_LEN];
+                let f = self.store.open_blob(&d).ok()?;
+                f.read_exact_at(&mut buf, 0).ok()?;
+                Some(Sha256::digest(&buf).into())
+            });
+            if p == Some(want) && !out.contains(&d) {
+                out.push(d);
+            }
+        }
+        out
     }
 
     /// The blob an open source file shows, when it is an unchanged blob.

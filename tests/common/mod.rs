@@ -162,6 +162,12 @@ impl Mount {
         (get("rchar:"), get("wchar:"))
     }
 
+    /// Bytes the daemon caused to be written to storage so far (`write_bytes` of /proc/PID/io).
+    pub fn daemon_disk_writes(&self) -> u64 {
+        let text = fs::read_to_string(format!("/proc/{}/io", self.pid())).unwrap_or_default();
+        text.lines().find_map(|l| l.strip_prefix("write_bytes:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0)
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -213,6 +219,24 @@ pub fn scratch_leftovers(store: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// A Python with GLib's introspection bindings (python3-gi), for tests that drive GLib
+/// itself as Nautilus and Thunar do. Under CI it must exist (`.ci/run` installs it);
+/// elsewhere the test skips loudly.
+pub fn python_with_gi() -> Option<&'static str> {
+    for py in ["/usr/bin/python3", "python3"] {
+        let ok = Command::new(py)
+            .args(["-c", "import gi; gi.require_version('Gio', '2.0'); from gi.repository import Gio"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(py);
+        }
+    }
+    assert!(std::env::var("CI").is_err(), "CI=true but no python3-gi: GLib tests must run");
+    eprintln!("\n*** SKIPPING GLib test: no python3 with python3-gi (apt-get install python3-gi) ***\n");
+    None
 }
 
 /// Run a shell command line, returning its output.
