@@ -542,12 +542,12 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.fs.mkdir(parent.0, name) {
+        match self.fs.mkdir(parent.0, name, mode & !umask) {
             Ok(a) => reply.entry(&TTL, &to_file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }

@@ -112,3 +112,119 @@ fn streamed_copies_of_known_data_write_nothing() {
     assert_eq!(blobs(&m.store), blobs_before, "the generated config is llama3.2's own: no new blob at all");
     assert_store_clean(&m.store);
 }
+
+/// Run `gio` (GLib's command line, what Nautilus and Thunar do underneath).
+fn gio_available() -> bool {
+    let ok = sh("command -v gio").status.success();
+    assert!(ok || std::env::var("CI").is_err(), "CI=true but no `gio` (libglib2.0-bin)");
+    if !ok {
+        eprintln!("\n*** SKIPPING: no `gio` command (apt-get install libglib2.0-bin) ***\n");
+    }
+    ok
+}
+
+/// `gio trash` moves a model into `MOUNT/.Trash-0` by rename: it leaves the store, nothing
+/// is copied, and its blobs survive even Ollama's start-up prune. Restore (a rename back,
+/// as the file managers do) publishes it byte for byte; emptying the trash prunes.
+#[test]
+fn gio_trash_restore_and_empty() {
+    let Some((d, m, info)) = mounted_fixture(&[]) else { return };
+    let Some(py) = python_with_gi() else { return };
+    if !gio_available() {
+        return;
+    }
+    let custom = "registry.ollama.ai/myuser/llama3.2/custom";
+    let before = manifest_bytes(&m.store, custom);
+    let blobs_before = blobs(&m.store);
+    let writes = m.daemon_disk_writes();
+    sh_ok(&format!("gio trash {}", q(&m.p("myuser/llama3.2:custom"))));
+    assert!(m.daemon_disk_writes() - writes < 1 << 20, "trashing copied data");
+    assert!(!manifest_files(&m.store).contains(custom), "a trashed model leaves the store");
+    assert!(!m.p("myuser/llama3.2:custom").exists());
+    let trash = m.p(".Trash-0");
+    let meta = fs::metadata(&trash).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o700), "the Trash specification's owner and mode");
+    let item = trash.join("files/llama3.2:custom");
+    assert_eq!(fs::read_to_string(item.join("system")).unwrap(), ollamafs::fixture::SYSTEM_CUSTOM);
+    let info_text = fs::read_to_string(trash.join("info/llama3.2:custom.trashinfo"))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", sh_ok(&format!("ls -la {}/info", q(&trash))), m.log_text()));
+    assert!(info_text.contains("Path=myuser/llama3.2%3Acustom"), "{info_text}");
+    assert_eq!(blobs(&m.store), blobs_before, "nothing pruned while in the trash");
+    assert_verifies(&m.store);
+    // Ollama's start-up prune deletes blobs no manifest names: the trash keeps the data.
+    let system_blob = m.store.join("blobs").join(info.system_custom.blob_file_name());
+    fs::remove_file(&system_blob).unwrap();
+    // Restore as the file managers do: make the original folder if it is gone (an emptied
+    // namespace folder vanishes), move files/NAME back to the Path of its info file.
+    glib(
+        py,
+        d.path(),
+        "dst = Gio.File.new_for_path(sys.argv[2])\nif not dst.get_parent().query_exists(None):\n    dst.get_parent().make_directory_with_parents(None)\n\
+         Gio.File.new_for_path(sys.argv[1]).move(dst, Gio.FileCopyFlags.NONE, None, None, None)\n\
+         Gio.File.new_for_path(sys.argv[3]).delete(None)\n",
+        &[&item, &m.p("myuser/llama3.2:custom"), &trash.join("info/llama3.2:custom.trashinfo")],
+    );
+    assert_eq!(manifest_bytes(&m.store, custom), before, "restored byte for byte");
+    assert!(system_blob.exists(), "the pruned blob came back from the trash");
+    assert_store_clean(&m.store);
+    // A layer file goes to the trash and back too.
+    sh_ok(&format!("gio trash {}", q(&m.p("myuser/llama3.2:custom/license-2"))));
+    assert!(!m.p("myuser/llama3.2:custom/license-2").exists());
+    sh_ok(&format!("mv {} {}", q(&trash.join("files/license-2")), q(&m.p("myuser/llama3.2:custom/license-2"))));
+    assert_eq!(manifest_bytes(&m.store, custom), before);
+    // Trash again, then empty the trash as GLib does (delete children, then the folder).
+    sh_ok(&format!("gio trash {}", q(&m.p("myuser/llama3.2:custom"))));
+    glib(
+        py,
+        d.path(),
+        "def rm(f):\n    if f.query_file_type(Gio.FileQueryInfoFlags.NOFOLLOW_SYMLINKS, None) == Gio.FileType.DIRECTORY:\n\
+         \x20       for i in f.enumerate_children('standard::name', Gio.FileQueryInfoFlags.NOFOLLOW_SYMLINKS, None):\n\
+         \x20           rm(f.get_child(i.get_name()))\n    f.delete(None)\n\
+         for sub in ('files', 'info'):\n    d = Gio.File.new_for_path(sys.argv[1]).get_child(sub)\n\
+         \x20   for i in d.enumerate_children('standard::name', Gio.FileQueryInfoFlags.NOFOLLOW_SYMLINKS, None):\n\
+         \x20       rm(d.get_child(i.get_name()))\n",
+        &[&trash],
+    );
+    assert!(!system_blob.exists(), "emptying the trash prunes what only the trashed model used");
+    assert!(blobs(&m.store).contains(&info.big_model.blob_file_name()), "shared weights stay");
+    assert_store_clean(&m.store);
+}
+
+/// Dolphin (KIO) uses a mount's own trash only for devices Solid knows (block devices and
+/// network shares); an ollamafs mount is neither, so KIO copies the model into the home
+/// Trash, then deletes it file by file. That must be safe at every step and must finish.
+#[test]
+fn kio_move_to_trash_copies_out_then_deletes_safely() {
+    let Some((d, m, info)) = mounted_fixture(&[]) else { return };
+    let have = sh("command -v kioclient5").status.success();
+    assert!(have || std::env::var("CI").is_err(), "CI=true but no kioclient5 (kde-cli-tools)");
+    if !have {
+        eprintln!("\n*** SKIPPING KIO test: no kioclient5 (apt-get install kde-cli-tools) ***\n");
+        return;
+    }
+    let home = d.path().join("home");
+    let rt = d.path().join("xdg-runtime");
+    fs::create_dir_all(&home).unwrap();
+    fs::create_dir_all(&rt).unwrap();
+    sh_ok(&format!("chmod 700 {}", q(&rt)));
+    let llama = manifest_bytes(&m.store, LLAMA);
+    let t0 = std::time::Instant::now();
+    let o = sh(&format!(
+        "HOME={} XDG_RUNTIME_DIR={} QT_QPA_PLATFORM=offscreen timeout 60 kioclient5 --noninteractive move {} trash:/",
+        q(&home),
+        q(&rt),
+        q(&m.p("myuser/llama3.2:custom"))
+    ));
+    assert!(o.status.success(), "kioclient5 failed or hung: {}", stderr(&o));
+    assert!(t0.elapsed().as_secs() < 30, "KIO took {:?}", t0.elapsed());
+    let copied = home.join(".local/share/Trash/files/llama3.2:custom");
+    assert_eq!(fs::read_to_string(copied.join("system")).unwrap(), ollamafs::fixture::SYSTEM_CUSTOM);
+    assert_eq!(fs::metadata(copied.join("model.gguf")).unwrap().len(), info.big_size);
+    let man: serde_json::Value = serde_json::from_slice(&fs::read(copied.join("manifest.json")).unwrap()).unwrap();
+    assert_ne!(man["config"]["digest"], "", "the copy in the home Trash has the complete manifest");
+    assert!(!m.p("myuser/llama3.2:custom").exists());
+    assert!(!manifest_files(&m.store).iter().any(|f| f.contains("/myuser/")));
+    assert_eq!(manifest_bytes(&m.store, LLAMA), llama);
+    assert_store_clean(&m.store);
+}

@@ -4,6 +4,7 @@
 
 mod catalog;
 mod clock;
+mod trash;
 mod tree;
 pub mod watch;
 mod work;
@@ -83,6 +84,8 @@ pub enum Node {
     Blob(Digest),
     /// The short-lived entry answering `symlink` (the kernel insists on a link type).
     Link(String),
+    /// A path inside `.Trash-$UID` ("" is that folder itself); see `trash`.
+    Trash(u32, String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -609,9 +612,12 @@ impl Fs {
     fn lookup_node(&self, st: &State, parent: u64, name: &str) -> Result<Node> {
         let parent_node = self.node_of(st, parent)?;
         let found = match &parent_node {
+            Node::Dir(p) if p.is_empty() && trash::trash_uid(name).is_some() => trash::trash_uid(name)
+                .and_then(|uid| self.trash_lookup(uid, "", "").map(|_| Node::Trash(uid, String::new()))),
             Node::Dir(p) => st.lookup_in_dir(p, name),
             Node::Model(m) => st.lookup_in_model(m, "", name),
             Node::Sub(m, sub) => st.lookup_in_model(m, sub, name),
+            Node::Trash(uid, rel) => self.trash_lookup(*uid, rel, name),
             _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
         };
         found.ok_or_else(|| enoent(name))
@@ -760,7 +766,10 @@ impl Fs {
                     return Err(enoent(name));
                 };
                 match f.source {
-                    Source::Manifest => Ok(self.base_attr(ino, FileKind::File, m.bytes.len() as u64, m.mtime())),
+                    Source::Manifest => {
+                        let published = st.index.get(model).cloned().unwrap_or(m);
+                        Ok(self.base_attr(ino, FileKind::File, published.bytes.len() as u64, published.mtime()))
+                    }
                     Source::Config | Source::Layer(_) => {
                         let layer = match f.source {
                             Source::Layer(i) => &m.manifest.layers[i],
@@ -783,6 +792,7 @@ impl Fs {
                 a.nlink = 1;
                 Ok(a)
             }
+            Node::Trash(uid, rel) => self.trash_attr(ino, *uid, rel),
         }
     }
 
@@ -806,7 +816,21 @@ impl Fs {
                     return Err(enoent(p));
                 }
                 let parent = Node::Dir(p.rsplit_once('/').map(|(a, _)| a.to_string()).unwrap_or_default());
-                (st.dir_children(p).into_iter().collect(), parent)
+                let mut children: Vec<(String, Node)> = st.dir_children(p).into_iter().collect();
+                if p.is_empty() {
+                    for uid in self.trash_dirs() {
+                        children.push((format!("{}{uid}", trash::TRASH_PREFIX), Node::Trash(uid, String::new())));
+                    }
+                }
+                (children, parent)
+            }
+            Node::Trash(uid, rel) => {
+                let parent = match rel.rsplit_once('/') {
+                    Some((p, _)) => Node::Trash(*uid, p.to_string()),
+                    None if rel.is_empty() => Node::Dir(String::new()),
+                    None => Node::Trash(*uid, String::new()),
+                };
+                (self.trash_children(*uid, rel)?, parent)
             }
             Node::Model(m) => {
                 if !st.model_exists(m) {
@@ -828,8 +852,9 @@ impl Fs {
         let parent_ino = st.inodes.ino_of(&parent);
         out.push(DirEntry { ino: parent_ino, kind: FileKind::Dir, name: "..".into() });
         for (name, child) in children {
-            let kind = match child {
+            let kind = match &child {
                 Node::Dir(_) | Node::Model(_) | Node::Sub(..) => FileKind::Dir,
+                Node::Trash(uid, rel) if self.trash_path(*uid, rel).is_dir() => FileKind::Dir,
                 _ => FileKind::File,
             };
             let ino = st.inodes.ino_of(&child);
@@ -903,9 +928,12 @@ impl Fs {
                 }
                 let m = st.view(model).cloned().ok_or_else(|| enoent(name))?;
                 let f = st.files_of(model).into_iter().find(|f| f.name == *name).ok_or_else(|| enoent(name))?;
+                // manifest.json is the store's manifest: a held change does not alter it
+                // (a tool copying a folder out file by file gets the size it listed).
+                let published = st.index.get(model).cloned();
                 drop(st);
                 let handle = match f.source {
-                    Source::Manifest => Handle::Bytes(m.bytes.clone()),
+                    Source::Manifest => Handle::Bytes(published.unwrap_or(m).bytes.clone()),
                     Source::Config => self.layer_handle(&m.manifest.config)?,
                     Source::Layer(i) => self.layer_handle(&m.manifest.layers[i])?,
                 };
@@ -914,6 +942,14 @@ impl Fs {
             }
             Node::Dir(_) | Node::Model(_) | Node::Sub(..) => Err(FsError::new(libc::EISDIR, "is a folder")),
             Node::Link(_) => Err(FsError::new(libc::ELOOP, "symlink")),
+            Node::Trash(uid, rel) => {
+                let (uid, rel) = (*uid, rel.clone());
+                drop(st);
+                if writing && self.opts.read_only {
+                    return Err(FsError::new(libc::EROFS, "read-only mount"));
+                }
+                self.trash_open(ino, uid, &rel, flags)
+            }
         }
     }
 
@@ -1065,7 +1101,7 @@ impl Fs {
 }
 
 /// A scratch file's attributes are its own (it is an ordinary file).
-fn scratch_attr(ino: u64, meta: &std::fs::Metadata) -> Attr {
+pub(super) fn scratch_attr(ino: u64, meta: &std::fs::Metadata) -> Attr {
     let time = |s: i64, ns: i64| {
         let d = Duration::new(s.max(0) as u64, ns.clamp(0, 999_999_999) as u32);
         std::time::UNIX_EPOCH + d

@@ -122,7 +122,7 @@ fn cp_via_copy_file_range_moves_no_data() {
     let t = setup(Options::default());
     let before = blobs(&t);
     let root = ROOT_INO;
-    t.fs.mkdir(root, "copy:v1").unwrap();
+    t.fs.mkdir(root, "copy:v1", 0o755).unwrap();
     for f in ["template", "license", "license-2", "params.json", "model.gguf", "config.json", "manifest.json"] {
         cp_file(&t, &format!("llama3.2:latest/{f}"), "copy:v1", f).unwrap();
     }
@@ -173,22 +173,22 @@ fn weights_refuse_writes_and_bad_names_are_einval() {
     // Folder names that are not model names are drafts (file managers' "New Folder",
     // "NAME (copy)"): they can hold files and are never published.
     for draft in ["a b:c", "New Folder", "-x:y", "x:y@z", &format!("{}:t", "m".repeat(81))] {
-        t.fs.mkdir(ROOT_INO, draft).unwrap();
+        t.fs.mkdir(ROOT_INO, draft, 0o755).unwrap();
         assert!(names(&t, "").contains(&draft.to_string()), "{draft}");
     }
     let hf = walk(&t, "hf.co").unwrap().ino;
-    assert_eq!(t.fs.mkdir(hf, "a b:c").unwrap_err().errno, libc::EINVAL, "a host folder holds no models");
-    assert_eq!(t.fs.mkdir(ROOT_INO, "Llama3.2:LATEST").unwrap_err().errno, libc::EEXIST, "case twin");
-    assert_eq!(t.fs.mkdir(ROOT_INO, "llama3.2:latest").unwrap_err().errno, libc::EEXIST);
+    assert_eq!(t.fs.mkdir(hf, "a b:c", 0o755).unwrap_err().errno, libc::EINVAL, "a host folder holds no models");
+    assert_eq!(t.fs.mkdir(ROOT_INO, "Llama3.2:LATEST", 0o755).unwrap_err().errno, libc::EEXIST, "case twin");
+    assert_eq!(t.fs.mkdir(ROOT_INO, "llama3.2:latest", 0o755).unwrap_err().errno, libc::EEXIST);
     let model = walk(&t, "llama3.2:latest").unwrap().ino;
-    assert_eq!(t.fs.mkdir(model, "sub").unwrap_err().errno, libc::EINVAL);
+    assert_eq!(t.fs.mkdir(model, "sub", 0o755).unwrap_err().errno, libc::EINVAL);
     assert_eq!(t.fs.create(ROOT_INO, ".DS_Store", 0o644, 0).unwrap_err().errno, libc::EINVAL);
 }
 
 #[test]
 fn read_only_refuses_changes() {
     let t = setup(Options { read_only: true, ..Default::default() });
-    assert_eq!(t.fs.mkdir(ROOT_INO, "x:y").unwrap_err().errno, libc::EROFS);
+    assert_eq!(t.fs.mkdir(ROOT_INO, "x:y", 0o755).unwrap_err().errno, libc::EROFS);
     let model = walk(&t, "llama3.2:latest").unwrap().ino;
     assert_eq!(t.fs.unlink(model, "manifest.json").unwrap_err().errno, libc::EROFS);
     let tpl = walk(&t, "llama3.2:latest/template").unwrap();
@@ -244,7 +244,7 @@ fn manifest_json_waits_for_missing_blobs() {
     let mut m = crate::store::Manifest::parse(&manifest(&t, fixture::HF)).unwrap();
     m.layers.push(crate::store::Layer::new("application/vnd.ollama.image.system", d, content.len() as u64));
     let bytes = m.to_go_json();
-    t.fs.mkdir(ROOT_INO, "late:v1").unwrap();
+    t.fs.mkdir(ROOT_INO, "late:v1", 0o755).unwrap();
     let dir = walk(&t, "late:v1").unwrap().ino;
     let (_, w) = t.fs.create(dir, "manifest.json", 0o644, libc::O_WRONLY).unwrap();
     t.fs.write(w.fh, 0, &bytes).unwrap();
@@ -324,7 +324,7 @@ fn on_disk(t: &T, name: &str) -> bool {
 #[test]
 fn a_draft_is_published_when_its_weights_arrive() {
     let t = setup(Options::default());
-    t.fs.mkdir(ROOT_INO, "new:v1").unwrap();
+    t.fs.mkdir(ROOT_INO, "new:v1", 0o755).unwrap();
     write_new(&t, "new:v1", "system", b"be brief\n").unwrap();
     assert!(!on_disk(&t, "new:v1"), "text alone is a draft");
     assert_eq!(names(&t, "new:v1"), ["system"], "a draft shows its files, and no manifest.json");
@@ -394,7 +394,7 @@ fn scratch_files_go_with_their_folder() {
         t.fs.unlink(dir, &f).unwrap();
     }
     t.fs.rmdir(ROOT_INO, "renamed:v1").unwrap();
-    t.fs.mkdir(ROOT_INO, "renamed:v1").unwrap();
+    t.fs.mkdir(ROOT_INO, "renamed:v1", 0o755).unwrap();
     assert_eq!(names(&t, "renamed:v1"), Vec::<String>::new(), "a new folder of the same name starts empty");
     assert_eq!(t.fs.create(dir, &"x".repeat(256), 0o644, 0).unwrap_err().errno, libc::ENAMETOOLONG);
 }
@@ -403,7 +403,7 @@ fn scratch_files_go_with_their_folder() {
 fn a_draft_with_any_name_is_published_when_renamed_to_a_model_name() {
     let t = setup(Options::default());
     let before = std::fs::read_dir(t.fs.store.manifests_dir()).unwrap().count();
-    t.fs.mkdir(ROOT_INO, "llama3.2:latest (copy)").unwrap();
+    t.fs.mkdir(ROOT_INO, "llama3.2:latest (copy)", 0o755).unwrap();
     for f in ["template", "license", "license-2", "params.json", "model.gguf", "config.json", "manifest.json"] {
         cp_file(&t, &format!("llama3.2:latest/{f}"), "llama3.2:latest (copy)", f).unwrap();
     }

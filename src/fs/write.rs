@@ -573,6 +573,18 @@ impl Fs {
         Name::from_parts(h, ns, model, tag).map_err(|e| einval(e.to_string()))
     }
 
+    /// The model folder `entry` in prefix folder `path`: a model name, or else a draft.
+    pub(super) fn model_entry(&self, _st: &State, path: &str, entry: &str) -> Result<Name> {
+        match self.model_at(path, entry) {
+            Ok(n) => Ok(n),
+            Err(why) => {
+                let s = scope(path).ok_or(why)?;
+                let (h, ns) = s.models.first().ok_or_else(|| einval(format!("{path:?} cannot hold models")))?;
+                Ok(Name::draft(h, ns, entry))
+            }
+        }
+    }
+
     fn check_case_twin(&self, st: &State, n: &Name) -> Result<()> {
         let twin = st
             .index
@@ -590,12 +602,20 @@ impl Fs {
 
     // ----- folders -----
 
-    pub fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+    pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> Result<Attr> {
         self.refuse_if_read_only()?;
         check_name_length(name)?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
         let node = match &parent_node {
+            Node::Dir(p) if p.is_empty() && super::trash::trash_uid(name).is_some() => {
+                self.trash_make(super::trash::trash_uid(name).unwrap_or_default())?
+            }
+            Node::Trash(uid, rel) => {
+                let child = join(rel, name);
+                self.trash_mkdir(*uid, &child, mode)?;
+                Node::Trash(*uid, child)
+            }
             Node::Dir(p) => self.mkdir_in_prefix(&mut st, p, name)?,
             Node::Model(m)
                 if st.index.get(m).is_none() && model_parent(m).is_empty() && m.display_shortest().contains(':') =>
@@ -683,6 +703,7 @@ impl Fs {
         let mut st = self.lock();
         let node = self.lookup_node(&st, parent, name)?;
         match &node {
+            Node::Trash(uid, rel) => self.trash_rmdir(&mut st, *uid, rel),
             Node::Dir(p) => {
                 if !st.dir_children(p).is_empty() {
                     return Err(FsError::new(libc::ENOTEMPTY, p.clone()));
@@ -719,6 +740,9 @@ impl Fs {
         check_name_length(name)?;
         let mut st = self.lock();
         let mut parent_node = self.node_of(&st, parent)?;
+        if let Node::Trash(uid, rel) = &parent_node {
+            return self.trash_create(&mut st, *uid, &join(rel, name), mode, flags);
+        }
         // A colon-less prefix folder with a layer file created in it becomes NAME:latest.
         if let Node::Dir(p) = &parent_node
             && !p.is_empty()
@@ -808,7 +832,8 @@ impl Fs {
             (Source::Manifest, false) => {
                 // Start from the current bytes: a small in-place edit of the manifest.
                 let mut w = Writer::empty(ino, model.clone(), name.to_string(), false);
-                w.write(&self.store, 0, &m.bytes)?;
+                let bytes = st.index.get(model).map(|p| p.bytes.clone()).unwrap_or_else(|| m.bytes.clone());
+                w.write(&self.store, 0, &bytes)?;
                 w.dirty = false;
                 w
             }
@@ -1238,6 +1263,7 @@ impl Fs {
         let (model, sub) = match &parent_node {
             Node::Model(m) => (m.clone(), String::new()),
             Node::Sub(m, s) => (m.clone(), s.clone()),
+            Node::Trash(uid, rel) => return self.trash_unlink(&mut st, *uid, &join(rel, name)),
             Node::Dir(p) => {
                 return Err(match st.lookup_in_dir(p, name) {
                     Some(_) => FsError::new(libc::EISDIR, name.to_string()),
@@ -1268,14 +1294,20 @@ impl Fs {
         if full == MANIFEST_FILE && st.is_published(&model) {
             return self.unpublish(&mut st, &model);
         }
-        let mut e = st.edit(&model);
-        if e.find(&full).is_none() {
-            return Err(enoent(name));
+        self.remove_layer(&mut st, &model, &full)
+    }
+
+    /// A layer file leaves a model folder (unlink, trash): the model is published without
+    /// it, or the change is held when that would leave it incomplete.
+    pub(super) fn remove_layer(&self, st: &mut State, model: &Name, file: &str) -> Result<()> {
+        let mut e = st.edit(model);
+        if e.find(file).is_none() {
+            return Err(enoent(file));
         }
-        if let Some(i) = e.remove(&full) {
-            st.vacated.insert(key, i);
+        if let Some(i) = e.remove(file) {
+            st.vacated.insert((model.clone(), file.to_string()), i);
         }
-        self.commit_edit(&mut st, &model, e, Publish::NeverDraft)
+        self.commit_edit(st, model, e, Publish::NeverDraft)
     }
 
     /// The API deletes a model: it leaves the store and its folder leaves the mount.
@@ -1309,17 +1341,31 @@ impl Fs {
             return Err(FsError::new(libc::EEXIST, newname.to_string()));
         }
         match (&src, &dest_parent) {
+            // The Trash: in, out, and within.
+            (Node::Trash(u1, from), Node::Trash(u2, p)) if u1 == u2 => {
+                self.trash_rename(&mut st, *u1, from, &join(p, newname))
+            }
+            (_, Node::Trash(uid, p)) if p == "files" => {
+                let parent_model = self.as_model_dir(&st, &self.parent_node(&st, parent)?).map(|(m, s)| (m, s));
+                let (pm, src_name) = match &parent_model {
+                    Some((m, s)) => (Some(m.clone()), join(s, name)),
+                    None => (None, name.to_string()),
+                };
+                self.trash_in(&mut st, &src, pm.as_ref(), &src_name, *uid, newname)
+            }
+            (Node::Trash(uid, from), _) if from.strip_prefix("files/").is_some_and(|n| !n.contains('/')) => {
+                let item = from["files/".len()..].to_string();
+                self.trash_out(&mut st, *uid, &item, &dest_parent, newname)
+            }
+            (Node::Trash(..), _) | (_, Node::Trash(..)) => {
+                Err(FsError::new(libc::EXDEV, format!("{name:?} cannot move there")))
+            }
             (Node::Model(from), Node::Dir(p)) => {
-                let to = match self.model_at(p, newname) {
-                    Ok(to) => to,
-                    // A draft may take any folder name (a published model may not: it
-                    // would leave the store).
-                    Err(why) if !st.is_published(from) => {
-                        let s = scope(p).ok_or(why)?;
-                        let (h, ns) = s.models.first().ok_or_else(|| einval(format!("{p:?} cannot hold models")))?;
-                        Name::draft(h, ns, newname)
-                    }
-                    Err(why) => return Err(why),
+                let to = match st.is_published(from) {
+                    // A published model needs a model name (a draft may take any folder
+                    // name; a published model would leave the store).
+                    true => self.model_at(p, newname)?,
+                    false => self.model_entry(&st, p, newname)?,
                 };
                 self.rename_model(&mut st, from, &to)
             }
@@ -1542,14 +1588,14 @@ impl Fs {
         Ok(missing)
     }
 
-    fn replace_or_add(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
+    pub(super) fn replace_or_add(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
         if !st.is_published(model) {
             st.pending_models.insert(model.clone());
         }
         self.apply_layer(st, model, file, d, len)
     }
 
-    fn layer_of(&self, st: &State, model: &Name, file: &str) -> Result<(Digest, u64)> {
+    pub(super) fn layer_of(&self, st: &State, model: &Name, file: &str) -> Result<(Digest, u64)> {
         if file == MANIFEST_FILE {
             return Err(einval("manifest.json can only be copied, not moved"));
         }
@@ -1671,6 +1717,10 @@ impl Fs {
             let st = self.lock();
             self.node_of(&st, ino)?
         };
+        if let Node::Trash(uid, rel) = &node {
+            self.trash_setattr(*uid, rel, &set)?;
+            return self.getattr(ino);
+        }
         if let Node::File(m, name) = &node {
             let (scratch, orphan) = {
                 let st = self.lock();
@@ -1747,7 +1797,7 @@ impl SetAttr {
 }
 
 /// chmod, chown, truncate and utimens on an open file (a scratch file).
-fn apply_to_file(f: &File, set: &SetAttr) -> Result<()> {
+pub(super) fn apply_to_file(f: &File, set: &SetAttr) -> Result<()> {
     use std::os::fd::AsRawFd;
     if let Some(mode) = set.mode {
         f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;

@@ -197,7 +197,7 @@ impl Store {
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name == LOCK_FILE {
+            if name == LOCK_FILE || name == TRASH_DIR {
                 continue;
             }
             let alive = name.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && process_alive(pid));
@@ -707,6 +707,8 @@ impl Store {
 
 /// The lock file in the scratch folder (see `Store::lock_writes`).
 const LOCK_FILE: &str = "lock";
+/// The Trash of the mount (`fs::trash`): kept across restarts, unlike process scratch.
+pub const TRASH_DIR: &str = "trash";
 
 /// Is process `pid` running? A zombie (killed, not yet reaped) counts as gone.
 pub fn process_alive(pid: u32) -> bool {

@@ -1,0 +1,466 @@
+//! The freedesktop.org Trash inside the mount, so that GIO (Nautilus, Thunar) trashes a
+//! model by `rename` instead of failing (docs/SEMANTICS.md, "Trash").
+//!
+//! `MOUNT/.Trash-$UID/` shows the real folder `<store>/.ollamafs/trash/$UID/` (owned by that
+//! user, mode 0700, with `files/` and `info/`), so `info/*.trashinfo` files are ordinary
+//! files. What is renamed into `files/` leaves the store and is kept there without copying
+//! any data:
+//! * a model folder becomes a real folder whose layer files are hard links to their blobs
+//!   (plus a copy of `manifest.json`, and the model's scratch files), so neither ollamafs'
+//!   prune nor Ollama's start-up prune can take its data;
+//! * a layer file becomes a hard link to its blob; a scratch file is moved.
+//!
+//! Renaming an item back out (the file managers' Restore) publishes it again byte for byte
+//! (a blob name Ollama pruned meanwhile is linked back from the trash). Removing an item
+//! from `files/` (emptying the trash) prunes the blobs no manifest uses any more.
+//! A ledger per user (`<store>/.ollamafs/trash/$UID.json`) remembers what each item was.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::tree::join;
+use super::work::Publish;
+use super::{Attr, FileKind, Fs, FsError, Node, Opened, Result, ScratchFile, State, enoent, scratch_attr};
+use crate::layout::{self, Source};
+use crate::name::Name;
+use crate::store::{Digest, Manifest};
+
+/// Folder names at the mount root: `.Trash-1000`.
+pub const TRASH_PREFIX: &str = ".Trash-";
+
+/// The uid a root entry `.Trash-$UID` stands for.
+pub fn trash_uid(name: &str) -> Option<u32> {
+    let n = name.strip_prefix(TRASH_PREFIX)?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || (n.len() > 1 && n.starts_with('0')) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// What a top-level item of `files/` was.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Item {
+    /// "model", "layer" or "file".
+    kind: String,
+    /// The model it was (or came from), fully qualified.
+    model: String,
+    /// Blobs it keeps (hex), for the prune when it is removed.
+    digests: Vec<String>,
+}
+
+type Ledger = BTreeMap<String, Item>;
+
+fn einval(why: impl Into<String>) -> FsError {
+    FsError::new(libc::EINVAL, why)
+}
+
+impl Fs {
+    fn trash_root(&self) -> PathBuf {
+        self.store.scratch_dir().join("trash")
+    }
+
+    /// The real path behind `.Trash-$UID/rel`.
+    pub(super) fn trash_path(&self, uid: u32, rel: &str) -> PathBuf {
+        let base = self.trash_root().join(uid.to_string());
+        if rel.is_empty() { base } else { base.join(rel) }
+    }
+
+    fn ledger_path(&self, uid: u32) -> PathBuf {
+        self.trash_root().join(format!("{uid}.json"))
+    }
+
+    fn ledger(&self, uid: u32) -> Ledger {
+        fs::read(self.ledger_path(uid)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn save_ledger(&self, uid: u32, ledger: &Ledger) -> io::Result<()> {
+        let path = self.ledger_path(uid);
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec(ledger).map_err(io::Error::other)?)?;
+        fs::rename(tmp, path)
+    }
+
+    /// The `.Trash-$UID` folders that exist, for the root listing.
+    pub(super) fn trash_dirs(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = fs::read_dir(self.trash_root())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Look up `name` in trash folder `rel`, or `.Trash-$UID` at the root.
+    pub(super) fn trash_lookup(&self, uid: u32, rel: &str, name: &str) -> Option<Node> {
+        let child = join(rel, name);
+        fs::symlink_metadata(self.trash_path(uid, &child)).ok().map(|_| Node::Trash(uid, child))
+    }
+
+    pub(super) fn trash_attr(&self, ino: u64, uid: u32, rel: &str) -> Result<Attr> {
+        let meta = fs::symlink_metadata(self.trash_path(uid, rel)).map_err(|_| enoent(rel))?;
+        let mut a = scratch_attr(ino, &meta);
+        a.nlink = meta.nlink() as u32;
+        a.kind = if meta.is_dir() {
+            FileKind::Dir
+        } else if meta.file_type().is_symlink() {
+            FileKind::Symlink
+        } else {
+            FileKind::File
+        };
+        Ok(a)
+    }
+
+    pub(super) fn trash_children(&self, uid: u32, rel: &str) -> Result<Vec<(String, Node)>> {
+        let rd = fs::read_dir(self.trash_path(uid, rel)).map_err(|_| enoent(rel))?;
+        let mut out: Vec<(String, Node)> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|n| (n.clone(), Node::Trash(uid, join(rel, &n))))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// `mkdir .Trash-$UID` (GLib makes it when it first trashes): the folder with `files/`
+    /// and `info/`, owned by that user, mode 0700, as the Trash specification requires.
+    pub(super) fn trash_make(&self, uid: u32) -> Result<Node> {
+        let base = self.trash_path(uid, "");
+        if base.exists() {
+            return Err(FsError::new(libc::EEXIST, format!("{TRASH_PREFIX}{uid}")));
+        }
+        for dir in [base.clone(), base.join("files"), base.join("info")] {
+            fs::create_dir_all(&dir)?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+            // The Trash belongs to its user (only root can give it; a user's own mount
+            // makes its own trash, which it already owns).
+            let _ = std::os::unix::fs::chown(&dir, Some(uid), None);
+        }
+        Ok(Node::Trash(uid, String::new()))
+    }
+
+    pub(super) fn trash_mkdir(&self, uid: u32, rel: &str, mode: u32) -> Result<()> {
+        let p = self.trash_path(uid, rel);
+        fs::create_dir(&p)?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777))?;
+        Ok(())
+    }
+
+    pub(super) fn trash_open(&self, ino: u64, uid: u32, rel: &str, flags: i32) -> Result<Opened> {
+        self.open_scratch(&self.trash_path(uid, rel), flags, ino)
+    }
+
+    pub(super) fn trash_create(
+        &self,
+        st: &mut State,
+        uid: u32,
+        rel: &str,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(Attr, Opened)> {
+        let path = self.trash_path(uid, rel);
+        OpenOptions::new().write(true).create_new(true).mode(mode & 0o7777).open(&path)?;
+        let node = Node::Trash(uid, rel.to_string());
+        let ino = st.inodes.remember(&node);
+        let attr = self.trash_attr(ino, uid, rel)?;
+        let opened = self.open_scratch(&path, flags & !(libc::O_CREAT | libc::O_EXCL), ino)?;
+        Ok((attr, opened))
+    }
+
+    pub(super) fn trash_setattr(&self, uid: u32, rel: &str, set: &super::SetAttr) -> Result<()> {
+        let f = File::open(self.trash_path(uid, rel))?;
+        super::write::apply_to_file(&f, set)
+    }
+
+    /// unlink inside the trash; removing a top-level item of `files/` (emptying the
+    /// trash) prunes what it alone kept.
+    pub(super) fn trash_unlink(&self, st: &mut State, uid: u32, rel: &str) -> Result<()> {
+        let path = self.trash_path(uid, rel);
+        if fs::symlink_metadata(&path).map_err(|_| enoent(rel))?.is_dir() {
+            return Err(FsError::new(libc::EISDIR, rel.to_string()));
+        }
+        fs::remove_file(&path)?;
+        self.forget_trash_item(st, uid, rel);
+        Ok(())
+    }
+
+    pub(super) fn trash_rmdir(&self, st: &mut State, uid: u32, rel: &str) -> Result<()> {
+        fs::remove_dir(self.trash_path(uid, rel))?;
+        self.forget_trash_item(st, uid, rel);
+        Ok(())
+    }
+
+    fn forget_trash_item(&self, st: &mut State, uid: u32, rel: &str) {
+        let Some(name) = rel.strip_prefix("files/").filter(|n| !n.contains('/')) else { return };
+        let mut ledger = self.ledger(uid);
+        let Some(item) = ledger.remove(name) else { return };
+        if let Err(e) = self.save_ledger(uid, &ledger) {
+            log::warn!("trash ledger of user {uid}: {e}");
+        }
+        let candidates: Vec<Digest> = item.digests.iter().filter_map(|h| Digest::from_hex(h)).collect();
+        log::info!("{} ({}) emptied from the trash", name, item.model);
+        self.prune_unused(st, candidates);
+    }
+
+    /// A rename inside the trash (GLib writes `info/X.trashinfo` through a temp file).
+    pub(super) fn trash_rename(&self, st: &mut State, uid: u32, from: &str, to: &str) -> Result<()> {
+        fs::rename(self.trash_path(uid, from), self.trash_path(uid, to))?;
+        st.inodes.rekey(&Node::Trash(uid, from.to_string()), &Node::Trash(uid, to.to_string()));
+        let (Some(a), Some(b)) = (from.strip_prefix("files/"), to.strip_prefix("files/")) else { return Ok(()) };
+        let mut ledger = self.ledger(uid);
+        if let Some(item) = ledger.remove(a) {
+            ledger.insert(b.to_string(), item);
+            self.save_ledger(uid, &ledger)?;
+        }
+        Ok(())
+    }
+
+    /// Move `src` (a model folder, a layer file or a scratch file) into `.Trash-$UID/files/NAME`.
+    pub(super) fn trash_in(
+        &self,
+        st: &mut State,
+        src: &Node,
+        parent_model: Option<&Name>,
+        src_name: &str,
+        uid: u32,
+        name: &str,
+    ) -> Result<()> {
+        let rel = format!("files/{name}");
+        let dest = self.trash_path(uid, &rel);
+        if fs::symlink_metadata(&dest).is_ok() {
+            return Err(FsError::new(libc::EEXIST, rel));
+        }
+        let item = match src {
+            Node::Model(m) => self.trash_model(st, m, &dest, uid, &rel)?,
+            Node::File(..) | Node::Blob(_) => {
+                let model = parent_model.ok_or_else(|| einval("not in a model folder"))?;
+                self.trash_file(st, model, src_name, &dest)?
+            }
+            _ => {
+                return Err(FsError::new(
+                    libc::EXDEV,
+                    "only models and their files can go to the trash (a namespace folder: trash its models)",
+                ));
+            }
+        };
+        let mut ledger = self.ledger(uid);
+        ledger.insert(name.to_string(), item);
+        self.save_ledger(uid, &ledger)?;
+        // The kernel keeps the moved inode under its new name. A weights inode is shared
+        // by every model showing the blob, so it keeps its identity.
+        if !matches!(src, Node::Blob(_)) {
+            st.inodes.rekey(src, &Node::Trash(uid, rel));
+        }
+        Ok(())
+    }
+
+    /// A model into the trash: a real folder of hard links to its blobs, its manifest,
+    /// its scratch files. Then it leaves the store; its blobs stay (they have links).
+    fn trash_model(&self, st: &mut State, model: &Name, dest: &Path, uid: u32, rel: &str) -> Result<Item> {
+        fs::create_dir(dest)?;
+        let view = st.view(model).cloned();
+        let mut digests = Vec::new();
+        // The kernel keeps the folder's cached entries: its files' inodes now stand for
+        // their place in the trash (a weights inode stays the blob's: same bytes).
+        let mut rekeys: Vec<(Node, Node)> = Vec::new();
+        if let Some(view) = &view {
+            for f in st.files_of(model) {
+                rekeys.push((Node::File(model.clone(), f.name.clone()), Node::Trash(uid, join(rel, &f.name))));
+                let target = dest.join(&f.name);
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                let layer = match f.source {
+                    Source::Layer(i) => &view.manifest.layers[i],
+                    Source::Config => &view.manifest.config,
+                    Source::Manifest => continue,
+                };
+                let Some(d) = layer.digest() else { continue };
+                self.link_blob_to(&d, &target)?;
+                digests.push(d.hex());
+            }
+            // A draft has no manifest.json in the mount, but its view is kept for Restore.
+            fs::write(dest.join(layout::MANIFEST_FILE), &view.bytes)?;
+        }
+        let scratch: Vec<(Name, String)> = st.scratch.keys().filter(|(m, _)| m == model).cloned().collect();
+        for key in scratch {
+            if let Some(s) = st.scratch.remove(&key) {
+                let target = dest.join(&key.1);
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                fs::rename(&s.path, target)?;
+                rekeys.push((Node::File(model.clone(), key.1.clone()), Node::Trash(uid, join(rel, &key.1))));
+            }
+        }
+        for (from, to) in rekeys {
+            st.inodes.rekey(&from, &to);
+        }
+        let published = st.index.get(model).cloned();
+        if published.is_some() {
+            self.store.remove_manifest(model)?;
+            st.index.remove(model);
+        }
+        self.forget_model_folder(st, model);
+        let mut candidates = self.sync_holds(st);
+        candidates.extend(published.iter().flat_map(|m| m.manifest.digests()));
+        self.prune_unused(st, candidates);
+        log::info!("{} moved to the trash", model.display_shortest());
+        Ok(Item { kind: "model".into(), model: model.to_string(), digests })
+    }
+
+    /// A layer file into the trash (a hard link to its blob), or a scratch file (moved).
+    fn trash_file(&self, st: &mut State, model: &Name, file: &str, dest: &Path) -> Result<Item> {
+        if let Some(s) = st.scratch.remove(&(model.clone(), file.to_string())) {
+            fs::rename(&s.path, dest)?;
+            return Ok(Item { kind: "file".into(), model: model.to_string(), digests: vec![] });
+        }
+        if file == layout::MANIFEST_FILE {
+            return Err(einval("manifest.json cannot go to the trash alone: trash the model"));
+        }
+        let (d, _) = self.layer_of(st, model, file)?;
+        self.link_blob_to(&d, dest)?;
+        self.remove_layer(st, model, file)?;
+        Ok(Item { kind: "layer".into(), model: model.to_string(), digests: vec![d.hex()] })
+    }
+
+    /// A hard link to blob `d` (from `blobs/`, or this process's hold when Ollama pruned the name).
+    fn link_blob_to(&self, d: &Digest, target: &Path) -> Result<()> {
+        match fs::hard_link(self.store.blob_path(d), target) {
+            Ok(()) => Ok(()),
+            Err(_) if self.store.is_held(d) => fs::hard_link(
+                self.store.scratch_dir().join(std::process::id().to_string()).join("held").join(d.blob_file_name()),
+                target,
+            )
+            .map_err(Into::into),
+            Err(e) => Err(FsError::new(libc::EIO, format!("blob {d} cannot be kept in the trash: {e}"))),
+        }
+    }
+
+    /// A blob whose name left `blobs/` (Ollama's start-up prune) comes back from `from`.
+    fn relink_blob(&self, d: &Digest, from: &Path) {
+        let target = self.store.blob_path(d);
+        if !target.exists() && fs::hard_link(from, &target).is_ok() {
+            log::info!("blob {d} restored from the trash");
+        }
+    }
+
+    /// Restore: `.Trash-$UID/files/NAME` renamed to `dest` (a model folder entry in a
+    /// prefix folder, or a file in a model folder).
+    pub(super) fn trash_out(
+        &self,
+        st: &mut State,
+        uid: u32,
+        name: &str,
+        dest_parent: &Node,
+        newname: &str,
+    ) -> Result<()> {
+        let rel = format!("files/{name}");
+        let path = self.trash_path(uid, &rel);
+        let mut ledger = self.ledger(uid);
+        let item = ledger.get(name).cloned().unwrap_or_else(|| Item { kind: "file".into(), ..Default::default() });
+        match (item.kind.as_str(), dest_parent) {
+            ("model", Node::Dir(p)) => {
+                let to = self.model_entry(st, p, newname)?;
+                self.restore_model(st, &path, &to, uid, &rel)?;
+                st.inodes.rekey(&Node::Trash(uid, rel), &Node::Model(to));
+            }
+            ("layer", Node::Model(m) | Node::Sub(m, _)) => {
+                let full = match dest_parent {
+                    Node::Sub(_, s) => join(s, newname),
+                    _ => newname.to_string(),
+                };
+                let d = item
+                    .digests
+                    .first()
+                    .and_then(|h| Digest::from_hex(h))
+                    .ok_or_else(|| einval("trash item without a blob"))?;
+                self.relink_blob(&d, &path);
+                let len = fs::metadata(&path)?.len();
+                self.replace_or_add(st, m, &full, d, len)?;
+                fs::remove_file(&path)?;
+                st.inodes.rekey(&Node::Trash(uid, rel), &Node::File(m.clone(), full));
+            }
+            ("file", Node::Model(m) | Node::Sub(m, _)) => {
+                let full = match dest_parent {
+                    Node::Sub(_, s) => join(s, newname),
+                    _ => newname.to_string(),
+                };
+                let (f, temp) = self.store.temp_file()?;
+                drop(f);
+                fs::rename(&path, &temp)?;
+                st.scratch.insert((m.clone(), full.clone()), ScratchFile { path: temp });
+                st.inodes.rekey(&Node::Trash(uid, rel), &Node::File(m.clone(), full));
+            }
+            _ => return Err(FsError::new(libc::EXDEV, format!("{name} cannot be restored there"))),
+        }
+        ledger.remove(name);
+        self.save_ledger(uid, &ledger)?;
+        Ok(())
+    }
+
+    /// Publish a trashed model folder again under `to`, byte for byte.
+    fn restore_model(&self, st: &mut State, dir: &Path, to: &Name, uid: u32, item_rel: &str) -> Result<()> {
+        if st.model_exists(to) {
+            return Err(FsError::new(libc::EEXIST, to.display_shortest()));
+        }
+        let bytes = fs::read(dir.join(layout::MANIFEST_FILE)).unwrap_or_default();
+        let m = if bytes.is_empty() { None } else { Some(Manifest::parse(&bytes).map_err(|e| einval(e.to_string()))?) };
+        // Everything else in the folder that is not a layer file goes back as scratch.
+        let layer_names: Vec<String> =
+            m.as_ref().map(|m| layout::files(m).into_iter().map(|f| f.name).collect()).unwrap_or_default();
+        if let Some(m) = &m {
+            for f in layout::files(m) {
+                let layer = match f.source {
+                    Source::Layer(i) => &m.layers[i],
+                    Source::Config => &m.config,
+                    Source::Manifest => continue,
+                };
+                if let Some(d) = layer.digest() {
+                    self.relink_blob(&d, &dir.join(&f.name));
+                }
+            }
+        }
+        st.pending_models.insert(to.clone());
+        for (rel, path) in walk_files(dir) {
+            st.inodes.rekey(&Node::Trash(uid, join(item_rel, &rel)), &Node::File(to.clone(), rel.clone()));
+            if layer_names.contains(&rel) || rel == layout::MANIFEST_FILE {
+                continue;
+            }
+            let (f, temp) = self.store.temp_file()?;
+            drop(f);
+            fs::rename(&path, &temp)?;
+            st.scratch.insert((to.clone(), rel), ScratchFile { path: temp });
+        }
+        if let Some(m) = m {
+            self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)?;
+        }
+        fs::remove_dir_all(dir)?;
+        log::info!("{} restored from the trash", to.display_shortest());
+        Ok(())
+    }
+}
+
+/// Every file below `dir`, as (path relative to `dir`, full path).
+fn walk_files(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(dir) {
+                out.push((rel.to_string_lossy().into_owned(), p.clone()));
+            }
+        }
+    }
+    out
+}
