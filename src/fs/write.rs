@@ -868,11 +868,13 @@ impl Fs {
                 if let Some(errno) = w.failed {
                     return Err(FsError::new(errno, "an earlier write to this file failed"));
                 }
-                if offset == 0 && w.is_untouched() && !data.is_empty() {
-                    if let Some((d, size)) = self.blob_starting_with(&w.model, &w.file, data) {
-                        log::debug!("{} of {} starts as blob {d}: comparing, not storing", w.file, w.model);
-                        w.expect_blob(d, size);
-                    }
+                if offset == 0
+                    && w.is_untouched()
+                    && !data.is_empty()
+                    && let Some((d, size)) = self.blob_starting_with(&w.model, &w.file, data)
+                {
+                    log::debug!("{} of {} starts as blob {d}: comparing, not storing", w.file, w.model);
+                    w.expect_blob(d, size);
                 }
                 if let Err(e) = w.write(&self.store, offset, data) {
                     // Give the space back now and never commit a partial file.
@@ -1346,7 +1348,7 @@ impl Fs {
                 self.trash_rename(&mut st, *u1, from, &join(p, newname))
             }
             (_, Node::Trash(uid, p)) if p == "files" => {
-                let parent_model = self.as_model_dir(&st, &self.parent_node(&st, parent)?).map(|(m, s)| (m, s));
+                let parent_model = self.as_model_dir(&st, &self.parent_node(&st, parent)?);
                 let (pm, src_name) = match &parent_model {
                     Some((m, s)) => (Some(m.clone()), join(s, name)),
                     None => (None, name.to_string()),
