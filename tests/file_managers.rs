@@ -81,8 +81,8 @@ fn default_folder_names_are_drafts() {
     assert_store_clean(&m.store);
 }
 
-/// Copies made with plain read/write (mc, `cat`), with Python's shutil (sendfile) and a
-/// re-import of a GGUF the store already has write no data either.
+/// Copies made with plain read/write (mc, `cat`), with Python's shutil (sendfile), with
+/// rsync, and a re-import of a GGUF the store already has write no data either.
 #[test]
 fn streamed_copies_of_known_data_write_nothing() {
     let Some((d, m, info)) = mounted_fixture(&[]) else { return };
@@ -110,6 +110,14 @@ fn streamed_copies_of_known_data_write_nothing() {
         assert_eq!(fs::metadata(m.p(&format!("{dir}/model.gguf"))).unwrap().len(), info.big_size);
     }
     assert_eq!(blobs(&m.store), blobs_before, "the generated config is llama3.2's own: no new blob at all");
+    // rsync writes each file to a temp name (`.model.gguf.Ab12Cd`), then renames it: the
+    // temp file is compared too, and becomes the layer on rename. Byte-identical manifest.
+    let before = m.daemon_disk_writes();
+    sh_ok(&format!("rsync -a {}/ {}/", q(&m.p("llama3.2:latest")), q(&m.p("rsync:v1"))));
+    let written = m.daemon_disk_writes() - before;
+    assert!(written < 1 << 20, "rsync wrote {written} bytes");
+    assert_eq!(manifest_bytes(&m.store, "registry.ollama.ai/library/rsync/v1"), manifest_bytes(&m.store, LLAMA));
+    assert_eq!(blobs(&m.store), blobs_before);
     assert_store_clean(&m.store);
 }
 

@@ -258,6 +258,8 @@ pub(crate) struct State {
     /// the replacement back where the old layer was.
     vacated: HashMap<(Name, String), usize>,
     clock: Clock,
+    /// Copy tools' temp files for layers (rsync), closed: their blob and length (held).
+    staged: BTreeMap<(Name, String), (Digest, u64)>,
     /// Scratch files unlinked while open, by inode: they keep working through their
     /// descriptors (fstat, fchmod, ftruncate) until the last one closes.
     orphans: HashMap<u64, Arc<File>>,
@@ -420,6 +422,7 @@ impl Fs {
                 vacated: HashMap::new(),
                 clock: opts.clock.clone(),
                 orphans: HashMap::new(),
+                staged: BTreeMap::new(),
                 waiting: HashMap::new(),
             }),
             handles: Mutex::new(HashMap::new()),
@@ -755,6 +758,11 @@ impl Fs {
                 if let Some(f) = st.orphans.get(&ino) {
                     return Ok(scratch_attr(ino, &f.metadata()?));
                 }
+                if let Some((_, len)) = st.staged.get(&(model.clone(), name.clone())) {
+                    let mut a = self.base_attr(ino, FileKind::File, *len, self.started);
+                    a.perm = 0o600;
+                    return Ok(a);
+                }
                 let in_manifest = st
                     .view(model)
                     .cloned()
@@ -919,6 +927,15 @@ impl Fs {
                 if let Some(s) = st.scratch.get(&(model.clone(), name.clone())).cloned() {
                     drop(st);
                     return self.open_scratch(&s.path, flags, ino);
+                }
+                if let Some((d, _)) = st.staged.get(&(model.clone(), name.clone())).copied() {
+                    drop(st);
+                    if writing {
+                        return Err(FsError::new(libc::EBUSY, "a finished temp file: rename it onto its layer"));
+                    }
+                    let f = self.store.open_blob(&d)?;
+                    let fh = self.add_handle(Handle::Blob(Arc::new(f), Arc::default(), d));
+                    return Ok(Opened { fh, keep_cache: false, passthrough: None });
                 }
                 if writing {
                     if self.opts.read_only {

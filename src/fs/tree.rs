@@ -272,7 +272,7 @@ impl State {
                 }
             }
         }
-        for (m, name) in self.scratch.keys().chain(self.creating.iter()) {
+        for (m, name) in self.scratch.keys().chain(self.creating.iter()).chain(self.staged.keys()) {
             if m == model
                 && let Some(rest) = name.strip_prefix(&prefix)
                 && !rest.contains('/')
@@ -299,7 +299,7 @@ impl State {
     pub(super) fn lookup_in_model(&self, model: &Name, sub: &str, name: &str) -> Option<Node> {
         let full = if sub.is_empty() { name.to_string() } else { format!("{sub}/{name}") };
         let key = (model.clone(), full.clone());
-        if self.scratch.contains_key(&key) || self.creating.contains(&key) {
+        if self.scratch.contains_key(&key) || self.creating.contains(&key) || self.staged.contains_key(&key) {
             return Some(Node::File(model.clone(), full));
         }
         {

@@ -209,6 +209,12 @@ impl Fs {
                 let _ = std::fs::remove_file(&s.path);
             }
         }
+        let staged: Vec<(Name, String)> = st.staged.keys().filter(|(m, _)| m == model).cloned().collect();
+        for key in staged {
+            if let Some((d, _)) = st.staged.remove(&key) {
+                self.store.release(&d);
+            }
+        }
         st.work.remove(model);
         st.pins.remove(model);
         st.fresh.remove(model);

@@ -127,6 +127,9 @@ pub struct Writer {
     /// Data arrived through this handle (write, truncate, clone). A close before any
     /// (the shell's `dup2` + close of `>`) commits nothing; the last close does.
     touched: bool,
+    /// A copy tool's temp file (rsync's `.model.gguf.XXXXXX`): its content becomes a blob
+    /// at close, and a layer when it is renamed onto a layer name (`State::staged`).
+    staged: bool,
 }
 
 impl Writer {
@@ -146,6 +149,7 @@ impl Writer {
             dirty: true,
             failed: None,
             touched: false,
+            staged: false,
         }
     }
 
@@ -165,6 +169,7 @@ impl Writer {
             dirty: false,
             failed: None,
             touched: false,
+            staged: false,
         }
     }
 
@@ -404,6 +409,15 @@ pub fn is_layer_name(name: &str) -> bool {
         || name
             .strip_prefix("files/")
             .is_some_and(|r| !r.is_empty() && !r.split('/').any(|p| p.is_empty() || p.starts_with('.')))
+}
+
+/// A copy tool's temp file for a layer: rsync writes `.model.gguf.Ab12Cd` (mkstemp) and
+/// renames it onto `model.gguf` when done.
+pub(crate) fn is_staging_name(full: &str) -> bool {
+    let (dir, last) = full.rsplit_once('/').map(|(d, l)| (format!("{d}/"), l)).unwrap_or((String::new(), full));
+    let Some(rest) = last.strip_prefix('.') else { return false };
+    let Some((target, suffix)) = rest.rsplit_once('.') else { return false };
+    suffix.len() >= 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric()) && is_layer_name(&format!("{dir}{target}"))
 }
 
 /// Is a file of this name a weights layer (`model.gguf`, `adapter-2.gguf`, `files/x.weight`)?
@@ -766,7 +780,8 @@ impl Fs {
         if st.lookup_in_model(&model, "", &full).is_some() || st.creating.contains(&(model.clone(), full.clone())) {
             return Err(FsError::new(libc::EEXIST, full));
         }
-        if !is_layer_name(&full) {
+        let staging = is_staging_name(&full);
+        if !is_layer_name(&full) && !staging {
             return self.create_scratch(&mut st, model, full, mode, flags);
         }
         if !st.is_published(&model) && st.pending_models.insert(model.clone()) {
@@ -781,7 +796,8 @@ impl Fs {
         // the kernel must not keep this one (`stat` after `cp` shows the final inode).
         attr.transient = true;
         drop(st);
-        let w = Writer::empty(ino, model, full, true);
+        let mut w = Writer::empty(ino, model, full, true);
+        w.staged = staging;
         let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
         Ok((attr, Opened { fh, keep_cache: false, passthrough: None }))
     }
@@ -1087,6 +1103,16 @@ impl Fs {
         let mut st = self.lock();
         st.blob_meta.remove(&d);
         let (model, file) = key;
+        if w.staged {
+            // rsync's temp file: named and kept (held) until it is renamed onto a layer.
+            if !held {
+                self.store.hold(&d)?;
+            }
+            if let Some((old, _)) = st.staged.insert((model, file), (d, len)) {
+                self.store.release(&old);
+            }
+            return Ok(());
+        }
         let res = self.apply_layer(&mut st, &model, &file, d, len);
         if held {
             self.store.release(&d);
@@ -1215,8 +1241,12 @@ impl Fs {
     /// A written manifest.json: validated, then installed byte for byte (a copy keeps the
     /// source's ID), or parked until its missing blobs arrive in the same folder.
     fn write_manifest_file(&self, model: &Name, bytes: Vec<u8>) -> Result<()> {
-        let missing = self.check_manifest(model, &bytes)?;
         let mut st = self.lock();
+        self.write_manifest_locked(&mut st, model, bytes)
+    }
+
+    fn write_manifest_locked(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
+        let missing = self.check_manifest(model, &bytes)?;
         let now = st.clock.now();
         if let Some(f) = st.fresh.get_mut(model) {
             f.at = now;
@@ -1226,11 +1256,11 @@ impl Fs {
             // byte, so that renaming it to a model name publishes exactly these bytes.
             let m = Manifest::parse(&bytes).map_err(|e| einval(e.to_string()))?;
             st.pins.remove(model);
-            return self.publish_or_hold(&mut st, model, m, bytes, Publish::NeverDraft);
+            return self.publish_or_hold(st, model, m, bytes, Publish::NeverDraft);
         }
         if missing.is_empty() {
             st.waiting.remove(model);
-            self.install(&mut st, model, bytes)?;
+            self.install(st, model, bytes)?;
             // The whole manifest was replaced: its layers get their natural names.
             st.pins.remove(model);
             return Ok(());
@@ -1240,8 +1270,8 @@ impl Fs {
             st.pending_models.insert(model.clone());
         }
         st.waiting.insert(model.clone(), WaitingManifest { bytes, missing });
-        let released = self.sync_holds(&mut st);
-        self.prune_unused(&mut st, released);
+        let released = self.sync_holds(st);
+        self.prune_unused(st, released);
         Ok(())
     }
 
@@ -1292,6 +1322,11 @@ impl Fs {
         }
         if st.creating.remove(&key) {
             return Ok(()); // the writer's commit sees this and drops its data
+        }
+        if let Some((d, _)) = st.staged.remove(&key) {
+            self.store.release(&d);
+            self.prune_unused(&mut st, vec![d]);
+            return Ok(());
         }
         if full == MANIFEST_FILE && st.is_published(&model) {
             return self.unpublish(&mut st, &model);
@@ -1491,6 +1526,32 @@ impl Fs {
     fn rename_file_inner(&self, st: &mut State, (sm, sname): (&Name, &str), (dm, dname): (&Name, &str)) -> Result<()> {
         let skey = (sm.clone(), sname.to_string());
         let dkey = (dm.clone(), dname.to_string());
+        // A staged temp file (rsync) onto a layer name: its blob becomes that layer.
+        if let Some((d, len)) = st.staged.get(&skey).copied() {
+            if !is_layer_name(dname) {
+                return Err(FsError::new(libc::EXDEV, format!("{sname} can only become a layer")));
+            }
+            st.staged.remove(&skey);
+            let res = match dname {
+                MANIFEST_FILE => self.store.read_blob(&d).map_err(Into::into).and_then(|b| {
+                    if !st.is_published(dm) {
+                        st.pending_models.insert(dm.clone());
+                    }
+                    self.write_manifest_locked(st, dm, b)
+                }),
+                CONFIG_FILE => self
+                    .store
+                    .read_blob(&d)
+                    .map_err(Into::into)
+                    .and_then(|b| check_config_json(dm, &b))
+                    .and_then(|()| self.replace_or_add(st, dm, dname, d, len)),
+                _ => self.replace_or_add(st, dm, dname, d, len),
+            };
+            self.store.release(&d);
+            // A manifest.json that went through a temp file is not a blob of any model.
+            self.prune_unused(st, vec![d]);
+            return res;
+        }
         if st.creating.contains(&skey) {
             return Err(FsError::new(libc::EBUSY, format!("{sname} is still being written")));
         }
