@@ -154,6 +154,11 @@ impl Store {
         for dir in [&self.blobs, &self.manifests, &self.scratch] {
             self.mkdir_owned(dir)?;
         }
+        let own = self.process_scratch();
+        if own.exists() {
+            log::info!("removing leftover scratch {} (an earlier process with this pid)", own.display());
+            let _ = fs::remove_dir_all(&own);
+        }
         self.clean_scratch()?;
         Ok(())
     }
@@ -200,7 +205,9 @@ impl Store {
             if name == LOCK_FILE || name == TRASH_DIR {
                 continue;
             }
-            let alive = name.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && process_alive(pid));
+            // Our own folder is live (at start, `prepare_for_writes` removes a stale one
+            // left by an earlier process that had our pid).
+            let alive = name.parse::<u32>().is_ok_and(|pid| pid == std::process::id() || process_alive(pid));
             if !alive {
                 let p = e.path();
                 log::info!("removing leftover scratch {}", p.display());
