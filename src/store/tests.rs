@@ -272,3 +272,16 @@ fn unwritable_manifests_folder_fails_cleanly() {
     assert_eq!(blob_names(dir.path()), before);
     assert_eq!(fs::read_dir(s.process_scratch()).unwrap().count(), 0, "temp manifest removed");
 }
+
+#[test]
+fn cleaning_scratch_keeps_live_folders_and_removes_dead_ones() {
+    let (_dir, s, _) = small_fixture();
+    let (_f, mine) = s.temp_file().unwrap();
+    // A folder of a process that is gone (pid numbers beyond pid_max never run).
+    let dead = s.scratch_dir().join("4194305");
+    fs::create_dir_all(&dead).unwrap();
+    fs::write(dead.join("tmp-0"), b"x").unwrap();
+    s.clean_scratch().unwrap();
+    assert!(mine.exists(), "the periodic clean must not remove this process's own temp files");
+    assert!(!dead.exists());
+}
