@@ -119,6 +119,13 @@ pub fn store_dir(arg: &Option<PathBuf>) -> PathBuf {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Mount(_) | Command::Serve { .. }) {
+        // A command whose output goes into a closed pipe (`ollamafs show --json x | head`)
+        // ends quietly, as coreutils do, instead of panicking on EPIPE. The daemons keep
+        // ignoring SIGPIPE: a client that hangs up must not kill them.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match run(cli.command) {
         Ok(()) => 0,
         Err(e) => {

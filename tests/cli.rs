@@ -141,3 +141,20 @@ fn store_from_flag_and_env_with_quotes() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("missing"));
 }
+
+/// `ollamafs show --json MODEL | head` ends quietly when `head` closes the pipe (it used to
+/// panic with "failed printing to stdout: Broken pipe", exit 101, about half the time).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let (_d, store, _) = fixture_store(8 << 20);
+    for _ in 0..20 {
+        let o = sh(&format!(
+            "{} show --store '{}' --json llama3.2 | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            bin().display(),
+            store.display()
+        ));
+        let status: i32 = stdout(&o).trim().parse().unwrap();
+        assert!(status == 0 || status == 141, "exit {status}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}
