@@ -4,12 +4,13 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::layout::{self, Source};
 use crate::name::Name;
 use crate::store::index::Index;
 use crate::store::{Store, StoreError, config, listing, verify};
+use crate::store_arg::{StoreArg, store_dir};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,17 +23,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct StoreArg {
-    /// The Ollama models folder (default: $OLLAMA_MODELS, else ~/.ollama/models)
-    #[arg(long, value_name = "DIR")]
-    pub store: Option<PathBuf>,
-}
-
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Mount the store as a filesystem
-    Mount(crate::fuse::MountArgs),
+    Mount(crate::mount::MountArgs),
     /// List models, like `ollama list`
     Ls {
         #[command(flatten)]
@@ -101,22 +95,6 @@ pub enum Command {
     },
 }
 
-/// `--store`, else `OLLAMA_MODELS` (trimmed of whitespace and quotes, as Ollama does),
-/// else `~/.ollama/models`.
-pub fn store_dir(arg: &Option<PathBuf>) -> PathBuf {
-    if let Some(p) = arg {
-        return p.clone();
-    }
-    if let Ok(v) = std::env::var("OLLAMA_MODELS") {
-        let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
-        if !v.is_empty() {
-            return PathBuf::from(v);
-        }
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".ollama").join("models")
-}
-
 pub fn main() -> i32 {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Mount(_) | Command::Serve { .. }) {
@@ -141,7 +119,7 @@ fn open(arg: &StoreArg) -> Result<Store, StoreError> {
 
 fn run(cmd: Command) -> Result<(), StoreError> {
     match cmd {
-        Command::Mount(args) => crate::fuse::mount_command(args),
+        Command::Mount(args) => crate::mount::mount_command(args),
         Command::Ls { store, prefix } => ls(&open(&store)?, prefix.as_deref()),
         Command::Cp { store, source, destination } => {
             let s = open(&store)?;

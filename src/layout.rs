@@ -1,7 +1,7 @@
 //! How a manifest's layers become file names inside a model directory (CONTRACT §3).
 //! Shared by the mount and by `ollamafs show`.
 
-use crate::store::manifest::{LAYER_PREFIX, Manifest};
+use crate::store::manifest::{Manifest, Role};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -30,25 +30,25 @@ pub struct LayerFile {
 
 /// Base file name and kind for a layer media type (before `-2`, `-3` numbering).
 pub fn base_name(media_type: &str, layer_name: &str) -> (String, Kind) {
-    let short = media_type.strip_prefix(LAYER_PREFIX).unwrap_or(media_type);
-    match short {
-        "model" => ("model.gguf".into(), Kind::Weights),
-        "adapter" => ("adapter.gguf".into(), Kind::Weights),
-        "projector" => ("projector.gguf".into(), Kind::Weights),
-        "draft" => ("draft.gguf".into(), Kind::Weights),
-        "tensor" if !layer_name.is_empty() => (format!("files/{layer_name}"), Kind::Weights),
-        "json" if !layer_name.is_empty() => (format!("files/{layer_name}"), Kind::Text),
-        "template" | "prompt" => ("template".into(), Kind::Text),
-        "system" => ("system".into(), Kind::Text),
-        "params" => ("params.json".into(), Kind::Text),
-        "messages" => ("messages.json".into(), Kind::Text),
-        "license" => ("license".into(), Kind::Text),
-        other => {
-            let last = other.rsplit(['.', '/']).next().unwrap_or(other);
-            let last = if last.is_empty() { "layer" } else { last };
-            (last.to_string(), Kind::Weights)
+    let role = Role::of(media_type, layer_name);
+    let kind = if role.is_weights() { Kind::Weights } else { Kind::Text };
+    let name = match role {
+        Role::Model => "model.gguf".into(),
+        Role::Adapter => "adapter.gguf".into(),
+        Role::Projector => "projector.gguf".into(),
+        Role::Draft => "draft.gguf".into(),
+        Role::Tensor | Role::Json => format!("files/{layer_name}"),
+        Role::Template => "template".into(),
+        Role::System => "system".into(),
+        Role::Params => "params.json".into(),
+        Role::Messages => "messages.json".into(),
+        Role::License => "license".into(),
+        Role::Other(other) => {
+            let last = other.rsplit(['.', '/']).next().unwrap_or(&other);
+            if last.is_empty() { "layer".into() } else { last.to_string() }
         }
-    }
+    };
+    (name, kind)
 }
 
 /// The media type a new file name stands for, when a file of that name is created.
@@ -59,19 +59,20 @@ pub fn media_type_for(file_name: &str) -> Option<(String, Kind)> {
         None => (file_name, ""),
     };
     let stem = strip_number(stem);
-    let t = |s: &str, k| Some((format!("{LAYER_PREFIX}{s}"), k));
-    match (stem, ext) {
-        ("model", ".gguf") => t("model", Kind::Weights),
-        ("adapter", ".gguf") => t("adapter", Kind::Weights),
-        ("projector", ".gguf") => t("projector", Kind::Weights),
-        ("draft", ".gguf") => t("draft", Kind::Weights),
-        ("template", "") => t("template", Kind::Text),
-        ("system", "") => t("system", Kind::Text),
-        ("license", "") => t("license", Kind::Text),
-        ("params", ".json") => t("params", Kind::Text),
-        ("messages", ".json") => t("messages", Kind::Text),
-        _ => None,
-    }
+    let role = match (stem, ext) {
+        ("model", ".gguf") => Role::Model,
+        ("adapter", ".gguf") => Role::Adapter,
+        ("projector", ".gguf") => Role::Projector,
+        ("draft", ".gguf") => Role::Draft,
+        ("template", "") => Role::Template,
+        ("system", "") => Role::System,
+        ("license", "") => Role::License,
+        ("params", ".json") => Role::Params,
+        ("messages", ".json") => Role::Messages,
+        _ => return None,
+    };
+    let kind = if role.is_weights() { Kind::Weights } else { Kind::Text };
+    Some((role.media_type(), kind))
 }
 
 /// `license-2` → `license`; `adapter-3` → `adapter`; other names unchanged.
@@ -120,7 +121,7 @@ pub fn files(m: &Manifest) -> Vec<LayerFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::manifest::{Digest, Layer};
+    use crate::store::manifest::{Digest, LAYER_PREFIX, Layer};
 
     fn layer(short: &str) -> Layer {
         Layer::new(&format!("{LAYER_PREFIX}{short}"), Digest([0; 32]), 1)

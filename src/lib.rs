@@ -7,11 +7,14 @@
 //! engine) and [`cli`].
 
 pub mod api;
+pub mod catalog;
 pub mod cli;
 pub mod fixture;
 pub mod fs;
 pub mod fuse;
 pub mod gguf;
 pub mod layout;
+pub mod mount;
 pub mod name;
 pub mod store;
+pub mod store_arg;

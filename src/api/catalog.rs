@@ -5,26 +5,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::store::index::{Index, Model};
-use crate::store::{Digest, Result, Store, StoreError};
-
-pub trait Catalog: Send + Sync {
-    fn store(&self) -> &Store;
-    /// Every readable model, current with the disk.
-    fn models(&self) -> Vec<Arc<Model>>;
-    /// `ollama cp`: names are checked and resolved as Ollama does; the source missing is
-    /// `NotFound(source)`. An existing destination is replaced, and blobs only it used are
-    /// pruned (unless pruning is off).
-    fn copy(&self, source: &str, destination: &str) -> Result<()>;
-    /// `ollama rm`: the manifest goes, then every blob no remaining model uses (unless
-    /// pruning is off). A missing model is `NotFound`.
-    fn delete(&self, name: &str) -> Result<()>;
-    /// Refuse changes (a read-only mount).
-    fn check_writable(&self) -> Result<()> {
-        Ok(())
-    }
-    /// A blob was just added to `blobs/` (the mount forgets what it knew about it).
-    fn blob_added(&self, _digest: &Digest) {}
-}
+pub use crate::catalog::Catalog;
+use crate::store::{Result, Store, StoreError};
 
 /// The store on its own, for `ollamafs serve`. Changes made through the API are
 /// serialised, so a prune never races a copy that is about to reference a blob.

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::{Fs, FsError};
-use crate::api::Catalog;
+use crate::catalog::Catalog;
 use crate::store::index::Model;
 use crate::store::{self, Digest, Store, StoreError};
 

@@ -11,9 +11,8 @@ use std::fs::{self, File};
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use super::manifest::{LAYER_PREFIX, Layer, Manifest};
+use super::manifest::{Layer, Manifest};
 use super::{Digest, Store};
-use crate::layout::{self, Kind};
 
 /// Why a manifest is not a complete model (one sentence for logs and `verify`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +43,7 @@ impl Store {
         }
         // A model runs from its main weights: a GGUF model layer or safetensors tensors.
         // Adapters, projectors and drafts need one beside them.
-        let main = [format!("{LAYER_PREFIX}model"), format!("{LAYER_PREFIX}tensor")];
-        if !m.layers.iter().any(|l| main.contains(&l.media_type)) {
+        if !m.layers.iter().any(|l| l.role().is_main_weights()) {
             return Err(no("it has no weights (no model or tensor layer)"));
         }
         Ok(())
@@ -58,8 +56,7 @@ impl Store {
         if len as i64 != l.size {
             return Err(no(format!("blob {d} is {len} bytes, the manifest says {}", l.size)));
         }
-        let (_, kind) = layout::base_name(&l.media_type, &l.name);
-        if kind != Kind::Weights {
+        if !l.role().is_weights() {
             return Ok(());
         }
         if len == 0 {

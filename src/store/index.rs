@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::manifest::{Digest, Manifest, model_id};
 use super::{Stamp, Store};
-use crate::layout::{self, Kind};
 use crate::name::Name;
 
 #[derive(Debug)]
@@ -159,7 +158,7 @@ impl Index {
         }
         for l in &m.layers {
             if let Some(d) = l.digest() {
-                apply(d, layout::base_name(&l.media_type, &l.name).1 == Kind::Weights, &l.media_type);
+                apply(d, l.role().is_weights(), &l.media_type);
             }
         }
     }

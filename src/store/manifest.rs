@@ -96,6 +96,82 @@ impl Layer {
     pub fn digest(&self) -> Option<Digest> {
         Digest::parse(&self.digest)
     }
+
+    /// What this layer is, parsed once from its media type.
+    pub fn role(&self) -> Role {
+        Role::of(&self.media_type, &self.name)
+    }
+}
+
+/// What a layer is for (`application/vnd.ollama.image.<short>`). The one place that knows
+/// media types; `crate::layout` maps roles to file names and back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The main weights (GGUF).
+    Model,
+    Adapter,
+    Projector,
+    Draft,
+    /// A named safetensors tensor (weights) or JSON file (text) of an MLX/safetensors model.
+    Tensor,
+    Json,
+    /// `template`, and the legacy `prompt`.
+    Template,
+    System,
+    Params,
+    Messages,
+    License,
+    /// Any other media type: treated as weights, shown under the last segment of its type.
+    Other(String),
+}
+
+impl Role {
+    pub fn of(media_type: &str, layer_name: &str) -> Role {
+        let short = media_type.strip_prefix(LAYER_PREFIX).unwrap_or(media_type);
+        match short {
+            "model" => Role::Model,
+            "adapter" => Role::Adapter,
+            "projector" => Role::Projector,
+            "draft" => Role::Draft,
+            "tensor" if !layer_name.is_empty() => Role::Tensor,
+            "json" if !layer_name.is_empty() => Role::Json,
+            "template" | "prompt" => Role::Template,
+            "system" => Role::System,
+            "params" => Role::Params,
+            "messages" => Role::Messages,
+            "license" => Role::License,
+            other => Role::Other(other.to_string()),
+        }
+    }
+
+    /// Weights are immutable and shared between models; everything else is per-model text.
+    pub fn is_weights(&self) -> bool {
+        matches!(self, Role::Model | Role::Adapter | Role::Projector | Role::Draft | Role::Tensor | Role::Other(_))
+    }
+
+    /// The weights a model runs from (a GGUF model layer or safetensors tensors).
+    pub fn is_main_weights(&self) -> bool {
+        matches!(self, Role::Model | Role::Tensor)
+    }
+
+    /// The media type a new layer of this role gets.
+    pub fn media_type(&self) -> String {
+        let short = match self {
+            Role::Model => "model",
+            Role::Adapter => "adapter",
+            Role::Projector => "projector",
+            Role::Draft => "draft",
+            Role::Tensor => "tensor",
+            Role::Json => "json",
+            Role::Template => "template",
+            Role::System => "system",
+            Role::Params => "params",
+            Role::Messages => "messages",
+            Role::License => "license",
+            Role::Other(s) => s,
+        };
+        format!("{LAYER_PREFIX}{short}")
+    }
 }
 
 /// Docker v2 style manifest. Unknown keys are ignored on read (as Go does).

@@ -1,0 +1,330 @@
+//! The mount's lifecycle: arguments and `-o` options, logging, the mount point checks,
+//! background start, the FUSE session, the watcher and API threads, signals and unmount.
+//! The request translation is `crate::fuse`; the filesystem's meaning is `crate::fs`.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use fuser::{Config, INodeNo, MountOption, SessionACL};
+
+use crate::fs::{Fs, Options};
+use crate::fuse::FuseFs;
+use crate::store::{Store, StoreError};
+use crate::store_arg::{StoreArg, store_dir};
+
+#[derive(Args, Debug, Clone)]
+pub struct MountArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Stay attached; unmount on SIGINT/SIGTERM
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Refuse every change with EROFS
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users (e.g. the `ollama` service user) use the mount
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Keep blobs that no model uses any more
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Serve reads through the daemon even where FUSE passthrough is available
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// fstab-style options: ro, allow_other, store=DIR, no_prune, no_passthrough, log=FILE, ...
+    #[arg(short = 'o', value_delimiter = ',')]
+    pub options: Vec<String>,
+    /// More log output (repeat for debug)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors in the log
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Serve read-only extended attributes (user.ollama.digest, …); costs `ls -l` speed
+    #[arg(long)]
+    pub xattr: bool,
+    /// Also serve Ollama's model-management API on this address (as `ollamafs serve`),
+    /// sharing the mount's index
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<String>,
+    /// Write the log to this file (a background mount logs nowhere otherwise)
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    pub mountpoint: PathBuf,
+}
+
+/// Fold `-o` options into the flags, as `mount -t fuse.ollamafs` and fstab pass them.
+fn apply_options(a: &mut MountArgs) -> Result<(), StoreError> {
+    for o in a.options.clone() {
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (o.as_str(), None),
+        };
+        match (k, v) {
+            ("ro", None) | ("read_only", None) => a.read_only = true,
+            ("rw", None) => a.read_only = false,
+            ("allow_other", None) => a.allow_other = true,
+            ("no_prune", None) => a.no_prune = true,
+            ("no_passthrough", None) => a.no_passthrough = true,
+            ("store", Some(dir)) => a.store.store = Some(PathBuf::from(dir)),
+            ("log", Some(f)) => a.log_file = Some(PathBuf::from(f)),
+            ("api", Some(addr)) => a.api = Some(addr.to_string()),
+            ("xattr", None) => a.xattr = true,
+            ("foreground", None) => a.foreground = true,
+            // Options mount(8) and fstab add that mean nothing here.
+            (
+                "defaults" | "auto" | "noauto" | "user" | "nouser" | "nofail" | "_netdev" | "dev" | "nodev" | "suid"
+                | "nosuid" | "exec" | "noexec" | "atime" | "noatime" | "relatime",
+                _,
+            ) => {}
+            (k, _) if k.starts_with("x-") => {}
+            _ => return Err(StoreError::Invalid(format!("unknown mount option {o:?}"))),
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(a: &MountArgs) {
+    let level = if a.quiet {
+        log::LevelFilter::Error
+    } else {
+        match a.verbose {
+            0 => log::LevelFilter::Warn,
+            1 => log::LevelFilter::Info,
+            _ => log::LevelFilter::Debug,
+        }
+    };
+    // -vvv also shows every FUSE request (fuser's own log).
+    let cfg = if a.verbose >= 3 {
+        simplelog::ConfigBuilder::new().build()
+    } else {
+        simplelog::ConfigBuilder::new().add_filter_ignore_str("fuser").build()
+    };
+    let _ = match &a.log_file {
+        Some(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+            Ok(f) => simplelog::WriteLogger::init(level, cfg, f),
+            Err(e) => {
+                eprintln!("cannot open log file {}: {e}", p.display());
+                simplelog::TermLogger::init(level, cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never)
+            }
+        },
+        None => simplelog::TermLogger::init(level, cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never),
+    };
+}
+
+/// Check the mount point: a folder, and not inside the store (Ollama prunes and walks it).
+fn check_mountpoint(store: &Store, mp: &Path) -> Result<PathBuf, StoreError> {
+    let canon = mp.canonicalize().map_err(|e| StoreError::Invalid(format!("mount point {}: {e}", mp.display())))?;
+    if !canon.is_dir() {
+        return Err(StoreError::Invalid(format!("mount point {} is not a folder", mp.display())));
+    }
+    if canon.starts_with(store.root()) {
+        return Err(StoreError::Invalid(format!(
+            "mount point {} is inside the store {}: Ollama walks and prunes that folder, so the mount must live outside it",
+            canon.display(),
+            store.root().display()
+        )));
+    }
+    Ok(canon)
+}
+
+pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
+    apply_options(&mut a)?;
+    if !a.foreground && std::env::var_os("OLLAMAFS_DAEMON").is_none() {
+        return spawn_background(&a);
+    }
+    let res = serve(a);
+    if let Err(e) = &res {
+        signal_ready(Err(e.to_string())); // the waiting parent prints it
+    }
+    res
+}
+
+fn serve(a: MountArgs) -> Result<(), StoreError> {
+    // Every FUSE thread would otherwise get its own malloc arena, each keeping its freed
+    // memory: with 10,000 models that was 153 MiB RSS after `ls -lR`, 122 MiB with two.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: a plain tuning call before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    // Catch SIGINT/SIGTERM before the mount appears, so a signal always unmounts cleanly.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = tx.send(());
+        }
+    });
+    init_logging(&a);
+    let store = Arc::new(Store::open(store_dir(&a.store.store))?);
+    let mountpoint = check_mountpoint(&store, &a.mountpoint)?;
+    if !a.read_only {
+        store.prepare_for_writes()?;
+    }
+    let opts = Options {
+        read_only: a.read_only,
+        no_prune: a.no_prune,
+        passthrough: !a.no_passthrough,
+        mountpoint: Some(mountpoint.clone()),
+        clock: Default::default(),
+    };
+    // Bind before mounting, so a busy port fails the mount with a clear message.
+    let api_listener = a.api.as_deref().map(|addr| crate::api::bind(&crate::api::host_to_addr(addr))).transpose()?;
+    let fs = Arc::new(Fs::new(store.clone(), opts));
+    log::info!("serving {} models from {} at {}", fs.model_count(), store.root().display(), mountpoint.display());
+
+    let mut mount_options = vec![
+        MountOption::FSName(format!("ollamafs:{}", store.root().display())),
+        MountOption::Subtype("ollamafs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if a.read_only {
+        mount_options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.mount_options = mount_options;
+    config.acl = if a.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(4);
+    let adapter = FuseFs::new(fs.clone(), a.xattr, !a.no_passthrough);
+    let session = fuser::Session::new(adapter, &mountpoint, &config)
+        .map_err(|e| StoreError::Invalid(format!("cannot mount at {}: {e}", mountpoint.display())))?;
+    let bg = session.spawn().map_err(StoreError::Io)?;
+    let notifier = bg.notifier();
+    fs.set_entry_invalidator(Box::new(move |parent, name| {
+        // ENOENT just means the kernel had nothing cached.
+        let _ = notifier.inval_entry(INodeNo(parent), OsStr::new(name));
+    }));
+    tune_readahead(&mountpoint);
+    signal_ready(Ok(()));
+
+    // Freshness: pick up what a running Ollama changes on disk (inotify, rescan as a net).
+    let running = Arc::new(AtomicBool::new(true));
+    let refresher = {
+        let (fs, running) = (fs.clone(), running.clone());
+        std::thread::Builder::new().name("watch".into()).spawn(move || crate::fs::watch::run(fs, running))?
+    };
+
+    let api = match api_listener {
+        Some(listener) => {
+            if let Ok(addr) = listener.local_addr() {
+                log::info!("API listening on {addr}");
+            }
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let catalog: Arc<dyn crate::catalog::Catalog> = fs.clone();
+            let thread = std::thread::Builder::new().name("api".into()).spawn(move || {
+                if let Err(e) = crate::api::run(listener, catalog, async move {
+                    let _ = stop_rx.await;
+                }) {
+                    log::error!("API server failed: {e}");
+                }
+            })?;
+            Some((stop_tx, thread))
+        }
+        None => None,
+    };
+
+    // Wait for a signal or for an external umount (the session thread then ends).
+    let signalled = loop {
+        if bg.guard.is_finished() {
+            break false;
+        }
+        if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+            break true;
+        }
+    };
+    log::info!("stopping ({})", if signalled { "signal" } else { "unmounted" });
+    running.store(false, Ordering::Relaxed);
+    if let Some((stop, thread)) = api {
+        let _ = stop.send(());
+        let _ = thread.join();
+    }
+    let res = if signalled { bg.umount_and_join() } else { bg.join() };
+    let _ = refresher.join();
+    fs.shutdown();
+    if let Err(e) = res {
+        log::warn!("session ended with {e}");
+    }
+    Ok(())
+}
+
+/// Reads that go through the daemon come as readahead requests; the kernel caps the
+/// window of a FUSE mount at 128 KiB. A larger window (what the mount's bdi allows root
+/// to set) keeps a cold sequential read of weights streaming.
+fn tune_readahead(mp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mp) else { return };
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, "4096") {
+        log::debug!("could not raise readahead ({knob}: {e})");
+    }
+}
+
+/// Tell a waiting parent (background mount) that the mount is ready, or why it failed.
+fn signal_ready(res: Result<(), String>) {
+    if std::env::var_os("OLLAMAFS_DAEMON").is_none() {
+        return;
+    }
+    let mut out = std::io::stdout();
+    let _ = match res {
+        Ok(()) => writeln!(out, "ready"),
+        Err(e) => writeln!(out, "error: {e}"),
+    };
+    let _ = out.flush();
+    // Detach stdout from the parent's pipe so it sees EOF.
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto stdout with a valid fd.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+/// Run the daemon as a detached child and return when its mount is ready.
+fn spawn_background(a: &MountArgs) -> Result<(), StoreError> {
+    let exe = std::env::current_exe()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (reader, writer) = std::io::pipe()?;
+    let log_target: std::process::Stdio = match &a.log_file {
+        Some(p) => std::fs::OpenOptions::new().create(true).append(true).open(p)?.into(),
+        None => std::process::Stdio::null(),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&args).env("OLLAMAFS_DAEMON", "1").stdin(std::process::Stdio::null()).stdout(writer).stderr(log_target);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(cmd);
+    let mut line = String::new();
+    let _ = BufReader::new(reader).read_line(&mut line);
+    if line.trim() == "ready" {
+        return Ok(());
+    }
+    let status = child.wait()?;
+    let msg = line.trim().strip_prefix("error: ").unwrap_or(line.trim()).to_string();
+    Err(StoreError::Invalid(if msg.is_empty() {
+        format!("mount failed ({status}); run with --foreground to see why")
+    } else {
+        msg
+    }))
+}
+
