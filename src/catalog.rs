@@ -25,4 +25,3 @@ pub trait Catalog: Send + Sync {
     /// A blob was just added to `blobs/` (the mount forgets what it knew about it).
     fn blob_added(&self, _digest: &Digest) {}
 }
-

@@ -104,7 +104,11 @@ pub fn main() -> i32 {
         // SAFETY: setting a signal disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    match run(cli.command) {
+    let res: Result<(), CliError> = match cli.command {
+        Command::Mount(args) => crate::mount::mount_command(args).map_err(Into::into),
+        other => run(other).map_err(Into::into),
+    };
+    match res {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -117,9 +121,41 @@ fn open(arg: &StoreArg) -> Result<Store, StoreError> {
     Store::open(store_dir(&arg.store))
 }
 
+/// A command's failure: what the store said, or why a mount did not start.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mount(#[from] crate::mount::MountError),
+}
+
+impl CliError {
+    /// Exit status: 2 for bad usage or an invalid name, 1 for everything else.
+    fn exit_code(&self) -> i32 {
+        use crate::mount::MountError;
+        match self {
+            CliError::Store(e) => store_exit_code(e),
+            CliError::Mount(MountError::Usage(_)) => 2,
+            CliError::Mount(MountError::Store(e)) => store_exit_code(e),
+            CliError::Mount(_) => 1,
+        }
+    }
+}
+
+pub fn store_exit_code(e: &StoreError) -> i32 {
+    match e {
+        StoreError::InvalidSource(_) | StoreError::InvalidDestination(_) | StoreError::InvalidName(_) => 2,
+        _ => 1,
+    }
+}
+
 fn run(cmd: Command) -> Result<(), StoreError> {
     match cmd {
-        Command::Mount(args) => crate::mount::mount_command(args),
+        Command::Mount(args) => crate::mount::mount_command(args).map_err(|e| match e {
+            crate::mount::MountError::Store(e) => e,
+            e => StoreError::Invalid(e.to_string()),
+        }),
         Command::Ls { store, prefix } => ls(&open(&store)?, prefix.as_deref()),
         Command::Cp { store, source, destination } => {
             let s = open(&store)?;
@@ -143,7 +179,7 @@ fn run(cmd: Command) -> Result<(), StoreError> {
             }
             match first_err {
                 // Already printed; keep the status.
-                Some(e) => std::process::exit(e.exit_code()),
+                Some(e) => std::process::exit(store_exit_code(&e)),
                 None => Ok(()),
             }
         }

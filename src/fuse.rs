@@ -31,13 +31,14 @@ pub struct FuseFs {
     /// round trip per file on every `ls -l` (it asks for `security.selinux` and ACLs),
     /// while ENOSYS makes the kernel stop asking for the whole mount.
     xattrs: bool,
-    passthrough: AtomicBool,
+    /// Shared with `crate::mount`, which probes passthrough once the kernel has answered.
+    passthrough: Arc<AtomicBool>,
     backing: Mutex<Backing>,
 }
 
 impl FuseFs {
-    pub fn new(fs: Arc<Fs>, xattrs: bool, passthrough: bool) -> FuseFs {
-        FuseFs { fs, xattrs, passthrough: AtomicBool::new(passthrough), backing: Mutex::default() }
+    pub fn new(fs: Arc<Fs>, xattrs: bool, passthrough: Arc<AtomicBool>) -> FuseFs {
+        FuseFs { fs, xattrs, passthrough, backing: Mutex::default() }
     }
 }
 
@@ -161,10 +162,9 @@ impl Filesystem for FuseFs {
         let _ = config.set_max_readahead(4 << 20);
         let _ = config.set_max_write(1 << 20);
         if self.passthrough.load(Ordering::Relaxed) {
-            if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(1).is_ok() {
-                log::info!("FUSE passthrough enabled for weights");
-            } else {
-                log::info!("kernel has no FUSE passthrough; reads go through the daemon");
+            // Asked for here; whether it works is probed and reported once by the mount.
+            if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_err() || config.set_max_stack_depth(1).is_err() {
+                log::debug!("kernel offers no FUSE passthrough");
                 self.passthrough.store(false, Ordering::Relaxed);
             }
         }

@@ -17,6 +17,22 @@ use fuser::{Config, INodeNo, MountOption, SessionACL};
 use crate::fs::{Fs, Options};
 use crate::fuse::FuseFs;
 use crate::store::{Store, StoreError};
+
+/// Why a mount did not start (or ended badly). Its own type: the CLI turns it into an exit
+/// status, the filesystem never sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// A bad `-o` option or argument (exit status 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The mount point cannot be used, or the kernel refused the mount.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 use crate::store_arg::{StoreArg, store_dir};
 
 #[derive(Args, Debug, Clone)]
@@ -54,14 +70,14 @@ pub struct MountArgs {
     /// sharing the mount's index
     #[arg(long, value_name = "ADDR")]
     pub api: Option<String>,
-    /// Write the log to this file (a background mount logs nowhere otherwise)
+    /// Write the log to this file (a background mount logs to the system log otherwise)
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
     pub mountpoint: PathBuf,
 }
 
 /// Fold `-o` options into the flags, as `mount -t fuse.ollamafs` and fstab pass them.
-fn apply_options(a: &mut MountArgs) -> Result<(), StoreError> {
+fn apply_options(a: &mut MountArgs) -> Result<(), MountError> {
     for o in a.options.clone() {
         let (k, v) = match o.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -85,7 +101,7 @@ fn apply_options(a: &mut MountArgs) -> Result<(), StoreError> {
                 _,
             ) => {}
             (k, _) if k.starts_with("x-") => {}
-            _ => return Err(StoreError::Invalid(format!("unknown mount option {o:?}"))),
+            _ => return Err(MountError::Usage(format!("unknown mount option {o:?}"))),
         }
     }
     Ok(())
@@ -107,6 +123,22 @@ fn init_logging(a: &MountArgs) {
     } else {
         simplelog::ConfigBuilder::new().add_filter_ignore_str("fuser").build()
     };
+    // In the background there is no terminal: without --log-file the system log (syslog,
+    // or the journal through /dev/log) gets the messages, tagged `ollamafs`.
+    if a.log_file.is_none() && std::env::var_os("OLLAMAFS_DAEMON").is_some() {
+        let formatter = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_DAEMON,
+            hostname: None,
+            process: "ollamafs".into(),
+            pid: std::process::id(),
+        };
+        if let Ok(logger) = syslog::unix(formatter)
+            && log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok()
+        {
+            log::set_max_level(level);
+            return;
+        }
+    }
     let _ = match &a.log_file {
         Some(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
             Ok(f) => simplelog::WriteLogger::init(level, cfg, f),
@@ -120,13 +152,20 @@ fn init_logging(a: &MountArgs) {
 }
 
 /// Check the mount point: a folder, and not inside the store (Ollama prunes and walks it).
-fn check_mountpoint(store: &Store, mp: &Path) -> Result<PathBuf, StoreError> {
-    let canon = mp.canonicalize().map_err(|e| StoreError::Invalid(format!("mount point {}: {e}", mp.display())))?;
+fn check_mountpoint(store: &Store, mp: &Path) -> Result<PathBuf, MountError> {
+    let canon = mp.canonicalize().map_err(|e| MountError::Refused(format!("mount point {}: {e}", mp.display())))?;
     if !canon.is_dir() {
-        return Err(StoreError::Invalid(format!("mount point {} is not a folder", mp.display())));
+        return Err(MountError::Refused(format!("mount point {} is not a folder", mp.display())));
+    }
+    if let Some(source) = ollamafs_mount_at(&canon) {
+        return Err(MountError::Refused(format!(
+            "{} is already an ollamafs mount ({source}); unmount it first: umount {}",
+            canon.display(),
+            canon.display()
+        )));
     }
     if canon.starts_with(store.root()) {
-        return Err(StoreError::Invalid(format!(
+        return Err(MountError::Refused(format!(
             "mount point {} is inside the store {}: Ollama walks and prunes that folder, so the mount must live outside it",
             canon.display(),
             store.root().display()
@@ -135,19 +174,33 @@ fn check_mountpoint(store: &Store, mp: &Path) -> Result<PathBuf, StoreError> {
     Ok(canon)
 }
 
-pub fn mount_command(mut a: MountArgs) -> Result<(), StoreError> {
+/// The source of an ollamafs mount at `mp`, if there is one (`/proc/self/mountinfo`).
+fn ollamafs_mount_at(mp: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mp.to_string_lossy().replace(' ', "\\040");
+    info.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        let (point, fstype, source) = (fields.get(4)?, fields.get(sep + 1)?, fields.get(sep + 2)?);
+        (*point == want
+            && (*fstype == "fuse.ollamafs" || (fstype.starts_with("fuse") && source.starts_with("ollamafs:"))))
+        .then(|| source.to_string())
+    })
+}
+
+pub fn mount_command(mut a: MountArgs) -> Result<(), MountError> {
     apply_options(&mut a)?;
     if !a.foreground && std::env::var_os("OLLAMAFS_DAEMON").is_none() {
         return spawn_background(&a);
     }
-    let res = serve(a);
+    let res = run_daemon(a);
     if let Err(e) = &res {
         signal_ready(Err(e.to_string())); // the waiting parent prints it
     }
     res
 }
 
-fn serve(a: MountArgs) -> Result<(), StoreError> {
+fn run_daemon(a: MountArgs) -> Result<(), MountError> {
     // Every FUSE thread would otherwise get its own malloc arena, each keeping its freed
     // memory: with 10,000 models that was 153 MiB RSS after `ls -lR`, 122 MiB with two.
     #[cfg(target_env = "gnu")]
@@ -199,10 +252,12 @@ fn serve(a: MountArgs) -> Result<(), StoreError> {
     config.mount_options = mount_options;
     config.acl = if a.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(4);
-    let adapter = FuseFs::new(fs.clone(), a.xattr, !a.no_passthrough);
-    let session = fuser::Session::new(adapter, &mountpoint, &config)
-        .map_err(|e| StoreError::Invalid(format!("cannot mount at {}: {e}", mountpoint.display())))?;
-    let bg = session.spawn().map_err(StoreError::Io)?;
+    let passthrough = Arc::new(AtomicBool::new(!a.no_passthrough));
+    let adapter = FuseFs::new(fs.clone(), a.xattr, passthrough.clone());
+    let (session, own_mount) = start_session(adapter, &mountpoint, &store, &a, config)
+        .map_err(|e| MountError::Refused(format!("cannot mount at {}: {e}", mountpoint.display())))?;
+    report_passthrough(&session, &store, &passthrough, a.no_passthrough);
+    let bg = session.spawn()?;
     let notifier = bg.notifier();
     fs.set_entry_invalidator(Box::new(move |parent, name| {
         // ENOENT just means the kernel had nothing cached.
@@ -252,13 +307,105 @@ fn serve(a: MountArgs) -> Result<(), StoreError> {
         let _ = stop.send(());
         let _ = thread.join();
     }
-    let res = if signalled { bg.umount_and_join() } else { bg.join() };
+    let res = match (signalled, own_mount) {
+        (true, true) => {
+            unmount(&mountpoint);
+            bg.join()
+        }
+        (true, false) => bg.umount_and_join(),
+        (false, _) => bg.join(),
+    };
     let _ = refresher.join();
     fs.shutdown();
     if let Err(e) = res {
         log::warn!("session ended with {e}");
     }
     Ok(())
+}
+
+/// Mount, and start the FUSE session. As root the mount is made here, with the type
+/// `fuse.ollamafs` (fuser's own mount says plain `fuse`, which `findmnt -t fuse.ollamafs`,
+/// `df -t`, systemd and fstab tooling do not recognise); otherwise fuser mounts through
+/// `fusermount3`, which sets the same subtype. Returns whether the mount is ours to undo.
+fn start_session(
+    adapter: FuseFs,
+    mp: &Path,
+    store: &Store,
+    a: &MountArgs,
+    config: Config,
+) -> std::io::Result<(fuser::Session<FuseFs>, bool)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok((fuser::Session::new(adapter, mp, &config)?, false));
+    }
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse")?;
+    let mut data = format!("fd={},rootmode=40000,user_id=0,group_id=0,default_permissions", dev.as_raw_fd());
+    if a.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if a.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
+    let (source, target) = (c(&format!("ollamafs:{}", store.root().display()))?, c(&mp.to_string_lossy())?);
+    let (fstype, data) = (c("fuse.ollamafs")?, c(&data)?);
+    // SAFETY: valid C strings; mount(2) reads them during the call only.
+    let rc = unsafe {
+        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr() as *const libc::c_void)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    match fuser::Session::from_fd(adapter, OwnedFd::from(dev), config.acl, config) {
+        Ok(session) => Ok((session, true)),
+        Err(e) => {
+            unmount(mp);
+            Err(e)
+        }
+    }
+}
+
+fn unmount(mp: &Path) {
+    if let Ok(target) = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes()) {
+        // SAFETY: a valid C string. Detach: open files keep working until closed.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Passthrough needs kernel support (negotiated at init) and CAP_SYS_ADMIN at the first
+/// backing open: try one now, on a scratch file, and say once what reads will use.
+fn report_passthrough(session: &fuser::Session<FuseFs>, store: &Store, on: &AtomicBool, disabled: bool) {
+    if disabled {
+        log::info!("FUSE passthrough off (--no-passthrough): reads of weights go through the daemon");
+        return;
+    }
+    if !on.load(Ordering::Relaxed) {
+        log::info!(
+            "FUSE passthrough unavailable (the kernel does not offer it): reads of weights go through the daemon"
+        );
+        return;
+    }
+    let probe = store.temp_file().and_then(|(f, path)| {
+        let id = fuser::BackingId::create_raw(session, &f);
+        let _ = std::fs::remove_file(path);
+        id
+    });
+    match probe {
+        Ok(id) => {
+            use std::os::fd::{AsFd, AsRawFd};
+            // FUSE_DEV_IOC_BACKING_CLOSE = _IOW(229, 2, u32)
+            const BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
+            // SAFETY: the session's /dev/fuse fd and a pointer to the id for the call's duration.
+            unsafe { libc::ioctl(session.as_fd().as_raw_fd(), BACKING_CLOSE, &id) };
+            log::info!("FUSE passthrough enabled: the kernel reads weights straight from their blobs");
+        }
+        Err(e) => {
+            on.store(false, Ordering::Relaxed);
+            log::info!("FUSE passthrough unavailable ({e}): reads of weights go through the daemon");
+        }
+    }
 }
 
 /// Reads that go through the daemon come as readahead requests; the kernel caps the
@@ -295,7 +442,7 @@ fn signal_ready(res: Result<(), String>) {
 }
 
 /// Run the daemon as a detached child and return when its mount is ready.
-fn spawn_background(a: &MountArgs) -> Result<(), StoreError> {
+fn spawn_background(a: &MountArgs) -> Result<(), MountError> {
     let exe = std::env::current_exe()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (reader, writer) = std::io::pipe()?;
@@ -321,10 +468,9 @@ fn spawn_background(a: &MountArgs) -> Result<(), StoreError> {
     }
     let status = child.wait()?;
     let msg = line.trim().strip_prefix("error: ").unwrap_or(line.trim()).to_string();
-    Err(StoreError::Invalid(if msg.is_empty() {
+    Err(MountError::Refused(if msg.is_empty() {
         format!("mount failed ({status}); run with --foreground to see why")
     } else {
         msg
     }))
 }
-

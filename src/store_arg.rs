@@ -27,4 +27,3 @@ pub fn store_dir(arg: &Option<PathBuf>) -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".ollama").join("models")
 }
-

@@ -4,8 +4,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::store::index::{Index, Model};
 pub use crate::catalog::Catalog;
+use crate::store::index::{Index, Model};
 use crate::store::{Result, Store, StoreError};
 
 /// The store on its own, for `ollamafs serve`. Changes made through the API are

@@ -58,8 +58,21 @@ impl From<io::Error> for FsError {
 }
 
 impl From<StoreError> for FsError {
+    /// The errno a store error answers in the mount.
     fn from(e: StoreError) -> FsError {
-        FsError { errno: e.errno(), why: e.to_string() }
+        let errno = match &e {
+            StoreError::InvalidSource(_)
+            | StoreError::InvalidDestination(_)
+            | StoreError::InvalidName(_)
+            | StoreError::Invalid(_)
+            | StoreError::DigestMismatch { .. }
+            | StoreError::Incomplete { .. }
+            | StoreError::Corrupt { .. } => libc::EINVAL,
+            StoreError::NotFound(_) => libc::ENOENT,
+            StoreError::CaseConflict { .. } => libc::EEXIST,
+            StoreError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
+        };
+        FsError { errno, why: e.to_string() }
     }
 }
 

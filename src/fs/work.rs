@@ -125,7 +125,7 @@ impl Fs {
                 }
                 Err(why) => {
                     let what = if published { "held; the store keeps its last complete version" } else { "a draft" };
-                    log::info!("{} is {what}: {why}", model.display_shortest());
+                    log::debug!("{} is {what}: {why}", model.display_shortest());
                 }
             }
         }

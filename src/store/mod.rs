@@ -48,31 +48,6 @@ pub enum StoreError {
     Io(#[from] io::Error),
 }
 
-impl StoreError {
-    pub fn errno(&self) -> i32 {
-        match self {
-            StoreError::InvalidSource(_)
-            | StoreError::InvalidDestination(_)
-            | StoreError::InvalidName(_)
-            | StoreError::Invalid(_)
-            | StoreError::DigestMismatch { .. }
-            | StoreError::Incomplete { .. }
-            | StoreError::Corrupt { .. } => libc::EINVAL,
-            StoreError::NotFound(_) => libc::ENOENT,
-            StoreError::CaseConflict { .. } => libc::EEXIST,
-            StoreError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
-        }
-    }
-
-    /// CLI exit status: 2 for bad usage or names, 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            StoreError::InvalidSource(_) | StoreError::InvalidDestination(_) | StoreError::InvalidName(_) => 2,
-            _ => 1,
-        }
-    }
-}
-
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// What a file's identity was when last read; a change means "read it again".

@@ -105,13 +105,13 @@ fn copy_errors_use_ollamas_words_and_change_nothing() {
     let (found_before, _) = s.scan();
     let e = s.copy("bad name", "x").unwrap_err();
     assert_eq!(e.to_string(), "source \"bad name\" is invalid");
-    assert_eq!(e.exit_code(), 2);
+    assert_eq!(crate::cli::store_exit_code(&e), 2);
     let e = s.copy("llama3.2", "x:").unwrap_err();
     assert_eq!(e.to_string(), "destination \"x:\" is invalid");
     let e = s.copy("nope", "x").unwrap_err();
     assert_eq!(e.to_string(), "model 'nope' not found");
-    assert_eq!(e.exit_code(), 1);
-    assert_eq!(e.errno(), libc::ENOENT);
+    assert_eq!(crate::cli::store_exit_code(&e), 1);
+    assert!(matches!(e, StoreError::NotFound(_)), "the mount answers it with ENOENT");
     assert_eq!(blob_names(dir.path()), before);
     assert_eq!(s.scan().0.len(), found_before.len());
 }
@@ -258,7 +258,7 @@ fn missing_store_gives_a_clear_error() {
     let dir = tmp();
     let e = Store::open(dir.path().join("missing")).unwrap_err();
     assert!(e.to_string().contains("missing"), "{e}");
-    assert_eq!(e.exit_code(), 1);
+    assert_eq!(crate::cli::store_exit_code(&e), 1);
 }
 
 #[test]

@@ -1,0 +1,152 @@
+//! A newcomer's first hour: what `mount` says and refuses, where a background mount logs,
+//! how the mount shows in /proc/mounts, and a mount by a normal user.
+
+mod common;
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display())
+}
+
+/// The kernel lists the mount as type `fuse.ollamafs` (source `ollamafs:STORE`), as sshfs
+/// shows `fuse.sshfs`: `findmnt -t fuse.ollamafs`, `df -t`, systemd and fstab tools use it.
+#[test]
+fn the_mount_type_is_fuse_ollamafs() {
+    let Some((_d, m, _)) = mounted_fixture(&[]) else { return };
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts.lines().find(|l| l.split(' ').nth(1) == Some(&*m.mp.to_string_lossy())).unwrap();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[2], "fuse.ollamafs", "{line}");
+    assert_eq!(fields[0], format!("ollamafs:{}", m.store.canonicalize().unwrap().display()));
+    let found = sh_ok(&format!("findmnt -n -t fuse.ollamafs -o TARGET {}", q(&m.mp)));
+    assert_eq!(found.trim(), m.mp.to_string_lossy());
+}
+
+/// Mounting again on a mount point that already is an ollamafs mount is refused with a
+/// message that says what to do (it used to stack a second mount and a second daemon).
+#[test]
+fn a_second_mount_on_the_same_mount_point_is_refused() {
+    let Some((_d, m, _)) = mounted_fixture(&[]) else { return };
+    let o = ollamafs(&m.store, &["mount", &m.mp.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is already an ollamafs mount"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("umount"), "says how to get out of it: {}", stderr(&o));
+    let stacked = fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(&*m.mp.to_string_lossy()))
+        .count();
+    assert_eq!(stacked, 1);
+}
+
+/// Passthrough is reported once, with the state it really has, when the mount starts.
+#[test]
+fn passthrough_is_reported_once_at_mount_time() {
+    let Some((_d, m, _)) = mounted_fixture(&[]) else { return };
+    sh_ok(&format!("cat {} > /dev/null", q(&m.p("llama3.2:latest/model.gguf"))));
+    let log = m.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("passthrough")).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("FUSE passthrough enabled"), "root on this kernel: {lines:?}");
+}
+
+/// A background mount without --log-file logs to the system log (/dev/log, which syslog
+/// daemons and journald serve): the reason behind an `Invalid argument` can be read there.
+#[test]
+fn a_background_mount_logs_to_the_system_log() {
+    if !fuse_available() {
+        return;
+    }
+    if Path::new("/dev/log").exists() {
+        // A real system log is running: read it with `journalctl -t ollamafs` instead.
+        assert!(std::env::var("CI").is_err(), "CI machines have no /dev/log; this test provides one");
+        eprintln!("\n*** SKIPPING: /dev/log belongs to this machine's syslog ***\n");
+        return;
+    }
+    let (d, store, _) = fixture_store(8 << 20);
+    let listener = std::os::unix::net::UnixDatagram::bind("/dev/log").unwrap();
+    struct Remove;
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = fs::remove_file("/dev/log");
+        }
+    }
+    let _remove = Remove;
+    listener.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mp = d.path().join("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let o = ollamafs(&store, &["mount", &mp.to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mp);
+    let o = sh(&format!("mkdir {}", q(&mp.join("hf.co/bad name:x"))));
+    assert!(stderr(&o).contains("Invalid argument"));
+    let mut buf = vec![0u8; 8192];
+    let mut got = String::new();
+    while !got.contains("EINVAL") {
+        let n = listener.recv(&mut buf).expect("no log line reached /dev/log");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains("ollamafs["), "tagged with the program and pid: {got}");
+    assert!(got.contains("host folder"), "the reason is in the log: {got}");
+}
+
+/// A normal user mounts their own store (no root): copy, read, unmount. Weights are served
+/// by the daemon (passthrough needs CAP_SYS_ADMIN), which the log says once.
+#[test]
+fn a_normal_user_can_mount_copy_and_unmount() {
+    if !fuse_available() {
+        return;
+    }
+    let user = "ollamafs-test";
+    if !sh(&format!("id -u {user}")).status.success() {
+        sh_ok(&format!("useradd --no-create-home {user} || adduser --system --no-create-home {user}"));
+    }
+    // A folder the user owns, with a copy of the binary it can run.
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("u");
+    fs::create_dir_all(home.join("mnt")).unwrap();
+    sh_ok(&format!("chmod 755 {}", q(d.path())));
+    let exe = home.join("ollamafs");
+    fs::copy(bin(), &exe).unwrap();
+    sh_ok(&format!("chown -R {user} {}", q(&home)));
+    let as_user = |cmd: &str| sh(&format!("runuser -u {user} -- sh -c {}", shell_quote(cmd)));
+    let store = home.join("store");
+    ollamafs::fixture::build(&store, 8 << 20).unwrap();
+    sh_ok(&format!("chown -R {user} {}", q(&store)));
+    let mp = home.join("mnt");
+    let log = home.join("log");
+    let o = as_user(&format!("{} mount --store {} -v --log-file {} {}", q(&exe), q(&store), q(&log), q(&mp)));
+    assert!(o.status.success(), "a normal user's mount failed: {}", stderr(&o));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mp.clone());
+    let o = as_user(&format!("cp -r {} {}", q(&mp.join("llama3.2:latest")), q(&mp.join("mine:v1"))));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o =
+        as_user(&format!("cmp {} {}", q(&mp.join("mine:v1/model.gguf")), q(&mp.join("llama3.2:latest/model.gguf"))));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(store.join("manifests/registry.ollama.ai/library/mine/v1").exists());
+    let o = as_user(&format!("fusermount3 -u {}", q(&mp)));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!is_mounted(&mp));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("passthrough unavailable"), "{text}");
+    assert_verifies(&store);
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
