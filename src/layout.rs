@@ -1,4 +1,4 @@
-//! How a manifest's layers become file names inside a model directory (CONTRACT §3).
+//! How a manifest's layers become file names inside a model directory (docs/SEMANTICS.md, "layout").
 //! Shared by the mount and by `ollamafs show`.
 
 use crate::store::manifest::{Manifest, Role};

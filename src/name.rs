@@ -18,7 +18,7 @@ pub enum Part {
     Tag,
 }
 
-/// Ollama's per-part grammar (ollama-store.md §4.1). ASCII only, lengths in bytes.
+/// Ollama's per-part grammar (`types/model/name.go`). ASCII only, lengths in bytes.
 pub fn is_valid_part(part: Part, s: &str) -> bool {
     let max = match part {
         Part::Host => 350,
@@ -273,7 +273,7 @@ mod tests {
         (b.host, b.namespace, b.model, b.tag)
     }
 
-    /// Every vector of ollama-store.md §4.7: bare validity, validity with defaults, parts, display.
+    /// The test vectors of Ollama's `name_test.go`: bare validity, validity with defaults, parts, display.
     #[test]
     fn store_doc_vectors() {
         let p80 = "8".repeat(80);

@@ -1,4 +1,4 @@
-//! The mount, write side: every row of CONTRACT §4 driven by the real tools, asserting on
+//! The mount, write side: every change a user makes, driven by the real tools, asserting on
 //! manifest bytes, blob sets, inode sharing and the daemon's own I/O counters.
 
 mod common;

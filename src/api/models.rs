@@ -1,6 +1,6 @@
 //! The model-management endpoints as plain functions: request bytes in, a response value
 //! or an [`ApiError`] out. No HTTP here, so every rule is unit-tested without a socket.
-//! Wording and status codes follow Ollama (`server/routes.go`; see ollama-store.md §5-8).
+//! Wording and status codes follow Ollama's own server (`server/routes.go`).
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -308,7 +308,7 @@ fn json_value_end(bytes: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    /// The real `llama3.2:latest` manifest from ollama-store.md §2.3, written compactly.
+    /// The manifest of a real install of `llama3.2:latest` (as pulled from ollama.com), written compactly.
     pub(super) fn llama32_manifest() -> Manifest {
         let l = |mt: &str, d: &str, s: i64| Layer {
             media_type: mt.into(),
