@@ -1,7 +1,6 @@
 //! The `ollamafs` command line.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
@@ -78,20 +77,6 @@ pub enum Command {
     Verify {
         #[command(flatten)]
         store: StoreArg,
-    },
-    /// Build the test fixture store in DIR (for tests and benchmarks)
-    #[command(hide = true)]
-    Fixture {
-        dir: PathBuf,
-        /// Size of the shared llama weights blob (sparse)
-        #[arg(long, default_value_t = 256 << 20)]
-        big_size: u64,
-        /// Fill the big weights with data instead of a hole
-        #[arg(long)]
-        dense: bool,
-        /// Also add this many small models (5 unique blobs each, configs shared)
-        #[arg(long, default_value_t = 0)]
-        many: usize,
     },
 }
 
@@ -202,15 +187,6 @@ fn run(cmd: Command) -> Result<(), StoreError> {
                 if report.is_clean() { "ok".to_string() } else { format!("{} problems", report.problems.len()) }
             );
             if report.is_clean() { Ok(()) } else { std::process::exit(1) }
-        }
-        Command::Fixture { dir, big_size, dense, many } => {
-            crate::fixture::set_dense(dense);
-            let info = crate::fixture::build(&dir, big_size)?;
-            crate::fixture::add_many(&dir, many, 6)?;
-            for m in info.models {
-                println!("{}", m.display_shortest());
-            }
-            Ok(())
         }
     }
 }

@@ -65,19 +65,12 @@ fn blob_from_bytes(store: &Store, bytes: &[u8]) -> io::Result<(Digest, u64)> {
     Ok((d, len))
 }
 
-/// Fill the big weights with data (real disk blocks) instead of a hole, for benchmarks.
-static DENSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub fn set_dense(dense: bool) {
-    DENSE.store(dense, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Write a GGUF blob of `size` bytes: header then a hole (or pseudo-random data when dense).
-fn sparse_gguf_blob(store: &Store, header: &[u8], size: u64) -> io::Result<(Digest, u64)> {
+fn sparse_gguf_blob(store: &Store, header: &[u8], size: u64, dense: bool) -> io::Result<(Digest, u64)> {
     let size = size.max(data_end(header));
     let (mut f, path) = store.temp_file()?;
     f.write_all(header)?;
-    if DENSE.load(std::sync::atomic::Ordering::Relaxed) && size > 32 << 20 {
+    if dense && size > 32 << 20 {
         write_noise(&mut f, size - header.len() as u64)?;
     }
     f.set_len(size.max(header.len() as u64))?;
@@ -105,6 +98,12 @@ fn put(store: &Store, name: &str, m: &Manifest) -> io::Result<Name> {
 /// Build the fixture store in `root` (created if missing). `big_size` is the length of the
 /// shared llama weights (≥ 256 MiB in the mount tests; sparse, so it costs no disk).
 pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
+    build_with(root, big_size, false)
+}
+
+/// `build`, with the big weights filled with data (real disk blocks) instead of a hole
+/// when `dense` (for benchmarks).
+pub fn build_with(root: &Path, big_size: u64, dense: bool) -> io::Result<Info> {
     fs::create_dir_all(root)?;
     let store = Store::open(root).map_err(io::Error::other)?;
     store.prepare_for_writes().map_err(io::Error::other)?;
@@ -120,7 +119,7 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
         ],
         None,
     );
-    let (big, big_len) = sparse_gguf_blob(&store, &llama_header, big_size)?;
+    let (big, big_len) = sparse_gguf_blob(&store, &llama_header, big_size, dense)?;
     let llama_config = config_for(&store, &llama_header)?;
     let (tpl, tpl_len) = blob_from_bytes(&store, TEMPLATE.as_bytes())?;
     let (lic1, lic1_len) = blob_from_bytes(&store, LICENSE_1.as_bytes())?;
@@ -150,7 +149,7 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
         &[("token_embd.weight", vec![2048, 512]), ("blk.0.ffn_up.weight", vec![2048, 2048])],
         None,
     );
-    let (small, small_len) = sparse_gguf_blob(&store, &small_header, 4 << 20)?;
+    let (small, small_len) = sparse_gguf_blob(&store, &small_header, 4 << 20, false)?;
     let hf_config = config_for(&store, &small_header)?;
     models.push(put(
         &store,
@@ -160,11 +159,11 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
 
     // A host with a port, weights plus two LoRA adapters.
     let tiny_header = gguf_header("qwen2", 7, &[("token_embd.weight", vec![896, 1000])], None);
-    let (tiny, tiny_len) = sparse_gguf_blob(&store, &tiny_header, 1 << 20)?;
+    let (tiny, tiny_len) = sparse_gguf_blob(&store, &tiny_header, 1 << 20, false)?;
     let ad1_header = gguf_header("qwen2", 1, &[("blk.0.attn_q.lora_a", vec![896, 16])], Some("adapter"));
-    let (ad1, ad1_len) = sparse_gguf_blob(&store, &ad1_header, 64 << 10)?;
+    let (ad1, ad1_len) = sparse_gguf_blob(&store, &ad1_header, 64 << 10, false)?;
     let ad2_header = gguf_header("qwen2", 1, &[("blk.0.attn_k.lora_a", vec![896, 16])], Some("adapter"));
-    let (ad2, ad2_len) = sparse_gguf_blob(&store, &ad2_header, 96 << 10)?;
+    let (ad2, ad2_len) = sparse_gguf_blob(&store, &ad2_header, 96 << 10, false)?;
     let tiny_config = config_for(&store, &tiny_header)?;
     models.push(put(
         &store,
@@ -177,7 +176,7 @@ pub fn build(root: &Path, big_size: u64) -> io::Result<Info> {
 
     // A vision model with a projector and an Apache license, sharing the tiny weights.
     let proj_header = gguf_header("clip", 1, &[("v.patch_embd.weight", vec![14, 14, 3, 128])], None);
-    let (proj, proj_len) = sparse_gguf_blob(&store, &proj_header, 256 << 10)?;
+    let (proj, proj_len) = sparse_gguf_blob(&store, &proj_header, 256 << 10, false)?;
     let (apache, apache_len) = blob_from_bytes(&store, APACHE.as_bytes())?;
     let msgs =
         serde_json::json!([{"role": "user", "content": "Hi & welcome"}, {"role": "assistant", "content": "Hello!"}]);

@@ -9,6 +9,8 @@
 pub mod api;
 pub mod catalog;
 pub mod cli;
+/// Test support (a realistic Ollama store); not part of the product build.
+#[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
 pub mod fs;
 pub mod fuse;
