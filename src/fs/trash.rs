@@ -176,7 +176,7 @@ impl Fs {
 
     pub(super) fn trash_setattr(&self, uid: u32, rel: &str, set: &super::SetAttr) -> Result<()> {
         let f = File::open(self.trash_path(uid, rel))?;
-        super::write::apply_to_file(&f, set)
+        super::files::apply_to_file(&f, set)
     }
 
     /// unlink inside the trash; removing a top-level item of `files/` (emptying the

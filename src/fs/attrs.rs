@@ -1,0 +1,368 @@
+//! Lookup, attributes and listings: what a path is, what `stat` and `ls` show.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::*;
+use crate::layout::{Kind, Source};
+
+impl Fs {
+    pub(super) fn node_of(&self, st: &State, ino: u64) -> Result<Node> {
+        let node = st.inodes.node(ino).ok_or_else(|| FsError::new(libc::ESTALE, format!("unknown inode {ino}")))?;
+        // A colon-less folder made by mkdir that a layer file turned into NAME:latest.
+        if let Node::Dir(p) = &node
+            && !p.is_empty()
+            && !st.dir_exists(p)
+            && let Some(n) = tree::dir_as_model(p)
+            && st.model_exists(&n)
+        {
+            return Ok(Node::Model(n));
+        }
+        Ok(node)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        let mut st = self.lock();
+        let node = self.lookup_node(&st, parent, name)?;
+        let attr = self.attr_of(&mut st, &node)?;
+        st.inodes.remember(&node);
+        Ok(attr)
+    }
+
+    pub(super) fn lookup_node(&self, st: &State, parent: u64, name: &str) -> Result<Node> {
+        let parent_node = self.node_of(st, parent)?;
+        let found = match &parent_node {
+            Node::Dir(p) if p.is_empty() && trash::trash_uid(name).is_some() => trash::trash_uid(name)
+                .and_then(|uid| self.trash_lookup(uid, "", "").map(|_| Node::Trash(uid, String::new()))),
+            Node::Dir(p) => st.lookup_in_dir(p, name),
+            Node::Model(m) => st.lookup_in_model(m, "", name),
+            Node::Sub(m, sub) => st.lookup_in_model(m, sub, name),
+            Node::Trash(uid, rel) => self.trash_lookup(*uid, rel, name),
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
+        };
+        found.ok_or_else(|| enoent(name))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.lock().inodes.forget(ino, n);
+    }
+
+    /// `fstat`: a scratch file answers from its open descriptor, so a file unlinked while
+    /// open keeps working until closed (POSIX).
+    pub fn getattr_open(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
+        if let Some(f) = fh.and_then(|fh| self.scratch_handle(fh)) {
+            return Ok(scratch_attr(ino, &f.metadata()?));
+        }
+        self.getattr(ino)
+    }
+
+    pub(crate) fn scratch_handle(&self, fh: u64) -> Option<Arc<File>> {
+        match self.handles().get(&fh) {
+            Some(Handle::Scratch(f, _)) => Some(f.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let mut st = self.lock();
+        let node = self.node_of(&st, ino)?;
+        let mut attr = self.attr_of(&mut st, &node)?;
+        drop(st);
+        // An open writer knows the size the file is growing to.
+        if let Some(len) = self.writer_len(ino) {
+            attr.size = len;
+            attr.blocks = len.div_ceil(512);
+        }
+        Ok(attr)
+    }
+
+    pub(super) fn writer_len(&self, ino: u64) -> Option<u64> {
+        // Never hold the handle table while taking a writer's lock: a committing writer
+        // holds its lock and waits for the state lock, whose holders may need the table.
+        let writers: Vec<Arc<Mutex<Writer>>> = self
+            .handles()
+            .values()
+            .filter_map(|h| match h {
+                Handle::Write(w) => Some(w.clone()),
+                _ => None,
+            })
+            .collect();
+        writers.into_iter().find_map(|w| {
+            let w = w.lock().unwrap_or_else(|e| e.into_inner());
+            (w.ino == ino && w.dirty).then_some(w.len)
+        })
+    }
+
+    pub(super) fn blob_meta(&self, st: &mut State, d: &Digest) -> Option<BlobMeta> {
+        if let Some(m) = st.blob_meta.get(d) {
+            return Some(*m);
+        }
+        let meta = std::fs::metadata(self.store.blob_path(d)).ok()?;
+        let m = BlobMeta { size: meta.len(), mtime: meta.modified().unwrap_or(self.started) };
+        st.blob_meta.insert(*d, m);
+        Some(m)
+    }
+
+    pub(super) fn base_attr(&self, ino: u64, kind: FileKind, size: u64, mtime: SystemTime) -> Attr {
+        let (uid, gid) = self.store.owner();
+        Attr {
+            ino,
+            kind,
+            size,
+            blocks: size.div_ceil(512),
+            perm: match kind {
+                FileKind::Dir => 0o755,
+                FileKind::File => 0o644,
+                FileKind::Symlink => 0o777,
+            },
+            nlink: if kind == FileKind::Dir { 2 } else { 1 },
+            uid,
+            gid,
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            transient: false,
+        }
+    }
+
+    pub(crate) fn attr_of(&self, st: &mut State, node: &Node) -> Result<Attr> {
+        let ino = st.inodes.ino_of(node);
+        match node {
+            Node::Dir(p) => {
+                if !st.dir_exists(p) {
+                    return Err(enoent(p));
+                }
+                Ok(self.base_attr(ino, FileKind::Dir, 0, self.started))
+            }
+            Node::Model(n) => {
+                let mtime = match st.index.get(n) {
+                    Some(m) => m.mtime(),
+                    None if st.pending_models.contains(n) => st.view(n).map(|m| m.mtime()).unwrap_or(self.started),
+                    None => return Err(enoent(n)),
+                };
+                Ok(self.base_attr(ino, FileKind::Dir, 0, mtime))
+            }
+            Node::Sub(n, sub) => {
+                if !st.model_exists(n) {
+                    return Err(enoent(sub));
+                }
+                Ok(self.base_attr(ino, FileKind::Dir, 0, self.started))
+            }
+            Node::Blob(d) => {
+                let refs = st.index.refs(d);
+                let links = st.weights_links(d);
+                let meta = self.blob_meta(st, d);
+                let (size, mtime) = match meta {
+                    Some(m) => (m.size, m.mtime),
+                    None => {
+                        if refs.any == 0 && links == 0 {
+                            return Err(enoent(d));
+                        }
+                        // Missing blob: show the manifest's size, reads fail with EIO.
+                        (self.declared_size(st, d), self.started)
+                    }
+                };
+                let mut a = self.base_attr(ino, FileKind::File, size, mtime);
+                a.perm = 0o444;
+                a.nlink = links.max(1);
+                Ok(a)
+            }
+            Node::File(model, name) => {
+                if let Some(s) = st.scratch.get(&(model.clone(), name.clone())) {
+                    let meta = std::fs::metadata(&s.path)?;
+                    return Ok(scratch_attr(ino, &meta));
+                }
+                if let Some(f) = st.orphans.get(&ino) {
+                    return Ok(scratch_attr(ino, &f.metadata()?));
+                }
+                if let Some((_, len)) = st.staged.get(&(model.clone(), name.clone())) {
+                    let mut a = self.base_attr(ino, FileKind::File, *len, self.started);
+                    a.perm = 0o600;
+                    return Ok(a);
+                }
+                let in_manifest = st
+                    .view(model)
+                    .cloned()
+                    .and_then(|m| st.files_of(model).into_iter().find(|f| f.name == *name).map(|f| (m, f)));
+                let Some((m, f)) = in_manifest else {
+                    if st.creating.contains(&(model.clone(), name.clone())) {
+                        return Ok(self.base_attr(ino, FileKind::File, 0, self.started));
+                    }
+                    return Err(enoent(name));
+                };
+                match f.source {
+                    Source::Manifest => {
+                        let published = st.index.get(model).cloned().unwrap_or(m);
+                        Ok(self.base_attr(ino, FileKind::File, published.bytes.len() as u64, published.mtime()))
+                    }
+                    Source::Config | Source::Layer(_) => {
+                        let layer = match f.source {
+                            Source::Layer(i) => &m.manifest.layers[i],
+                            _ => &m.manifest.config,
+                        };
+                        let (size, mtime) = match layer.digest().and_then(|d| self.blob_meta(st, &d)) {
+                            Some(bm) => (bm.size, bm.mtime),
+                            None => (layer.size.max(0) as u64, m.mtime()),
+                        };
+                        let mut a = self.base_attr(ino, FileKind::File, size, mtime);
+                        if f.kind == Kind::Weights {
+                            a.perm = 0o444; // a weights layer with an unusable digest
+                        }
+                        Ok(a)
+                    }
+                }
+            }
+            Node::Link(_) => {
+                let mut a = self.base_attr(ino, FileKind::Symlink, 0, SystemTime::now());
+                a.nlink = 1;
+                Ok(a)
+            }
+            Node::Trash(uid, rel) => self.trash_attr(ino, *uid, rel),
+        }
+    }
+
+    pub(super) fn declared_size(&self, st: &State, d: &Digest) -> u64 {
+        let ds = d.prefixed();
+        st.index
+            .models()
+            .flat_map(|m| m.manifest.layers.iter())
+            .find(|l| l.digest == ds)
+            .map(|l| l.size.max(0) as u64)
+            .unwrap_or(0)
+    }
+
+    /// Directory listing, including `.` and `..`.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let mut st = self.lock();
+        let node = self.node_of(&st, ino)?;
+        let (children, parent): (Vec<(String, Node)>, Node) = match &node {
+            Node::Dir(p) => {
+                if !st.dir_exists(p) {
+                    return Err(enoent(p));
+                }
+                let parent = Node::Dir(p.rsplit_once('/').map(|(a, _)| a.to_string()).unwrap_or_default());
+                let mut children: Vec<(String, Node)> = st.dir_children(p).into_iter().collect();
+                if p.is_empty() {
+                    for uid in self.trash_dirs() {
+                        children.push((format!("{}{uid}", trash::TRASH_PREFIX), Node::Trash(uid, String::new())));
+                    }
+                }
+                (children, parent)
+            }
+            Node::Trash(uid, rel) => {
+                let parent = match rel.rsplit_once('/') {
+                    Some((p, _)) => Node::Trash(*uid, p.to_string()),
+                    None if rel.is_empty() => Node::Dir(String::new()),
+                    None => Node::Trash(*uid, String::new()),
+                };
+                (self.trash_children(*uid, rel)?, parent)
+            }
+            Node::Model(m) => {
+                if !st.model_exists(m) {
+                    return Err(enoent(m));
+                }
+                (st.model_children(m, ""), Node::Dir(tree::model_parent(m)))
+            }
+            Node::Sub(m, sub) => {
+                let parent = match sub.rsplit_once('/') {
+                    Some((p, _)) => Node::Sub(m.clone(), p.to_string()),
+                    None => Node::Model(m.clone()),
+                };
+                (st.model_children(m, sub), parent)
+            }
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
+        };
+        let mut out = Vec::with_capacity(children.len() + 2);
+        out.push(DirEntry { ino, kind: FileKind::Dir, name: ".".into() });
+        let parent_ino = st.inodes.ino_of(&parent);
+        out.push(DirEntry { ino: parent_ino, kind: FileKind::Dir, name: "..".into() });
+        for (name, child) in children {
+            let kind = match &child {
+                Node::Dir(_) | Node::Model(_) | Node::Sub(..) => FileKind::Dir,
+                Node::Trash(uid, rel) if self.trash_path(*uid, rel).is_dir() => FileKind::Dir,
+                _ => FileKind::File,
+            };
+            let ino = st.inodes.ino_of(&child);
+            out.push(DirEntry { ino, kind, name });
+        }
+        Ok(out)
+    }
+
+    /// Snapshot a listing for a directory handle, so paging through it is cheap and stable.
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let entries = self.readdir(ino)?;
+        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
+    }
+
+    pub fn dir_entries(&self, fh: u64) -> Option<Arc<Vec<DirEntry>>> {
+        match self.handles().get(&fh) {
+            Some(Handle::Dir(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn statfs(&self) -> Result<libc::statvfs> {
+        let c = std::ffi::CString::new(self.store.root().as_os_str().as_encoded_bytes())
+            .map_err(|_| FsError::new(libc::EINVAL, "store path"))?;
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and a zeroed out-struct of the right type.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        Ok(s)
+    }
+
+    /// Extended attributes: digest and media type on layer files, name and ID on models.
+    pub fn xattrs(&self, ino: u64) -> Result<Vec<(String, Vec<u8>)>> {
+        let st = self.lock();
+        let node = self.node_of(&st, ino)?;
+        let mut out = Vec::new();
+        match &node {
+            Node::Model(n) => {
+                out.push(("user.ollama.name".into(), n.to_string().into_bytes()));
+                if let Some(m) = st.index.get(n) {
+                    out.push(("user.ollama.id".into(), m.id.clone().into_bytes()));
+                }
+            }
+            Node::Blob(d) => {
+                out.push(("user.ollama.digest".into(), d.prefixed().into_bytes()));
+                if let Some(mt) = st.index.media_type(d) {
+                    out.push(("user.ollama.media_type".into(), mt.as_bytes().to_vec()));
+                }
+            }
+            Node::File(model, name) => {
+                if let Some(m) = st.view(model) {
+                    let files = st.files_of(model);
+                    if let Some(f) = files.iter().find(|f| f.name == *name) {
+                        let layer = match f.source {
+                            Source::Layer(i) => Some(&m.manifest.layers[i]),
+                            Source::Config => Some(&m.manifest.config),
+                            Source::Manifest => None,
+                        };
+                        match layer {
+                            Some(l) => {
+                                out.push(("user.ollama.digest".into(), l.digest.clone().into_bytes()));
+                                out.push(("user.ollama.media_type".into(), l.media_type.clone().into_bytes()));
+                            }
+                            None => {
+                                out.push(("user.ollama.digest".into(), format!("sha256:{}", m.id).into_bytes()));
+                                out.push(("user.ollama.media_type".into(), m.manifest.media_type.clone().into_bytes()));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<String> {
+        let st = self.lock();
+        match self.node_of(&st, ino)? {
+            Node::Link(t) => Ok(t),
+            _ => Err(FsError::new(libc::EINVAL, "not a symlink")),
+        }
+    }
+}

@@ -1,0 +1,653 @@
+//! Changes to the tree: mkdir, rmdir, unlink, rename, link, symlink. Each one ends in
+//! an edit of the manifest a model folder shows (`edit`), committed by `commit`.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::PermissionsExt;
+
+use super::edit::*;
+use super::tree::{dir_as_model, join, model_parent, scope};
+use super::work::Publish;
+use super::{Attr, Fs, FsError, Handle, Node, Result, ScratchFile, State, enoent};
+use crate::layout::{CONFIG_FILE, MANIFEST_FILE};
+use crate::name::{DEFAULT_TAG, Name, Part, is_valid_part};
+use crate::store::{Digest, Stamp, hash_file};
+
+impl Fs {
+    pub(super) fn refuse_if_read_only(&self) -> Result<()> {
+        if self.opts.read_only { Err(erofs()) } else { Ok(()) }
+    }
+
+    /// A folder node as the model it is, when it is one (a colon-less folder that became NAME:latest).
+    pub(super) fn as_model_dir(&self, st: &State, node: &Node) -> Option<(Name, String)> {
+        match node {
+            Node::Model(m) => Some((m.clone(), String::new())),
+            Node::Sub(m, s) => Some((m.clone(), s.clone())),
+            Node::Dir(p) if !p.is_empty() => {
+                let n = dir_as_model(p)?;
+                (st.model_exists(&n) && !st.dir_exists(p)).then_some((n, String::new()))
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn parent_node(&self, st: &State, parent: u64) -> Result<Node> {
+        let node = self.node_of(st, parent)?;
+        if let Some((m, s)) = self.as_model_dir(st, &node) {
+            return Ok(if s.is_empty() { Node::Model(m) } else { Node::Sub(m, s) });
+        }
+        Ok(node)
+    }
+
+    /// The model named `entry` inside prefix folder `path`, as mkdir/rename/symlink target.
+    pub(super) fn model_at(&self, path: &str, entry: &str) -> Result<Name> {
+        let s = scope(path).ok_or_else(|| einval(format!("{path:?} cannot hold models")))?;
+        let (h, ns) =
+            s.models.first().ok_or_else(|| einval(format!("{path:?} is a host folder; models go one level down")))?;
+        let (model, tag) = entry.rsplit_once(':').unwrap_or((entry, DEFAULT_TAG));
+        Name::from_parts(h, ns, model, tag).map_err(|e| einval(e.to_string()))
+    }
+
+    /// The model folder `entry` in prefix folder `path`: a model name, or else a draft.
+    pub(super) fn model_entry(&self, _st: &State, path: &str, entry: &str) -> Result<Name> {
+        match self.model_at(path, entry) {
+            Ok(n) => Ok(n),
+            Err(why) => {
+                let s = scope(path).ok_or(why)?;
+                let (h, ns) = s.models.first().ok_or_else(|| einval(format!("{path:?} cannot hold models")))?;
+                Ok(Name::draft(h, ns, entry))
+            }
+        }
+    }
+
+    pub(super) fn check_case_twin(&self, st: &State, n: &Name) -> Result<()> {
+        let twin = st
+            .index
+            .find_ignore_case(n)
+            .cloned()
+            .or_else(|| st.pending_models.iter().find(|p| p.eq_ignore_case(n)).cloned());
+        match twin {
+            Some(t) if &t != n => Err(FsError::new(
+                libc::EEXIST,
+                format!("{} differs only in case from existing {}", n.display_shortest(), t.display_shortest()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> Result<Attr> {
+        self.refuse_if_read_only()?;
+        check_name_length(name)?;
+        let mut st = self.lock();
+        let parent_node = self.parent_node(&st, parent)?;
+        let node = match &parent_node {
+            Node::Dir(p) if p.is_empty() && super::trash::trash_uid(name).is_some() => {
+                self.trash_make(super::trash::trash_uid(name).unwrap_or_default())?
+            }
+            Node::Trash(uid, rel) => {
+                let child = join(rel, name);
+                self.trash_mkdir(*uid, &child, mode)?;
+                Node::Trash(*uid, child)
+            }
+            Node::Dir(p) => self.mkdir_in_prefix(&mut st, p, name)?,
+            Node::Model(m)
+                if st.index.get(m).is_none() && model_parent(m).is_empty() && m.display_shortest().contains(':') =>
+            {
+                // `mkdir -p localhost:5000/team/...`: the first mkdir looked like a model
+                // (`localhost` tag `5000`); a folder inside it makes it a host prefix.
+                let as_host = format!("{}:{}", m.model, m.tag);
+                if !is_valid_part(Part::Host, &as_host) || !is_valid_part(Part::Namespace, name) {
+                    return Err(einval(format!("{name:?} cannot go inside model folder {}", m.display_shortest())));
+                }
+                st.pending_models.remove(m);
+                st.pending_dirs.insert(as_host.clone());
+                let child = join(&as_host, name);
+                st.pending_dirs.insert(child.clone());
+                let old = Node::Model(m.clone());
+                st.inodes.rekey(&old, &Node::Dir(as_host));
+                Node::Dir(child)
+            }
+            Node::Model(m) | Node::Sub(m, _) => {
+                let sub = match &parent_node {
+                    Node::Sub(_, s) => join(s, name),
+                    _ => name.to_string(),
+                };
+                if !(sub == "files" || sub.starts_with("files/")) || name.starts_with('.') {
+                    return Err(einval(format!("only a files/ folder can be made inside a model, not {sub:?}")));
+                }
+                if st.lookup_in_model(m, "", &sub).is_some() {
+                    return Err(FsError::new(libc::EEXIST, sub));
+                }
+                st.pending_subs.insert((m.clone(), sub.clone()));
+                Node::Sub(m.clone(), sub)
+            }
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
+        };
+        let attr = self.attr_of(&mut st, &node)?;
+        st.inodes.remember(&node);
+        Ok(attr)
+    }
+
+    pub(super) fn mkdir_in_prefix(&self, st: &mut State, p: &str, name: &str) -> Result<Node> {
+        if st.lookup_in_dir(p, name).is_some() {
+            return Err(FsError::new(libc::EEXIST, name.to_string()));
+        }
+        let child = join(p, name);
+        let model_position = name.contains(':') || scope(&child).is_none();
+        if !model_position {
+            // A prefix: valid as a namespace or host, and no case-only twin beside it.
+            if !is_valid_part(Part::Host, name) && !is_valid_part(Part::Namespace, name) {
+                return Err(einval(format!("{name:?} is not a valid namespace or host name")));
+            }
+            if let Some(twin) = st.dir_children(p).keys().find(|k| k.eq_ignore_ascii_case(name) && *k != name) {
+                return Err(FsError::new(libc::EEXIST, format!("{name:?} differs only in case from {twin:?}")));
+            }
+            st.pending_dirs.insert(child.clone());
+            return Ok(Node::Dir(child));
+        }
+        let n = match self.model_at(p, name) {
+            Ok(n) => {
+                self.check_case_twin(st, &n)?;
+                n
+            }
+            // Any other folder name is a draft (a file manager's "New Folder" or
+            // "NAME (copy)"): it holds files, is never published, and becomes a model when
+            // renamed to a valid name.
+            Err(why) => {
+                let s = scope(p).ok_or(why)?;
+                let (h, ns) = s
+                    .models
+                    .first()
+                    .ok_or_else(|| einval(format!("{p:?} is a host folder; models go one level down, not {name:?}")))?;
+                log::info!("{name:?} is not a valid model name: a draft until renamed to one");
+                Name::draft(h, ns, name)
+            }
+        };
+        if st.model_exists(&n) {
+            return Err(FsError::new(libc::EEXIST, n.display_shortest()));
+        }
+        st.pending_models.insert(n.clone());
+        st.start_fresh(&n);
+        Ok(Node::Model(n))
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        self.refuse_if_read_only()?;
+        let mut st = self.lock();
+        let node = self.lookup_node(&st, parent, name)?;
+        match &node {
+            Node::Trash(uid, rel) => self.trash_rmdir(&mut st, *uid, rel),
+            Node::Dir(p) => {
+                if !st.dir_children(p).is_empty() {
+                    return Err(FsError::new(libc::ENOTEMPTY, p.clone()));
+                }
+                st.pending_dirs.remove(p);
+                Ok(())
+            }
+            Node::Model(m) => {
+                if st.is_published(m) || !st.model_children(m, "").is_empty() {
+                    return Err(FsError::new(libc::ENOTEMPTY, m.display_shortest()));
+                }
+                // An empty draft: nothing of it was ever in the store.
+                self.forget_model_folder(&mut st, m);
+                let released = self.sync_holds(&mut st);
+                self.prune_unused(&mut st, released);
+                Ok(())
+            }
+            Node::Sub(m, s) => {
+                if !st.model_children(m, s).is_empty() {
+                    return Err(FsError::new(libc::ENOTEMPTY, s.clone()));
+                }
+                st.pending_subs.remove(&(m.clone(), s.clone()));
+                Ok(())
+            }
+            _ => Err(FsError::new(libc::ENOTDIR, name.to_string())),
+        }
+    }
+
+    pub fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        self.refuse_if_read_only()?;
+        let mut st = self.lock();
+        let parent_node = self.parent_node(&st, parent)?;
+        let (model, sub) = match &parent_node {
+            Node::Model(m) => (m.clone(), String::new()),
+            Node::Sub(m, s) => (m.clone(), s.clone()),
+            Node::Trash(uid, rel) => return self.trash_unlink(&mut st, *uid, &join(rel, name)),
+            Node::Dir(p) => {
+                return Err(match st.lookup_in_dir(p, name) {
+                    Some(_) => FsError::new(libc::EISDIR, name.to_string()),
+                    None => enoent(name),
+                });
+            }
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
+        };
+        let full = join(&sub, name);
+        let key = (model.clone(), full.clone());
+        if let Some(s) = st.scratch.remove(&key) {
+            // Open descriptors keep working on the unlinked file, as on any filesystem.
+            let _ = std::fs::remove_file(&s.path);
+            if let Some(&ino) = st.inodes.by_node.get(&Node::File(model.clone(), full.clone())) {
+                let open = self.handles().values().find_map(|h| match h {
+                    Handle::Scratch(f, i) if *i == ino => Some(f.clone()),
+                    _ => None,
+                });
+                if let Some(f) = open {
+                    st.orphans.insert(ino, f);
+                }
+            }
+            return Ok(());
+        }
+        if st.creating.remove(&key) {
+            return Ok(()); // the writer's commit sees this and drops its data
+        }
+        if let Some((d, _)) = st.staged.remove(&key) {
+            self.store.release(&d);
+            self.prune_unused(&mut st, vec![d]);
+            return Ok(());
+        }
+        if full == MANIFEST_FILE && st.is_published(&model) {
+            return self.unpublish(&mut st, &model);
+        }
+        self.remove_layer(&mut st, &model, &full)
+    }
+
+    /// A layer file leaves a model folder (unlink, trash): the model is published without
+    /// it, or the change is held when that would leave it incomplete.
+    pub(super) fn remove_layer(&self, st: &mut State, model: &Name, file: &str) -> Result<()> {
+        let mut e = st.edit(model);
+        if e.find(file).is_none() {
+            return Err(enoent(file));
+        }
+        if let Some(i) = e.remove(file) {
+            st.vacated.insert((model.clone(), file.to_string()), i);
+        }
+        self.commit_edit(st, model, e, Publish::NeverDraft)
+    }
+
+    /// The API deletes a model: it leaves the store and its folder leaves the mount.
+    pub(super) fn delete_model(&self, st: &mut State, model: &Name) -> Result<()> {
+        if st.index.get(model).is_none() {
+            return Err(enoent(model));
+        }
+        let removed = self.store.remove_manifest(model)?;
+        let old = st.index.remove(model);
+        self.forget_model_folder(st, model);
+        let mut candidates = self.sync_holds(st);
+        candidates.extend(old.iter().flat_map(|m| m.manifest.digests()));
+        candidates.extend(removed.iter().flat_map(|m| m.digests()));
+        self.prune_unused(st, candidates);
+        Ok(())
+    }
+
+    pub fn rename(&self, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<()> {
+        self.refuse_if_read_only()?;
+        check_name_length(newname)?;
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(einval("RENAME_EXCHANGE is not supported"));
+        }
+        let mut st = self.lock();
+        let src = self.lookup_node(&st, parent, name)?;
+        let dest_parent = self.parent_node(&st, newparent)?;
+        let dest_existing = self.lookup_node(&st, newparent, newname).ok();
+        if flags & libc::RENAME_NOREPLACE != 0 && dest_existing.is_some() {
+            return Err(FsError::new(libc::EEXIST, newname.to_string()));
+        }
+        match (&src, &dest_parent) {
+            // The Trash: in, out, and within.
+            (Node::Trash(u1, from), Node::Trash(u2, p)) if u1 == u2 => {
+                self.trash_rename(&mut st, *u1, from, &join(p, newname))
+            }
+            (_, Node::Trash(uid, p)) if p == "files" => {
+                let parent_model = self.as_model_dir(&st, &self.parent_node(&st, parent)?);
+                let (pm, src_name) = match &parent_model {
+                    Some((m, s)) => (Some(m.clone()), join(s, name)),
+                    None => (None, name.to_string()),
+                };
+                self.trash_in(&mut st, &src, pm.as_ref(), &src_name, *uid, newname)
+            }
+            (Node::Trash(uid, from), _) if from.strip_prefix("files/").is_some_and(|n| !n.contains('/')) => {
+                let item = from["files/".len()..].to_string();
+                self.trash_out(&mut st, *uid, &item, &dest_parent, newname)
+            }
+            (Node::Trash(..), _) | (_, Node::Trash(..)) => {
+                Err(FsError::new(libc::EXDEV, format!("{name:?} cannot move there")))
+            }
+            (Node::Model(from), Node::Dir(p)) => {
+                let to = match st.is_published(from) {
+                    // A published model needs a model name (a draft may take any folder
+                    // name; a published model would leave the store).
+                    true => self.model_at(p, newname)?,
+                    false => self.model_entry(&st, p, newname)?,
+                };
+                self.rename_model(&mut st, from, &to)
+            }
+            (Node::Dir(from), Node::Dir(p)) => self.rename_prefix(&mut st, from, &join(p, newname)),
+            (Node::File(..) | Node::Blob(_), Node::Model(_) | Node::Sub(..)) => {
+                let (pm, psub) = match self.as_model_dir(&st, &self.parent_node(&st, parent)?) {
+                    Some(x) => x,
+                    None => return Err(einval("source is not in a model folder")),
+                };
+                let (dm, dsub) =
+                    self.as_model_dir(&st, &dest_parent).ok_or_else(|| einval("destination is not a model folder"))?;
+                self.rename_file(&mut st, (&pm, &join(&psub, name)), (&dm, &join(&dsub, newname)))
+            }
+            _ => Err(FsError::new(libc::EXDEV, format!("cannot move {name:?} there"))),
+        }
+    }
+
+    pub(super) fn rename_model(&self, st: &mut State, from: &Name, to: &Name) -> Result<()> {
+        if from == to {
+            return Ok(());
+        }
+        if st.is_published(to) || (st.model_exists(to) && !st.model_children(to, "").is_empty()) {
+            return Err(FsError::new(libc::ENOTEMPTY, format!("{} exists", to.display_shortest())));
+        }
+        if !to.is_draft_only() {
+            self.check_case_twin(st, to)?;
+        }
+        if st.pending_models.contains(to) {
+            self.forget_model_folder(st, to); // an empty folder is replaced, as rename(2) does
+        }
+        if !st.is_published(from) {
+            if !st.pending_models.remove(from) {
+                return Err(enoent(from));
+            }
+            st.pending_models.insert(to.clone());
+            self.move_model_folder(st, from, to);
+            st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
+            // A complete draft under its new name is published.
+            if let Some((m, bytes)) = st.work.get(to).map(|w| (w.manifest.clone(), w.bytes.to_vec())) {
+                self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)?;
+            }
+            return Ok(());
+        }
+        let m = st.index.get(from).cloned().ok_or_else(|| enoent(from))?;
+        self.store.write_manifest(to, &m.bytes)?;
+        let stamp = std::fs::metadata(self.store.manifest_path(to)).map(|m| Stamp::of(&m)).unwrap_or_default();
+        st.index.put(to.clone(), m.bytes.to_vec(), stamp);
+        st.pending_models.remove(to);
+        self.store.remove_manifest(from)?;
+        st.index.remove(from);
+        self.move_model_folder(st, from, to);
+        st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
+        Ok(())
+    }
+
+    /// Move every model below prefix `from` to prefix `to`; all or nothing on validation.
+    pub(super) fn rename_prefix(&self, st: &mut State, from: &str, to: &str) -> Result<()> {
+        if scope(to).is_none() {
+            return Err(einval(format!("{to:?} cannot be a prefix folder")));
+        }
+        if st.dir_exists(to) && !st.dir_children(to).is_empty() {
+            return Err(FsError::new(libc::ENOTEMPTY, to.to_string()));
+        }
+        let prefix = format!("{from}/");
+        let mut moves = Vec::new();
+        let names: Vec<Name> =
+            st.index.models().map(|m| m.name.clone()).chain(st.pending_models.iter().cloned()).collect();
+        for name in names {
+            let d = name.display_shortest();
+            if let Some(rest) = d.strip_prefix(&prefix) {
+                let target = format!("{to}/{rest}");
+                let n = match name.is_draft_only() {
+                    false => {
+                        Name::parse(&target).map_err(|_| einval(format!("{target:?} is not a valid model name")))?
+                    }
+                    true => {
+                        let (parent, entry) = target.rsplit_once('/').unwrap_or(("", &target));
+                        let hn = scope(parent).and_then(|s| s.models.first().cloned());
+                        let (h, ns) = hn.ok_or_else(|| einval(format!("{target:?} cannot hold a draft")))?;
+                        Name::draft(&h, &ns, entry)
+                    }
+                };
+                moves.push((name.clone(), n));
+            }
+        }
+        for (_, n) in &moves {
+            if st.model_exists(n) {
+                return Err(FsError::new(libc::ENOTEMPTY, n.display_shortest()));
+            }
+        }
+        for (a, b) in &moves {
+            self.rename_model(st, a, b)?;
+        }
+        let pend: Vec<String> =
+            st.pending_dirs.iter().filter(|p| *p == from || p.starts_with(&prefix)).cloned().collect();
+        for p in pend {
+            st.pending_dirs.remove(&p);
+            st.pending_dirs.insert(format!("{to}{}", &p[from.len()..]));
+        }
+        if moves.is_empty() {
+            st.pending_dirs.insert(to.to_string());
+        }
+        st.inodes.rekey(&Node::Dir(from.to_string()), &Node::Dir(to.to_string()));
+        Ok(())
+    }
+
+    pub(super) fn rename_file(
+        &self,
+        st: &mut State,
+        (sm, sname): (&Name, &str),
+        (dm, dname): (&Name, &str),
+    ) -> Result<()> {
+        let skey = (sm.clone(), sname.to_string());
+        let dkey = (dm.clone(), dname.to_string());
+        if skey == dkey {
+            return Ok(());
+        }
+        st.mark_written(dm, dname);
+        let res = self.rename_file_inner(st, (sm, sname), (dm, dname));
+        if res.is_ok() {
+            st.inodes.rekey(&Node::File(sm.clone(), sname.to_string()), &Node::File(dm.clone(), dname.to_string()));
+        }
+        res
+    }
+
+    pub(super) fn rename_file_inner(
+        &self,
+        st: &mut State,
+        (sm, sname): (&Name, &str),
+        (dm, dname): (&Name, &str),
+    ) -> Result<()> {
+        let skey = (sm.clone(), sname.to_string());
+        let dkey = (dm.clone(), dname.to_string());
+        // A staged temp file (rsync) onto a layer name: its blob becomes that layer.
+        if let Some((d, len)) = st.staged.get(&skey).copied() {
+            if !is_layer_name(dname) {
+                return Err(FsError::new(libc::EXDEV, format!("{sname} can only become a layer")));
+            }
+            st.staged.remove(&skey);
+            let res = match dname {
+                MANIFEST_FILE => self.store.read_blob(&d).map_err(Into::into).and_then(|b| {
+                    if !st.is_published(dm) {
+                        st.pending_models.insert(dm.clone());
+                    }
+                    self.write_manifest_locked(st, dm, b)
+                }),
+                CONFIG_FILE => self
+                    .store
+                    .read_blob(&d)
+                    .map_err(Into::into)
+                    .and_then(|b| check_config_json(dm, &b))
+                    .and_then(|()| self.replace_or_add(st, dm, dname, d, len)),
+                _ => self.replace_or_add(st, dm, dname, d, len),
+            };
+            self.store.release(&d);
+            // A manifest.json that went through a temp file is not a blob of any model.
+            self.prune_unused(st, vec![d]);
+            return res;
+        }
+        if st.creating.contains(&skey) {
+            return Err(FsError::new(libc::EBUSY, format!("{sname} is still being written")));
+        }
+        // A scratch file moving onto a layer name is committed as that layer: its file
+        // is renamed into blobs/, no byte copied.
+        if let Some(s) = st.scratch.get(&skey).cloned() {
+            if !is_layer_name(dname) {
+                if let Some(old) = st.scratch.remove(&dkey) {
+                    let _ = std::fs::remove_file(old.path);
+                }
+                st.scratch.remove(&skey);
+                st.scratch.insert(dkey, s);
+                return Ok(());
+            }
+            if dname == MANIFEST_FILE {
+                // Validated and installed first: on failure the scratch file stays.
+                self.install_manifest_locked(st, dm, std::fs::read(&s.path)?)?;
+                st.scratch.remove(&skey);
+                let _ = std::fs::remove_file(&s.path);
+                return Ok(());
+            }
+            if dname == CONFIG_FILE {
+                check_config_json(dm, &std::fs::read(&s.path)?)?;
+            }
+            let (digest, len) = hash_file(&s.path)?;
+            let file = File::open(&s.path)?;
+            self.store.adopt_blob_held(&s.path, &file, &digest, len)?;
+            st.scratch.remove(&skey);
+            st.blob_meta.remove(&digest);
+            let res = self.replace_or_add(st, dm, dname, digest, len);
+            self.store.release(&digest);
+            return res;
+        }
+        // A layer moving: same blob, other name or other model.
+        let src_layer = self.layer_of(st, sm, sname)?;
+        if is_layer_name(dname) {
+            let (d, len) = src_layer;
+            if sm == dm {
+                // One manifest change: drop the source layer, then set the destination.
+                let mut e = st.edit(sm);
+                let at = e.remove(sname);
+                e.remove(dname);
+                e.set(dname, d, len, at)?;
+                return self.commit_edit(st, sm, e, Publish::IfComplete);
+            }
+            self.replace_or_add(st, dm, dname, d, len)?;
+            let mut e = st.edit(sm);
+            if let Some(i) = e.remove(sname) {
+                st.vacated.insert(skey, i);
+            }
+            return self.commit_edit(st, sm, e, Publish::NeverDraft);
+        }
+        // A layer moving to a scratch name (an editor's backup): copy it out, detach it.
+        let (d, _) = src_layer;
+        let (f, path) = self.store.temp_file()?;
+        drop(f);
+        std::io::copy(&mut self.store.open_blob(&d)?, &mut OpenOptions::new().write(true).open(&path)?)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        st.scratch.insert(dkey, ScratchFile { path });
+        let mut e = st.edit(sm);
+        if let Some(i) = e.remove(sname) {
+            st.vacated.insert(skey, i);
+        }
+        self.commit_edit(st, sm, e, Publish::NeverDraft)
+    }
+
+    pub(super) fn replace_or_add(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
+        if !st.is_published(model) {
+            st.pending_models.insert(model.clone());
+        }
+        self.apply_layer(st, model, file, d, len)
+    }
+
+    pub(super) fn layer_of(&self, st: &State, model: &Name, file: &str) -> Result<(Digest, u64)> {
+        if file == MANIFEST_FILE {
+            return Err(einval("manifest.json can only be copied, not moved"));
+        }
+        let e = st.edit(model);
+        if e.find(file).is_none() {
+            return Err(enoent(file));
+        }
+        e.blob(file).ok_or_else(|| FsError::new(libc::EIO, "invalid digest"))
+    }
+
+    /// `ln A/model.gguf B/model.gguf`: B gains that layer, same blob, same inode.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &str) -> Result<Attr> {
+        self.refuse_if_read_only()?;
+        check_name_length(newname)?;
+        let mut st = self.lock();
+        let node = self.node_of(&st, ino)?;
+        let dest_parent = self.parent_node(&st, newparent)?;
+        let (dm, dsub) = self.as_model_dir(&st, &dest_parent).ok_or_else(|| einval("links go into model folders"))?;
+        let dname = join(&dsub, newname);
+        if !is_layer_name(&dname) {
+            return Err(einval(format!("{dname:?} is not a layer name")));
+        }
+        let (d, len) = match &node {
+            Node::Blob(d) => (*d, self.blob_meta(&mut st, d).map(|m| m.size).ok_or_else(|| enoent(d))?),
+            Node::File(m, f) => self.layer_of(&st, m, f)?,
+            _ => return Err(FsError::new(libc::EPERM, "only layer files can be linked")),
+        };
+        st.mark_written(&dm, &dname);
+        self.replace_or_add(&mut st, &dm, &dname, d, len)?;
+        let new_node = st.lookup_in_model(&dm, "", &dname).ok_or_else(|| enoent(&dname))?;
+        let attr = self.attr_of(&mut st, &new_node)?;
+        st.inodes.remember(&new_node);
+        Ok(attr)
+    }
+
+    /// `ln -s A B` on model folders: B becomes a manifest copy of A, shown as a folder.
+    /// The kernel requires the reply to be a symlink, so it gets a short-lived link entry.
+    pub fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
+        self.refuse_if_read_only()?;
+        check_name_length(name)?;
+        let mut st = self.lock();
+        let parent_node = self.node_of(&st, parent)?;
+        let Node::Dir(p) = &parent_node else {
+            return Err(einval("symlinks can only make models, in prefix folders"));
+        };
+        let rel = self.symlink_target_path(p, target)?;
+        let src = self
+            .resolve_model_path(&st, &rel)
+            .ok_or_else(|| einval(format!("symlink target {target:?} is not a model in this mount")))?;
+        let dest = self.model_at(p, name)?;
+        if st.lookup_in_dir(p, name).is_some() {
+            return Err(FsError::new(libc::EEXIST, name.to_string()));
+        }
+        self.check_case_twin(&st, &dest)?;
+        let bytes = st.index.get(&src).map(|m| m.bytes.to_vec()).ok_or_else(|| enoent(&src))?;
+        self.install(&mut st, &dest, bytes)?;
+        let node = Node::Link(target.to_string());
+        let attr = self.attr_of(&mut st, &node)?;
+        st.inodes.remember(&node);
+        Ok(attr)
+    }
+
+    /// A symlink target as a path relative to the mount root, `..` resolved.
+    pub(super) fn symlink_target_path(&self, dir: &str, target: &str) -> Result<Vec<String>> {
+        let (base, rest): (Vec<String>, &str) = if let Some(abs) = target.strip_prefix('/') {
+            let mp = self.opts.mountpoint.as_ref().ok_or_else(|| einval("absolute target and unknown mount point"))?;
+            let mp = mp.to_string_lossy();
+            let mp = mp.trim_start_matches('/').trim_end_matches('/');
+            let inside = abs.strip_prefix(mp).filter(|r| r.is_empty() || r.starts_with('/'));
+            let inside = inside.ok_or_else(|| einval(format!("symlink target {target:?} is outside the mount")))?;
+            (Vec::new(), inside)
+        } else {
+            (super::split(dir).into_iter().map(String::from).collect(), target)
+        };
+        let mut parts = base;
+        for c in rest.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        return Err(einval(format!("symlink target {target:?} leaves the mount")));
+                    }
+                }
+                c => parts.push(c.to_string()),
+            }
+        }
+        Ok(parts)
+    }
+
+    pub(super) fn resolve_model_path(&self, st: &State, parts: &[String]) -> Option<Name> {
+        let mut dir = String::new();
+        for (i, c) in parts.iter().enumerate() {
+            match st.lookup_in_dir(&dir, c)? {
+                Node::Dir(p) => dir = p,
+                Node::Model(n) if i + 1 == parts.len() => return Some(n),
+                _ => return None,
+            }
+        }
+        None
+    }
+}
