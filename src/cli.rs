@@ -169,7 +169,7 @@ fn run(cmd: Command) -> Result<(), StoreError> {
             }
         }
         Command::Show { store, json, name } => show(&open(&store)?, &name, json),
-        Command::Serve { store, listen, no_prune, verbose } => serve(&store, listen.as_deref(), no_prune, verbose),
+        Command::Serve { store, listen, no_prune, verbose } => serve_api(&store, listen.as_deref(), no_prune, verbose),
         Command::Verify { store } => {
             let s = open(&store)?;
             let report = run_verify(&s);
@@ -192,7 +192,7 @@ fn run(cmd: Command) -> Result<(), StoreError> {
 }
 
 /// `ollamafs serve`: the API in the foreground until SIGINT or SIGTERM.
-fn serve(store: &StoreArg, listen: Option<&str>, no_prune: bool, verbose: u8) -> Result<(), StoreError> {
+fn serve_api(store: &StoreArg, listen: Option<&str>, no_prune: bool, verbose: u8) -> Result<(), StoreError> {
     let level = match verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,

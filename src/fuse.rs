@@ -117,7 +117,7 @@ impl FuseFs {
         if let Some((digest, file)) = o.passthrough
             && self.passthrough.load(Ordering::Relaxed)
         {
-            let mut b = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+            let mut b = crate::sync::lock(&self.backing);
             let id = match b.by_blob.get(&digest).and_then(Weak::upgrade) {
                 Some(id) => Ok(id),
                 None => reply.open_backing(file.as_ref()).map(Arc::new),
@@ -140,7 +140,7 @@ impl FuseFs {
     }
 
     fn drop_backing(&self, fh: u64) {
-        let mut b = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = crate::sync::lock(&self.backing);
         b.by_fh.remove(&fh);
         b.by_blob.retain(|_, w| w.strong_count() > 0);
     }

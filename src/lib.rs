@@ -20,3 +20,4 @@ pub mod mount;
 pub mod name;
 pub mod store;
 pub mod store_arg;
+pub mod sync;

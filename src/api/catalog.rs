@@ -24,7 +24,7 @@ impl StoreCatalog {
     }
 
     fn changing(&self) -> MutexGuard<'_, ()> {
-        self.changes.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.changes)
     }
 }
 
@@ -34,7 +34,7 @@ impl Catalog for StoreCatalog {
     }
 
     fn models(&self) -> Vec<Arc<Model>> {
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let mut index = crate::sync::lock(&self.index);
         index.refresh(&self.store);
         index.models().cloned().collect()
     }

@@ -89,7 +89,7 @@ impl Fs {
             })
             .collect();
         writers.into_iter().find_map(|w| {
-            let w = w.lock().unwrap_or_else(|e| e.into_inner());
+            let w = crate::sync::lock(&w);
             (w.ino == ino && w.dirty).then_some(w.len)
         })
     }

@@ -151,7 +151,7 @@ impl Fs {
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         match self.handle(fh)? {
             HandleRef::Writer(w) => {
-                let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+                let mut w = crate::sync::lock(&w);
                 if let Some(errno) = w.failed {
                     return Err(FsError::new(errno, "an earlier write to this file failed"));
                 }
@@ -178,7 +178,6 @@ impl Fs {
 
     /// copy_file_range: a destination that receives a whole source file in order, from
     /// offset 0, becomes that blob with no byte read or written. Anything else copies.
-    #[allow(clippy::too_many_arguments)]
     pub fn copy_file_range(
         &self,
         ino_in: u64,
@@ -190,7 +189,7 @@ impl Fs {
     ) -> Result<u64> {
         let source = self.clone_source(ino_in, fh_in);
         if let (Some((d, src_len)), HandleRef::Writer(w)) = (source, self.handle(fh_out)?) {
-            let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = crate::sync::lock(&w);
             if off_in >= src_len {
                 return Ok(0);
             }
@@ -261,7 +260,7 @@ impl Fs {
                 .filter_map(Layer::digest)
                 .collect()
         };
-        let mut known = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = crate::sync::lock(&self.prefixes);
         let mut out = Vec::new();
         for d in weights {
             let p = *known.entry(d).or_insert_with(|| {
@@ -315,7 +314,7 @@ impl Fs {
             }
             _ => return Ok(()),
         };
-        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = crate::sync::lock(&w);
         if let Some(errno) = w.failed {
             return Err(FsError::new(
                 errno,
@@ -343,7 +342,7 @@ impl Fs {
             }
         }
         if let Some(Handle::Write(w)) = h {
-            let w = w.lock().unwrap_or_else(|e| e.into_inner());
+            let w = crate::sync::lock(&w);
             if w.created {
                 self.lock().creating.remove(&(w.model.clone(), w.file.clone()));
             }
@@ -353,7 +352,6 @@ impl Fs {
 
     /// chmod/chown/utimens succeed without effect on layers and models (blobs keep their
     /// metadata); truncation goes through a writer; scratch files are ordinary files.
-    #[allow(clippy::too_many_arguments)]
     pub fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> Result<Attr> {
         let SetAttr { mode, size, mtime, .. } = set;
         if set.changes_anything() && self.opts.read_only {
@@ -398,7 +396,7 @@ impl Fs {
                         _ => None,
                     });
                     match writer {
-                        Some(w) => w.lock().unwrap_or_else(|e| e.into_inner()).truncate(&self.store, size)?,
+                        Some(w) => crate::sync::lock(&w).truncate(&self.store, size)?,
                         None => {
                             // truncate(1) on a path: a one-shot writer, committed now.
                             let opened = {
@@ -409,7 +407,7 @@ impl Fs {
                                 Some(Handle::Write(w)) => w.clone(),
                                 _ => return Err(FsError::new(libc::EIO, "writer vanished")),
                             };
-                            w.lock().unwrap_or_else(|e| e.into_inner()).truncate(&self.store, size)?;
+                            crate::sync::lock(&w).truncate(&self.store, size)?;
                             self.release(opened.fh)?;
                         }
                     }

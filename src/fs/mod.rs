@@ -299,11 +299,11 @@ impl Fs {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic in another request must not wedge the whole mount.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     fn handles(&self) -> MutexGuard<'_, HashMap<u64, Handle>> {
-        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.handles)
     }
 
     pub fn set_entry_invalidator(&self, f: EntryInvalidator) {

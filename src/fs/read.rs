@@ -135,7 +135,7 @@ impl Fs {
                 Ok(copy_into(&b[start..end], buf))
             }
             ReadFrom::Writer(w) => {
-                let w = w.lock().unwrap_or_else(|e| e.into_inner());
+                let w = crate::sync::lock(&w);
                 Ok(copy_into(&w.read(&self.store, offset, size)?, buf))
             }
         }

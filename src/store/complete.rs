@@ -71,12 +71,12 @@ impl Store {
     }
 
     fn known_whole(&self, d: &Digest) -> bool {
-        self.whole.lock().unwrap_or_else(|e| e.into_inner()).contains(d)
+        crate::sync::lock(&self.whole).contains(d)
     }
 
     /// Blobs never change once named, so a blob found whole stays whole.
     fn remember_whole(&self, d: Digest) {
-        let mut w = self.whole.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = crate::sync::lock(&self.whole);
         if w.len() > 100_000 {
             w.clear();
         }

@@ -3,6 +3,7 @@
 
 pub mod complete;
 pub mod config;
+mod holds;
 pub mod index;
 pub mod listing;
 pub mod manifest;
@@ -595,92 +596,6 @@ impl Store {
         if self.manifest_path(&name).is_file() { Ok(name) } else { Err(StoreError::NotFound(raw.into())) }
     }
 
-    /// Serialise the decisions "is this blob still used?" + delete, and "are the blobs
-    /// there?" + publish, between ollamafs processes sharing this store. Without the lock
-    /// one process could prune a blob another has just referenced. (Best effort: a store
-    /// where the lock file cannot be made still works, unserialised.)
-    pub fn lock_writes(&self) -> Option<File> {
-        let path = self.scratch.join(LOCK_FILE);
-        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(&path).ok()?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid fd; flock has no memory effects. Released when the file closes.
-        while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return None;
-            }
-        }
-        Some(f)
-    }
-
-    fn held_dir(&self) -> PathBuf {
-        self.process_scratch().join("held")
-    }
-
-    /// Keep blob `d` alive for work in progress: a hard link under this process's scratch
-    /// folder, so neither ollamafs' prune nor Ollama's start-up prune can take its data.
-    /// Counted: every `hold` needs one `release`.
-    pub fn hold(&self, d: &Digest) -> io::Result<()> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = held.get_mut(d) {
-            *n += 1;
-            return Ok(());
-        }
-        let dir = self.held_dir();
-        self.mkdir_owned(&dir)?;
-        let link = dir.join(d.blob_file_name());
-        match fs::hard_link(self.blob_path(d), &link) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        held.insert(*d, 1);
-        Ok(())
-    }
-
-    /// Drop one `hold` of `d`; returns true when this process no longer holds it.
-    pub fn release(&self, d: &Digest) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        match held.get_mut(d) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => {
-                held.remove(d);
-                let _ = fs::remove_file(self.held_dir().join(d.blob_file_name()));
-                true
-            }
-            None => true,
-        }
-    }
-
-    pub fn is_held(&self, d: &Digest) -> bool {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).contains_key(d)
-    }
-
-    /// A held blob whose name vanished from `blobs/` (Ollama's start-up prune) gets it back.
-    pub fn restore_blob(&self, d: &Digest) -> bool {
-        let target = self.blob_path(d);
-        if target.exists() || !self.is_held(d) {
-            return false;
-        }
-        let restored = fs::hard_link(self.held_dir().join(d.blob_file_name()), &target).is_ok();
-        if restored {
-            log::info!("blob {d} was removed from blobs/ while held; restored");
-        }
-        restored
-    }
-
-    /// The file to read blob `d` from: its place in `blobs/`, or this process's hold.
-    pub fn open_blob(&self, d: &Digest) -> io::Result<File> {
-        match File::open(self.blob_path(d)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_held(d) => {
-                File::open(self.held_dir().join(d.blob_file_name()))
-            }
-            r => r,
-        }
-    }
-
     /// Read a whole (small) blob.
     pub fn read_blob(&self, d: &Digest) -> io::Result<Vec<u8>> {
         fs::read(self.blob_path(d))
@@ -688,7 +603,7 @@ impl Store {
 }
 
 /// The lock file in the scratch folder (see `Store::lock_writes`).
-const LOCK_FILE: &str = "lock";
+pub(crate) const LOCK_FILE: &str = "lock";
 /// The Trash of the mount (`fs::trash`): kept across restarts, unlike process scratch.
 pub const TRASH_DIR: &str = "trash";
 

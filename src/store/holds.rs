@@ -1,0 +1,98 @@
+//! Keeping blobs alive for work in progress, and the lock that serialises prune and publish
+//! between ollamafs processes sharing a store.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use super::{Digest, LOCK_FILE, Store};
+
+impl Store {
+    /// Serialise the decisions "is this blob still used?" + delete, and "are the blobs
+    /// there?" + publish, between ollamafs processes sharing this store. Without the lock
+    /// one process could prune a blob another has just referenced. (Best effort: a store
+    /// where the lock file cannot be made still works, unserialised.)
+    pub fn lock_writes(&self) -> Option<File> {
+        let path = self.scratch.join(LOCK_FILE);
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(&path).ok()?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid fd; flock has no memory effects. Released when the file closes.
+        while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return None;
+            }
+        }
+        Some(f)
+    }
+
+    fn held_dir(&self) -> PathBuf {
+        self.process_scratch().join("held")
+    }
+
+    /// Keep blob `d` alive for work in progress: a hard link under this process's scratch
+    /// folder, so neither ollamafs' prune nor Ollama's start-up prune can take its data.
+    /// Counted: every `hold` needs one `release`.
+    pub fn hold(&self, d: &Digest) -> io::Result<()> {
+        let mut held = crate::sync::lock(&self.held);
+        if let Some(n) = held.get_mut(d) {
+            *n += 1;
+            return Ok(());
+        }
+        let dir = self.held_dir();
+        self.mkdir_owned(&dir)?;
+        let link = dir.join(d.blob_file_name());
+        match fs::hard_link(self.blob_path(d), &link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        held.insert(*d, 1);
+        Ok(())
+    }
+
+    /// Drop one `hold` of `d`; returns true when this process no longer holds it.
+    pub fn release(&self, d: &Digest) -> bool {
+        let mut held = crate::sync::lock(&self.held);
+        match held.get_mut(d) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                held.remove(d);
+                let _ = fs::remove_file(self.held_dir().join(d.blob_file_name()));
+                true
+            }
+            None => true,
+        }
+    }
+
+    pub fn is_held(&self, d: &Digest) -> bool {
+        crate::sync::lock(&self.held).contains_key(d)
+    }
+
+    /// A held blob whose name vanished from `blobs/` (Ollama's start-up prune) gets it back.
+    pub fn restore_blob(&self, d: &Digest) -> bool {
+        let target = self.blob_path(d);
+        if target.exists() || !self.is_held(d) {
+            return false;
+        }
+        let restored = fs::hard_link(self.held_dir().join(d.blob_file_name()), &target).is_ok();
+        if restored {
+            log::info!("blob {d} was removed from blobs/ while held; restored");
+        }
+        restored
+    }
+
+    /// The file to read blob `d` from: its place in `blobs/`, or this process's hold.
+    pub fn open_blob(&self, d: &Digest) -> io::Result<File> {
+        match File::open(self.blob_path(d)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_held(d) => {
+                File::open(self.held_dir().join(d.blob_file_name()))
+            }
+            r => r,
+        }
+    }
+
+}
