@@ -200,6 +200,8 @@ pub(crate) struct State {
     /// the replacement back where the old layer was.
     vacated: HashMap<(Name, String), usize>,
     clock: Clock,
+    /// Data work a file rename did before taking this lock (see `prepare_file_rename`).
+    prepared: Option<namespace::Prepared>,
     /// Copy tools' temp files for layers (rsync), closed: their blob and length (held).
     staged: BTreeMap<(Name, String), (Digest, u64)>,
     /// Scratch files unlinked while open, by inode: they keep working through their
@@ -287,6 +289,7 @@ impl Fs {
                 clock: opts.clock.clone(),
                 orphans: HashMap::new(),
                 staged: BTreeMap::new(),
+                prepared: None,
                 waiting: HashMap::new(),
             }),
             handles: Mutex::new(HashMap::new()),

@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 use super::edit::*;
 use super::tree::{dir_as_model, join, model_parent, scope};
@@ -284,6 +285,9 @@ impl Fs {
         if flags & libc::RENAME_EXCHANGE != 0 {
             return Err(einval("RENAME_EXCHANGE is not supported"));
         }
+        // Data work (hashing a scratch file that becomes a layer, copying a layer out to a
+        // scratch name) happens before the state lock is taken for the change itself.
+        self.prepare_file_rename(parent, name, newparent, newname)?;
         let mut st = self.lock();
         let src = self.lookup_node(&st, parent, name)?;
         let dest_parent = self.parent_node(&st, newparent)?;
@@ -500,7 +504,10 @@ impl Fs {
             if dname == CONFIG_FILE {
                 check_config_json(dm, &std::fs::read(&s.path)?)?;
             }
-            let (digest, len) = hash_file(&s.path)?;
+            let (digest, len) = match st.prepared.take() {
+                Some(Prepared::Hashed { path, digest, len }) if path == s.path => (digest, len),
+                _ => hash_file(&s.path)?,
+            };
             let file = File::open(&s.path)?;
             self.store.adopt_blob_held(&s.path, &file, &digest, len)?;
             st.scratch.remove(&skey);
@@ -530,16 +537,68 @@ impl Fs {
         }
         // A layer moving to a scratch name (an editor's backup): copy it out, detach it.
         let (d, _) = src_layer;
-        let (f, path) = self.store.temp_file()?;
-        drop(f);
-        std::io::copy(&mut self.store.open_blob(&d)?, &mut OpenOptions::new().write(true).open(&path)?)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        let path = match st.prepared.take() {
+            Some(Prepared::CopiedOut { digest, path }) if digest == d => path,
+            other => {
+                if let Some(Prepared::CopiedOut { path, .. }) = other {
+                    let _ = std::fs::remove_file(path);
+                }
+                self.copy_blob_out(&d)?
+            }
+        };
         st.scratch.insert(dkey, ScratchFile { path });
         let mut e = st.edit(sm);
         if let Some(i) = e.remove(sname) {
             st.vacated.insert(skey, i);
         }
         self.commit_edit(st, sm, e, Publish::NeverDraft)
+    }
+
+    /// Before a file rename takes the state lock: hash (and fsync) a scratch file that will
+    /// become a layer, or copy out a layer that will become a scratch file, so that the
+    /// lock every request needs is not held during data I/O. The result waits in
+    /// `State::prepared` for the rename (checked there: same file, same blob).
+    fn prepare_file_rename(&self, parent: u64, name: &str, newparent: u64, newname: &str) -> Result<()> {
+        let job = {
+            let st = self.lock();
+            let (Some((sm, ssub)), Some((_, dsub))) = (
+                self.parent_node(&st, parent).ok().and_then(|n| self.as_model_dir(&st, &n)),
+                self.parent_node(&st, newparent).ok().and_then(|n| self.as_model_dir(&st, &n)),
+            ) else {
+                return Ok(());
+            };
+            let (sname, dname) = (join(&ssub, name), join(&dsub, newname));
+            if let Some(s) = st.scratch.get(&(sm.clone(), sname.clone())) {
+                let big = is_layer_name(&dname) && dname != MANIFEST_FILE && dname != CONFIG_FILE;
+                big.then(|| Job::Hash(s.path.clone()))
+            } else if !is_layer_name(&dname) && !st.staged.contains_key(&(sm.clone(), sname.clone())) {
+                self.layer_of(&st, &sm, &sname).ok().map(|(d, _)| Job::CopyOut(d))
+            } else {
+                None
+            }
+        };
+        let prepared = match job {
+            None => return Ok(()),
+            Some(Job::Hash(path)) => {
+                let (digest, len) = hash_file(&path)?;
+                File::open(&path)?.sync_all()?;
+                Prepared::Hashed { path, digest, len }
+            }
+            Some(Job::CopyOut(digest)) => Prepared::CopiedOut { digest, path: self.copy_blob_out(&digest)? },
+        };
+        if let Some(Prepared::CopiedOut { path, .. }) = self.lock().prepared.replace(prepared) {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+
+    /// A private, writable copy of a blob in this process's scratch folder.
+    fn copy_blob_out(&self, d: &Digest) -> Result<PathBuf> {
+        let (f, path) = self.store.temp_file()?;
+        drop(f);
+        std::io::copy(&mut self.store.open_blob(d)?, &mut OpenOptions::new().write(true).open(&path)?)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        Ok(path)
     }
 
     pub(super) fn replace_or_add(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
@@ -650,4 +709,18 @@ impl Fs {
         }
         None
     }
+}
+
+enum Job {
+    Hash(PathBuf),
+    CopyOut(Digest),
+}
+
+/// Data work done for a file rename before it took the state lock.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// A scratch file that is becoming a layer: its digest and length, fsynced.
+    Hashed { path: PathBuf, digest: Digest, len: u64 },
+    /// A layer that is becoming a scratch file: a private copy of its blob.
+    CopiedOut { digest: Digest, path: PathBuf },
 }

@@ -94,5 +94,4 @@ impl Store {
             r => r,
         }
     }
-
 }
