@@ -382,30 +382,13 @@ impl Filesystem for FuseFs {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let Some(entries) = self.fs.dir_entries(fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            // Each entry but `.` and `..` is a lookup the kernel will forget later.
-            let dot = e.name == "." || e.name == "..";
-            let attr = if dot { self.fs.getattr(e.ino) } else { self.fs.lookup(ino.0, &e.name) };
-            let Ok(attr) = attr else { continue }; // gone since the listing was taken
-            let full = reply.add(
-                INodeNo(attr.ino),
-                (i + 1) as u64,
-                &e.name,
-                &ttl_for(&attr),
-                &to_file_attr(&attr),
-                Generation(0),
-            );
-            if full {
-                if !dot {
-                    self.fs.forget(attr.ino, 1); // not sent, so the kernel never counts it
-                }
-                break;
-            }
+        let res = self.fs.readdirplus(ino.0, fh.0, offset, |offset, name, attr| {
+            reply.add(INodeNo(attr.ino), offset, name, &ttl_for(attr), &to_file_attr(attr), Generation(0))
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
         }
-        reply.ok();
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {

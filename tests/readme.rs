@@ -44,7 +44,9 @@ fn shell_blocks(readme: &str) -> Vec<String> {
 fn readme_blocks_run_as_written() {
     let allowed = std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("OLLAMAFS_README_TEST").is_ok();
     if !allowed || !fuse_available() {
-        eprintln!("\n*** SKIPPING README test: it installs to /usr/local and mounts /srv/models (CI=true or OLLAMAFS_README_TEST=1) ***\n");
+        eprintln!(
+            "\n*** SKIPPING README test: it installs to /usr/local and mounts /srv/models (CI=true or OLLAMAFS_README_TEST=1) ***\n"
+        );
         return;
     }
     assert!(!is_mounted(Path::new(MOUNT)), "{MOUNT} is already a mount");
@@ -65,7 +67,8 @@ fn readme_blocks_run_as_written() {
     fs::create_dir_all(home.path().join("Downloads")).unwrap();
     ollamafs::fixture::write_gguf_file(&home.path().join("Downloads/x.gguf"), "gemma3", 2, 8 << 20).unwrap();
     // cargo and the Ollama Python client (the API tests' venv) as a user would have them.
-    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap()));
+    let cargo_home =
+        std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap()));
     let path = format!(
         "/usr/local/bin:{root}/target/pyvenv/bin:{cargo_home}/bin:{}",
         std::env::var("PATH").unwrap_or_default()
@@ -80,7 +83,12 @@ fn readme_blocks_run_as_written() {
         .env("PATH", path)
         .output()
         .unwrap();
-    assert!(o.status.success(), "README blocks failed:\n{script}\n--- stdout\n{}\n--- stderr\n{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "README blocks failed:\n{script}\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
     let store = Path::new(STORE);
     let files = manifest_files(store);
     for m in ["myuser/llama3.2/pirate", "library/mine/q4", "myuser/llama3.2/api"] {

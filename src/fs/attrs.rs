@@ -365,4 +365,29 @@ impl Fs {
             _ => Err(FsError::new(libc::EINVAL, "not a symlink")),
         }
     }
+
+    /// readdirplus: each entry from `offset` on, with its attributes, handed to `add`
+    /// (which returns true when the reply is full). Every entry but `.` and `..` counts as
+    /// a lookup the kernel will `forget`; one that did not fit is not counted.
+    pub fn readdirplus(
+        &self,
+        dir: u64,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &str, &Attr) -> bool,
+    ) -> Result<()> {
+        let entries = self.dir_entries(fh).ok_or_else(|| FsError::new(libc::EBADF, "unknown folder handle"))?;
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let dot = e.name == "." || e.name == "..";
+            let attr = if dot { self.getattr(e.ino) } else { self.lookup(dir, &e.name) };
+            let Ok(attr) = attr else { continue }; // gone since the listing was taken
+            if add((i + 1) as u64, &e.name, &attr) {
+                if !dot {
+                    self.forget(attr.ino, 1);
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
 }

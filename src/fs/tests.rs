@@ -414,3 +414,33 @@ fn a_draft_with_any_name_is_published_when_renamed_to_a_model_name() {
     assert_eq!(manifest(&t, "llama3.2:copy"), manifest(&t, fixture::LLAMA), "renamed to a valid name: published");
     assert_eq!(walk(&t, "llama3.2:latest (copy)").unwrap_err().errno, libc::ENOENT);
 }
+
+#[test]
+fn readdirplus_counts_a_lookup_for_each_entry_sent_and_none_for_the_rest() {
+    let t = setup(Options::default());
+    let dir = walk(&t, "llama3.2:latest").unwrap().ino;
+    let fh = t.fs.opendir(dir).unwrap();
+    let count = |ino: u64| t.fs.lock().inodes.by_ino.get(&ino).map(|e| e.1).unwrap_or(0);
+    let mut sent = Vec::new();
+    // The reply fills up at the fourth entry (`.`, `..`, model.gguf, template).
+    t.fs.readdirplus(dir, fh, 0, |_, name, attr| {
+        if sent.len() == 3 {
+            return true;
+        }
+        sent.push((name.to_string(), attr.ino));
+        false
+    })
+    .unwrap();
+    assert_eq!(sent.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), [".", "..", "model.gguf"]);
+    assert_eq!(count(sent[2].1), 1, "a sent entry is a lookup the kernel will forget");
+    let template = walk(&t, "llama3.2:latest/template").unwrap().ino;
+    assert_eq!(count(template), 1, "only our walk counted; the entry that did not fit was not");
+    // Going on from the offset the kernel got back.
+    let mut rest = Vec::new();
+    t.fs.readdirplus(dir, fh, 3, |_, name, _| {
+        rest.push(name.to_string());
+        false
+    })
+    .unwrap();
+    assert_eq!(rest, ["template", "license", "license-2", "params.json", "config.json", "manifest.json"]);
+}
