@@ -18,6 +18,9 @@ pub trait Catalog: Send + Sync {
     /// `ollama rm`: the manifest goes, then every blob no remaining model uses (unless
     /// pruning is off). A missing model is `NotFound`.
     fn delete(&self, name: &str) -> Result<()>;
+    /// Write a complete model's manifest under `name` (created, replacing any), and prune
+    /// what the replaced one alone used (unless pruning is off).
+    fn put_manifest(&self, name: &crate::name::Name, bytes: Vec<u8>) -> Result<()>;
     /// Refuse changes (a read-only mount).
     fn check_writable(&self) -> Result<()> {
         Ok(())

@@ -1,6 +1,7 @@
 //! The `ollamafs` command line.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
@@ -57,7 +58,19 @@ pub enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// Print a Modelfile (as `ollama show --modelfile`), which `create` takes back
+        #[arg(long, conflicts_with = "json")]
+        modelfile: bool,
         name: String,
+    },
+    /// Create a model from a Modelfile (FROM a model or a GGUF file, SYSTEM, TEMPLATE, …)
+    Create {
+        #[command(flatten)]
+        store: StoreArg,
+        name: String,
+        /// The Modelfile
+        #[arg(short = 'f', long = "file", default_value = "Modelfile")]
+        file: PathBuf,
     },
     /// Serve Ollama's model-management API (copy, list, delete, show, blobs) over the store
     Serve {
@@ -168,7 +181,9 @@ fn run(cmd: Command) -> Result<(), StoreError> {
                 None => Ok(()),
             }
         }
-        Command::Show { store, json, name } => show(&open(&store)?, &name, json),
+        Command::Show { store, modelfile: true, name, .. } => show_modelfile(open(&store)?, &name),
+        Command::Show { store, json, name, .. } => show(&open(&store)?, &name, json),
+        Command::Create { store, name, file } => create(open(&store)?, &name, &file),
         Command::Serve { store, listen, no_prune, verbose } => serve_api(&store, listen.as_deref(), no_prune, verbose),
         Command::Verify { store } => {
             let s = open(&store)?;
@@ -371,6 +386,100 @@ struct ShowOut {
     system: Option<String>,
     template: Option<String>,
     parameters: Option<serde_json::Value>,
+}
+
+/// `ollamafs show --modelfile`: the Modelfile `/api/show` gives, printed as Ollama prints it.
+fn show_modelfile(s: Store, raw: &str) -> Result<(), StoreError> {
+    let cat = crate::api::StoreCatalog::new(std::sync::Arc::new(s), true);
+    let body = serde_json::json!({ "model": raw }).to_string();
+    let out = crate::api::models::show(&cat, body.as_bytes()).map_err(|e| match e.status {
+        404 => StoreError::NotFound(raw.to_string()),
+        _ => StoreError::Invalid(e.message),
+    })?;
+    print!("{}", out.modelfile);
+    Ok(())
+}
+
+/// `ollamafs create NAME -f Modelfile`, over the same engine as `/api/create`.
+fn create(s: Store, raw: &str, file: &std::path::Path) -> Result<(), StoreError> {
+    use crate::modelfile::Command as M;
+    let name = Name::parse(raw).map_err(|_| StoreError::InvalidDestination(raw.to_string()))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("Modelfile {}: {e}", file.display())))?;
+    let cmds = crate::modelfile::parse(&text).map_err(StoreError::Invalid)?;
+    s.prepare_for_writes()?;
+    let dir = file
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p })
+        .unwrap_or(std::path::Path::new("."));
+    let mut spec = crate::store::create::CreateSpec::default();
+    let mut params = serde_json::Map::new();
+    let mut messages = Vec::new();
+    println!("gathering model components");
+    for c in cmds {
+        match c {
+            M::From(f) => match local_file(dir, &f) {
+                Some(path) => spec.files.push(blob_of_file(&s, &path)?),
+                None => spec.from = Some(f),
+            },
+            M::Adapter(f) if local_file(dir, &f).is_some() => {
+                let path = local_file(dir, &f).unwrap_or_default();
+                spec.adapters.push(blob_of_file(&s, &path)?);
+            }
+            M::Adapter(f) => return Err(StoreError::Invalid(format!("adapter file {f}: no such file"))),
+            M::System(t) => spec.system = Some(t),
+            M::Template(t) => spec.template = Some(t),
+            M::License(t) => spec.license.get_or_insert_with(Vec::new).push(t),
+            M::Parameter(k, v) => {
+                let value = crate::store::create::parameter_value(&k, &v).map_err(StoreError::Invalid)?;
+                match (k.as_str(), params.get_mut(&k)) {
+                    ("stop", Some(serde_json::Value::Array(list))) => list.push(value),
+                    ("stop", _) => {
+                        params.insert(k, serde_json::Value::Array(vec![value]));
+                    }
+                    _ => {
+                        params.insert(k, value);
+                    }
+                }
+            }
+            M::Message(role, content) => messages.push(serde_json::json!({ "role": role, "content": content })),
+        }
+    }
+    if !params.is_empty() {
+        spec.parameters = Some(params);
+    }
+    if !messages.is_empty() {
+        spec.messages = Some(messages);
+    }
+    let bytes = s.create_manifest(&spec, &mut |line| println!("{line}"))?;
+    println!("writing manifest");
+    let name = s.spelling_on_disk(&name);
+    crate::catalog::Catalog::put_manifest(&crate::api::StoreCatalog::new(std::sync::Arc::new(s), false), &name, bytes)?;
+    println!("success");
+    Ok(())
+}
+
+/// A FROM/ADAPTER argument that names a file (relative to the Modelfile, `~/`, or absolute).
+fn local_file(dir: &std::path::Path, arg: &str) -> Option<PathBuf> {
+    let p = match arg.strip_prefix("~/") {
+        Some(rest) => PathBuf::from(std::env::var_os("HOME")?).join(rest),
+        None => dir.join(arg),
+    };
+    p.is_file().then_some(p)
+}
+
+/// The blob of a local file: a blob of this store as it is (its name is its digest, as
+/// `show --modelfile` prints them), anything else streamed in through the ingest path.
+fn blob_of_file(s: &Store, path: &std::path::Path) -> Result<crate::store::Digest, StoreError> {
+    if let (Ok(canon), Some(name)) = (path.canonicalize(), path.file_name().and_then(|n| n.to_str()))
+        && canon.parent() == Some(s.blobs_dir())
+        && let Some(d) = name.strip_prefix("sha256-").and_then(crate::store::Digest::from_hex)
+    {
+        return Ok(d);
+    }
+    println!("copying file {} 100%", path.display());
+    let (d, _, _) = s.ingest(std::fs::File::open(path)?)?;
+    Ok(d)
 }
 
 fn show(s: &Store, raw: &str, json: bool) -> Result<(), StoreError> {

@@ -16,6 +16,7 @@ pub mod fs;
 pub mod fuse;
 pub mod gguf;
 pub mod layout;
+pub mod modelfile;
 pub mod mount;
 pub mod name;
 pub mod store;

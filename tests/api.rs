@@ -174,9 +174,7 @@ fn documentation_examples_run_as_written_with_curl() {
     assert_eq!((code, body.as_str()), (404, r#"{"error":"model 'gone:1' not found"}"#));
     let (code, body) = curl(&[&s.url("/api/show"), "-d", r#"{"model":"gone"}"#]);
     assert_eq!((code, body.as_str()), (404, r#"{"error":"model 'gone:latest' not found"}"#));
-    for path in
-        ["/api/chat", "/api/generate", "/api/embed", "/api/pull", "/api/push", "/api/create", "/v1/chat/completions"]
-    {
+    for path in ["/api/chat", "/api/generate", "/api/embed", "/api/pull", "/api/push", "/v1/chat/completions"] {
         let (code, body) = curl(&[&s.url(path), "-d", r#"{"model":"llama3.2"}"#]);
         assert_eq!(code, 501, "{path}");
         assert!(json(&body)["error"].as_str().unwrap().contains("ollamafs manages the model store"), "{body}");
@@ -424,4 +422,67 @@ fn python_with_ollama() -> Option<PathBuf> {
     }
     eprintln!("\n!!!!!!!! SKIPPING PYTHON CLIENT TEST: `pip install ollama` (or run .ci/run) !!!!!!!!\n");
     None
+}
+
+/// The copy documentation's "Create Backup Before Modification", as written, with curl:
+/// copy `llama3.2` to `llama3.2-backup`, then `/api/create` the original from itself with a
+/// new system prompt. The backup keeps the old model; no weights blob is added.
+#[test]
+fn backup_then_modify_with_create() {
+    let (_dir, store, info) = fixture_store(1 << 20);
+    let s = Server::start(&store, &[]);
+    let before = manifest_bytes(&store, "registry.ollama.ai/library/llama3.2/latest");
+    let weights_before = blobs(&store).len();
+    let (code, _) = curl(&[&s.url("/api/copy"), "-d", r#"{"source": "llama3.2", "destination": "llama3.2-backup"}"#]);
+    assert_eq!(code, 200);
+    let (code, body) = curl(&[
+        &s.url("/api/create"),
+        "-d",
+        r#"{"model": "llama3.2", "from": "llama3.2", "system": "New system prompt"}"#,
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let statuses: Vec<serde_json::Value> = body.lines().map(json).collect();
+    assert_eq!(statuses.last().unwrap()["status"], "success");
+    assert!(statuses.iter().any(|s| s["status"].as_str().unwrap().starts_with("creating new layer sha256:")));
+    assert!(statuses.iter().any(|s| s["status"] == "writing manifest"));
+    assert_eq!(manifest_bytes(&store, "registry.ollama.ai/library/llama3.2-backup/latest"), before);
+    let m: serde_json::Value =
+        serde_json::from_str(&manifest_bytes(&store, "registry.ollama.ai/library/llama3.2/latest")).unwrap();
+    assert_eq!(m["layers"][0]["digest"], info.big_model.prefixed(), "the same weights");
+    let sys = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["mediaType"] == "application/vnd.ollama.image.system")
+        .unwrap();
+    let d = sys["digest"].as_str().unwrap().replace(':', "-");
+    assert_eq!(std::fs::read_to_string(store.join("blobs").join(d)).unwrap(), "New system prompt");
+    assert_eq!(blobs(&store).len(), weights_before + 1, "one new blob: the system prompt");
+    // Not streamed: one object. Quantizing is refused with a clear 400.
+    let (code, body) = curl(&[&s.url("/api/create"), "-d", r#"{"model": "x:1", "from": "llama3.2", "stream": false}"#]);
+    assert_eq!((code, json(&body)), (200, serde_json::json!({"status": "success"})));
+    let (code, body) =
+        curl(&[&s.url("/api/create"), "-d", r#"{"model": "x:2", "from": "llama3.2", "quantize": "q4_K_M"}"#]);
+    assert_eq!(code, 400);
+    assert!(json(&body)["error"].as_str().unwrap().contains("quantization is not supported"));
+    let (code, body) = curl(&[&s.url("/api/create"), "-d", r#"{"model": "x:3", "from": "nope"}"#]);
+    assert_eq!((code, json(&body)["error"].as_str().unwrap().to_string()), (404, "model 'nope' not found".to_string()));
+    assert_verifies(&store);
+}
+
+/// The official Python client's `create(model=…, from_=…, system=…)`, unchanged.
+#[test]
+fn python_client_creates() {
+    let Some(python) = python_with_ollama() else { return };
+    let (_dir, store, _) = fixture_store(1 << 20);
+    let s = Server::start(&store, &[]);
+    let script = format!(
+        "import ollama\nc = ollama.Client(host='http://{}')\nprint(c.create(model='pirate:v1', from_='llama3.2', system='Arr.').status)",
+        s.addr
+    );
+    let o = Command::new(&python).arg("-c").arg(&script).output().expect("python");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o).trim(), "success");
+    assert!(manifest_files(&store).contains("registry.ollama.ai/library/pirate/v1"));
+    assert_verifies(&store);
 }

@@ -158,3 +158,44 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     }
 }
+
+/// `ollamafs show --modelfile` prints a Modelfile that `ollamafs create -f` takes back:
+/// the round trip makes a byte-identical manifest and no blob. Modelfile errors use
+/// Ollama's words.
+#[test]
+fn create_from_a_modelfile_round_trips_with_show() {
+    let (d, store, _) = fixture_store(8 << 20);
+    let before = blobs(&store);
+    let o = ollamafs(&store, &["show", "--modelfile", "llama3.2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mf = d.path().join("Modelfile");
+    std::fs::write(&mf, stdout(&o)).unwrap();
+    let o = ollamafs(&store, &["create", "copy:v1", "-f", &mf.to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).ends_with("writing manifest\nsuccess\n"), "{}", stdout(&o));
+    assert_eq!(
+        manifest_bytes(&store, "registry.ollama.ai/library/copy/v1"),
+        manifest_bytes(&store, "registry.ollama.ai/library/llama3.2/latest")
+    );
+    assert_eq!(blobs(&store), before);
+    // FROM a model, with a new prompt and parameters.
+    std::fs::write(&mf, "FROM llama3.2\nSYSTEM \"\"\"You are a pirate.\"\"\"\nPARAMETER temperature 0.5\n").unwrap();
+    let o = ollamafs(&store, &["create", "pirate:v1", "-f", &mf.to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ollamafs(&store, &["show", "--modelfile", "pirate:v1"]);
+    assert!(stdout(&o).contains("SYSTEM \"\"\"You are a pirate.\"\"\""), "{}", stdout(&o));
+    assert!(stdout(&o).contains("PARAMETER temperature 0.5"), "{}", stdout(&o));
+    for (text, words) in [
+        ("SYSTEM hi\n", "no FROM line"),
+        ("FROM llama3.2\nSAIL away\n", "command must be one of"),
+        ("FROM llama3.2\nPARAMETER warp 9\n", "unknown parameter 'warp'"),
+        ("FROM nope:1\n", "model 'nope:1' not found"),
+    ] {
+        std::fs::write(&mf, text).unwrap();
+        let o = ollamafs(&store, &["create", "bad:v1", "-f", &mf.to_string_lossy()]);
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        assert!(stderr(&o).contains(words), "{text}: {}", stderr(&o));
+    }
+    assert!(!manifest_files(&store).iter().any(|f| f.contains("/bad/")));
+    assert_verifies(&store);
+}

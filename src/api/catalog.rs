@@ -54,6 +54,16 @@ impl Catalog for StoreCatalog {
         Ok(())
     }
 
+    fn put_manifest(&self, name: &crate::name::Name, bytes: Vec<u8>) -> Result<()> {
+        let _changing = self.changing();
+        let replaced = self.store.read_manifest(name).ok().map(|(_, m)| m);
+        self.store.write_manifest(name, &bytes)?;
+        if let (Some(old), false) = (replaced, self.no_prune) {
+            self.store.prune(old.digests(), &self.store.digests_in_use());
+        }
+        Ok(())
+    }
+
     fn delete(&self, name: &str) -> Result<()> {
         let _changing = self.changing();
         self.store.delete(name, self.no_prune).map(|_| ())

@@ -1,11 +1,12 @@
 //! An Ollama-compatible model-management API (`ollamafs serve`, `ollamafs mount --api`):
-//! copy, list, delete, show and blob upload over the same engine as the mount. Inference
-//! and registry endpoints answer 501: ollamafs manages models, Ollama runs them.
+//! copy, list, delete, show, create and blob upload over the same engine as the mount.
+//! Inference and registry endpoints answer 501: ollamafs manages models, Ollama runs them.
 //!
 //! The HTTP side is axum on a small tokio runtime; every store call runs on the blocking
 //! pool, so a slow disk never stalls other requests.
 
 pub mod catalog;
+pub mod create;
 pub mod models;
 
 use std::future::Future;
@@ -79,6 +80,7 @@ pub fn router(catalog: Shared) -> Router {
         .route("/api/copy", post(copy))
         .route("/api/delete", axum::routing::delete(delete))
         .route("/api/show", post(show))
+        .route("/api/create", post(create))
         .route("/api/blobs/{digest}", head(head_blob).post(upload_blob));
     for path in NOT_SERVED {
         r = r.route(path, any(not_served));
@@ -96,7 +98,6 @@ pub const NOT_SERVED: &[&str] = &[
     "/api/embeddings",
     "/api/pull",
     "/api/push",
-    "/api/create",
     "/api/me",
     "/api/signin",
     "/api/signout",
@@ -125,7 +126,6 @@ async fn not_served(uri: axum::http::Uri, body: Bytes) -> Response {
     }
     let what = match uri.path() {
         "/api/pull" | "/api/push" | "/api/me" | "/api/signin" | "/api/signout" => "talk to a registry",
-        "/api/create" => "create models (copy files into a model folder of the mount instead)",
         _ => "run models",
     };
     ApiError {
@@ -150,6 +150,23 @@ pub const OLLAMA_API_VERSION: &str = "0.33.0";
 async fn tags(State(cat): State<Shared>) -> Response {
     match blocking(move || Ok(models::tags(&*cat))).await {
         Ok(list) => json(StatusCode::OK, &list),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /api/create`: Ollama's status objects, one JSON object per line when streaming
+/// (the work takes milliseconds, so they are sent together), or just the last one.
+async fn create(State(cat): State<Shared>, body: Bytes) -> Response {
+    match blocking(move || create::create(&*cat, &body)).await {
+        Ok((true, events)) => {
+            let mut text = String::new();
+            for e in events {
+                text.push_str(&e.to_string());
+                text.push('\n');
+            }
+            ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], text).into_response()
+        }
+        Ok((false, events)) => json(StatusCode::OK, events.last().unwrap_or(&serde_json::json!({"status": "success"}))),
         Err(e) => e.into_response(),
     }
 }

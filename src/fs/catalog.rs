@@ -41,6 +41,16 @@ impl Catalog for Fs {
         self.install(&mut st, &dst, bytes).map_err(to_store)
     }
 
+    fn put_manifest(&self, name: &crate::name::Name, bytes: Vec<u8>) -> store::Result<()> {
+        self.check_writable()?;
+        let mut st = self.lock();
+        st.fresh.remove(name);
+        st.waiting.remove(name);
+        self.install(&mut st, name, bytes).map_err(to_store)?;
+        st.pins.remove(name);
+        Ok(())
+    }
+
     fn delete(&self, raw: &str) -> store::Result<()> {
         self.check_writable()?;
         let name = self.store.resolve_spelling(raw)?;

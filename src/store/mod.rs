@@ -3,6 +3,7 @@
 
 pub mod complete;
 pub mod config;
+pub mod create;
 mod holds;
 pub mod index;
 pub mod listing;

@@ -1,0 +1,280 @@
+//! Create a model from existing layers, uploaded blobs or GGUF files: what Ollama's
+//! `/api/create` and `ollama create -f Modelfile` do, minus quantization (that needs a
+//! runtime). Pure store work: text blobs, a config, one manifest. The caller writes the
+//! manifest (only a complete model passes `Store::write_manifest`).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+
+use serde_json::Value;
+
+use super::config::GeneratedConfig;
+use super::manifest::{CONFIG_MEDIA_TYPE, Layer, Manifest, Role};
+use super::{Digest, Store, StoreError};
+use crate::gguf;
+
+/// What a new model is made of (from `/api/create`'s JSON or a Modelfile).
+#[derive(Debug, Default, Clone)]
+pub struct CreateSpec {
+    /// An existing model to start from (its layers and config).
+    pub from: Option<String>,
+    /// GGUF blobs already in the store: the model, projector or adapter weights.
+    pub files: Vec<Digest>,
+    pub adapters: Vec<Digest>,
+    pub template: Option<String>,
+    pub system: Option<String>,
+    pub license: Option<Vec<String>>,
+    pub parameters: Option<serde_json::Map<String, Value>>,
+    pub messages: Option<Vec<Value>>,
+}
+
+/// Parameters Ollama knows, with the JSON type each is stored as (`api.Options`).
+const PARAMETERS: &[(&str, char)] = &[
+    ("num_keep", 'i'),
+    ("seed", 'i'),
+    ("num_predict", 'i'),
+    ("top_k", 'i'),
+    ("top_p", 'f'),
+    ("min_p", 'f'),
+    ("typical_p", 'f'),
+    ("repeat_last_n", 'i'),
+    ("temperature", 'f'),
+    ("repeat_penalty", 'f'),
+    ("presence_penalty", 'f'),
+    ("frequency_penalty", 'f'),
+    ("penalize_newline", 'b'),
+    ("stop", 's'),
+    ("numa", 'b'),
+    ("num_ctx", 'i'),
+    ("num_batch", 'i'),
+    ("num_gpu", 'i'),
+    ("main_gpu", 'i'),
+    ("use_mmap", 'b'),
+    ("num_thread", 'i'),
+    ("mirostat", 'i'),
+    ("mirostat_tau", 'f'),
+    ("mirostat_eta", 'f'),
+    ("tfs_z", 'f'),
+];
+
+/// A Modelfile's `PARAMETER key value` as the JSON value Ollama stores; `stop` collects a list.
+pub fn parameter_value(key: &str, raw: &str) -> Result<Value, String> {
+    let kind =
+        PARAMETERS.iter().find(|(k, _)| *k == key).map(|(_, t)| *t).ok_or(format!("unknown parameter '{key}'"))?;
+    let bad = || format!("invalid value for parameter '{key}': {raw:?}");
+    Ok(match kind {
+        'i' => Value::from(raw.parse::<i64>().map_err(|_| bad())?),
+        'f' => {
+            serde_json::Number::from_f64(raw.parse::<f64>().map_err(|_| bad())?).map(Value::Number).ok_or_else(bad)?
+        }
+        'b' => Value::Bool(raw.parse::<bool>().map_err(|_| bad())?),
+        _ => Value::String(raw.to_string()),
+    })
+}
+
+/// Normalise `/api/create` parameters: known keys, values of their type (`stop` a list).
+fn check_parameters(p: &serde_json::Map<String, Value>) -> Result<serde_json::Map<String, Value>, String> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in p {
+        let kind =
+            PARAMETERS.iter().find(|(name, _)| name == k).map(|(_, t)| *t).ok_or(format!("unknown parameter '{k}'"))?;
+        let v = match (kind, v) {
+            ('s', Value::String(s)) => Value::Array(vec![Value::String(s.clone())]),
+            ('s', Value::Array(a)) if a.iter().all(Value::is_string) => v.clone(),
+            ('i', Value::Number(n)) if n.is_i64() => v.clone(),
+            ('f', Value::Number(_)) => v.clone(),
+            ('b', Value::Bool(_)) => v.clone(),
+            _ => return Err(format!("invalid value for parameter '{k}': {v}")),
+        };
+        out.insert(k.clone(), v);
+    }
+    Ok(out)
+}
+
+/// What a GGUF blob is, from its header (as Ollama's create tells them apart).
+fn gguf_role(store: &Store, d: &Digest) -> Result<(Role, gguf::Header), StoreError> {
+    let f = File::open(store.blob_path(d)).map_err(|_| StoreError::NotFound(d.prefixed()))?;
+    let h = gguf::read_header(BufReader::new(f))
+        .map_err(|e| StoreError::Invalid(format!("{d} is not a GGUF file ({e}); only GGUF models can be imported")))?;
+    let general = h.str("general.type").unwrap_or("");
+    let role = if general == "adapter" {
+        Role::Adapter
+    } else if general == "projector" || general == "mmproj" || h.architecture() == "clip" {
+        Role::Projector
+    } else {
+        Role::Model
+    };
+    Ok((role, h))
+}
+
+impl Store {
+    /// Build the manifest of a new model. `progress` gets Ollama's status lines
+    /// (`using existing layer sha256:…`, `creating new layer sha256:…`).
+    pub fn create_manifest(&self, spec: &CreateSpec, progress: &mut dyn FnMut(String)) -> Result<Vec<u8>, StoreError> {
+        if spec.from.is_none() && spec.files.is_empty() {
+            return Err(StoreError::Invalid("neither 'from' or 'files' was specified".into()));
+        }
+        let mut layers: Vec<Layer> = Vec::new();
+        let mut config: Option<Layer> = None;
+        let mut base_params = serde_json::Map::new();
+        if let Some(from) = &spec.from {
+            let name = self.resolve(from)?;
+            let (_, base) = self.read_manifest(&name)?;
+            config = Some(base.config.clone());
+            for mut l in base.layers {
+                if l.role() == Role::Params
+                    && let Some(d) = l.digest()
+                    && let Ok(Value::Object(p)) = serde_json::from_slice(&self.read_blob(&d)?)
+                {
+                    base_params = p;
+                    continue;
+                }
+                if l.role() == Role::Model && l.from.is_empty() {
+                    l.from = name.display_shortest();
+                }
+                layers.push(l);
+            }
+        }
+        // GGUF weights: a new model layer replaces the base's, and brings its own config.
+        let mut new_model = None;
+        for d in &spec.files {
+            let (role, header) = gguf_role(self, d)?;
+            let len = std::fs::metadata(self.blob_path(d))?.len();
+            if role == Role::Model {
+                layers.retain(|l| l.role() != Role::Model);
+                new_model = Some(header);
+            }
+            layers.push(Layer::new(&role.media_type(), *d, len));
+        }
+        for d in &spec.adapters {
+            let len = std::fs::metadata(self.blob_path(d)).map_err(|_| StoreError::NotFound(d.prefixed()))?.len();
+            layers.push(Layer::new(&Role::Adapter.media_type(), *d, len));
+        }
+        let mut text = |role: Role, bytes: &[u8], layers: &mut Vec<Layer>| -> Result<(), StoreError> {
+            let existed = self.blob_path(&Digest::of_bytes(bytes)).exists();
+            let (d, len, _) = self.ingest_bytes(bytes)?;
+            progress(format!("{} layer {}", if existed { "using existing" } else { "creating new" }, d.prefixed()));
+            layers.push(Layer::new(&role.media_type(), d, len));
+            Ok(())
+        };
+        if let Some(t) = &spec.template {
+            layers.retain(|l| l.role() != Role::Template);
+            text(Role::Template, t.as_bytes(), &mut layers)?;
+        }
+        if let Some(s) = &spec.system {
+            layers.retain(|l| l.role() != Role::System);
+            text(Role::System, s.as_bytes(), &mut layers)?;
+        }
+        if let Some(licenses) = &spec.license {
+            layers.retain(|l| l.role() != Role::License);
+            for l in licenses {
+                text(Role::License, l.as_bytes(), &mut layers)?;
+            }
+        }
+        if let Some(p) = &spec.parameters {
+            for (k, v) in check_parameters(p).map_err(StoreError::Invalid)? {
+                base_params.insert(k, v);
+            }
+        }
+        if !base_params.is_empty() {
+            let sorted: BTreeMap<String, Value> = base_params.into_iter().collect();
+            text(Role::Params, &super::manifest::go_json(&sorted), &mut layers)?;
+        }
+        if let Some(msgs) = &spec.messages {
+            layers.retain(|l| l.role() != Role::Messages);
+            for m in msgs {
+                let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+                if !["system", "user", "assistant", "tool"].contains(&role) {
+                    return Err(StoreError::Invalid(
+                        "message role must be one of \"system\", \"user\", or \"assistant\"".into(),
+                    ));
+                }
+            }
+            if !msgs.is_empty() {
+                text(Role::Messages, &super::manifest::go_json(msgs), &mut layers)?;
+            }
+        }
+        // The config: the base model's, or one made from the new weights' header.
+        let config = match (new_model, config) {
+            (Some(h), _) => {
+                let (d, len, _) = self.ingest_bytes(&GeneratedConfig::from_gguf(&h).to_bytes())?;
+                Layer::new(CONFIG_MEDIA_TYPE, d, len)
+            }
+            (None, Some(c)) => c,
+            (None, None) => {
+                return Err(StoreError::Invalid("no model weights: give FROM a model or a GGUF file".into()));
+            }
+        };
+        for l in &layers {
+            if !matches!(l.role(), Role::Template | Role::System | Role::License | Role::Params | Role::Messages) {
+                progress(format!("using existing layer {}", l.digest));
+            }
+        }
+        Ok(Manifest::new(config, layers).to_go_json())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::name::Name;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::fixture::build(dir.path(), 4 << 20).unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.prepare_for_writes().unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn from_a_model_with_a_new_system_prompt_keeps_every_other_layer() {
+        let (_d, s) = store();
+        let spec = CreateSpec {
+            from: Some("llama3.2".into()),
+            system: Some("New system prompt".into()),
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        let bytes = s.create_manifest(&spec, &mut |e| events.push(e)).unwrap();
+        let m = Manifest::parse(&bytes).unwrap();
+        let (_, base) = s.read_manifest(&Name::parse("llama3.2").unwrap()).unwrap();
+        assert_eq!(m.config, base.config);
+        assert_eq!(m.layers[0].digest, base.layers[0].digest, "same weights blob");
+        assert_eq!(m.layers[0].from, "llama3.2:latest");
+        let sys: Vec<_> = m.layers.iter().filter(|l| l.role() == Role::System).collect();
+        assert_eq!(sys.len(), 1);
+        assert_eq!(s.read_blob(&sys[0].digest().unwrap()).unwrap(), b"New system prompt");
+        assert!(events.iter().any(|e| e.starts_with("creating new layer sha256:")), "{events:?}");
+        assert!(s.check_complete(&m).is_ok());
+    }
+
+    #[test]
+    fn parameters_merge_with_the_base_and_are_typed() {
+        let (_d, s) = store();
+        let mut p = serde_json::Map::new();
+        p.insert("temperature".into(), Value::from(0.2));
+        p.insert("stop".into(), Value::from("<|end|>"));
+        let spec = CreateSpec { from: Some("llama3.2".into()), parameters: Some(p), ..Default::default() };
+        let bytes = s.create_manifest(&spec, &mut |_| {}).unwrap();
+        let m = Manifest::parse(&bytes).unwrap();
+        let params = m.layers.iter().find(|l| l.role() == Role::Params).unwrap();
+        let v: Value = serde_json::from_slice(&s.read_blob(&params.digest().unwrap()).unwrap()).unwrap();
+        assert_eq!(v["temperature"], 0.2);
+        assert_eq!(v["stop"], serde_json::json!(["<|end|>"]), "replaced, as Ollama's merge does per key");
+        let mut bad = serde_json::Map::new();
+        bad.insert("warp_speed".into(), Value::from(9));
+        let spec = CreateSpec { from: Some("llama3.2".into()), parameters: Some(bad), ..Default::default() };
+        assert_eq!(s.create_manifest(&spec, &mut |_| {}).unwrap_err().to_string(), "unknown parameter 'warp_speed'");
+    }
+
+    #[test]
+    fn nothing_to_start_from_is_an_error() {
+        let (_d, s) = store();
+        let err = s.create_manifest(&CreateSpec::default(), &mut |_| {}).unwrap_err();
+        assert_eq!(err.to_string(), "neither 'from' or 'files' was specified");
+        let spec = CreateSpec { from: Some("nope".into()), ..Default::default() };
+        assert_eq!(s.create_manifest(&spec, &mut |_| {}).unwrap_err().to_string(), "model 'nope' not found");
+    }
+}
