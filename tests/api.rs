@@ -273,12 +273,7 @@ fn official_python_client() {
     let Some(python) = python_with_ollama() else { return };
     let (_dir, store, _) = fixture_store(1 << 20);
     let s = Server::start(&store, &[]);
-    let run = |code: &str| -> String {
-        let script = format!("import ollama, json\nc = ollama.Client(host='http://{}')\n{code}", s.addr);
-        let o = Command::new(&python).arg("-c").arg(&script).output().expect("python");
-        assert!(o.status.success(), "python failed:\n{}\n{}", stdout(&o), stderr(&o));
-        stdout(&o).trim().to_string()
-    };
+    let run = |code: &str| run_python(&python, &s.addr, code);
     let blobs_before = blobs(&store);
 
     assert_eq!(run("print(c.copy('qwen2.5:0.5b', 'py/qwen:copy').status)"), "success");
@@ -476,13 +471,17 @@ fn python_client_creates() {
     let Some(python) = python_with_ollama() else { return };
     let (_dir, store, _) = fixture_store(1 << 20);
     let s = Server::start(&store, &[]);
-    let script = format!(
-        "import ollama\nc = ollama.Client(host='http://{}')\nprint(c.create(model='pirate:v1', from_='llama3.2', system='Arr.').status)",
-        s.addr
-    );
-    let o = Command::new(&python).arg("-c").arg(&script).output().expect("python");
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert_eq!(stdout(&o).trim(), "success");
+    let out =
+        run_python(&python, &s.addr, "print(c.create(model='pirate:v1', from_='llama3.2', system='Arr.').status)");
+    assert_eq!(out, "success");
     assert!(manifest_files(&store).contains("registry.ollama.ai/library/pirate/v1"));
     assert_verifies(&store);
+}
+
+/// Run Python code with the official client connected as `c` (and `json` imported); its output.
+fn run_python(python: &Path, addr: &str, code: &str) -> String {
+    let script = format!("import ollama, json\nc = ollama.Client(host='http://{addr}')\n{code}");
+    let o = Command::new(python).arg("-c").arg(&script).output().expect("python");
+    assert!(o.status.success(), "python failed:\n{}\n{}", stdout(&o), stderr(&o));
+    stdout(&o).trim().to_string()
 }

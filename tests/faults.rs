@@ -110,14 +110,6 @@ fn kill_9_during_a_burst_of_copies_loses_nothing() {
     eprintln!("{done} of {n} copies had landed before the crash");
 }
 
-/// A small tmpfs, unmounted even when the test fails.
-struct Tmpfs(std::path::PathBuf);
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 fn free_bytes(p: &Path) -> u64 {
     sh_ok(&format!("stat -f -c '%a %S' {}", q(p))).split_whitespace().map(|x| x.parse::<u64>().unwrap()).product()
 }
@@ -129,9 +121,7 @@ fn full_disk_gives_enospc_and_gives_the_space_back() {
     }
     let d = tempfile::tempdir().unwrap();
     let small = d.path().join("small");
-    fs::create_dir_all(&small).unwrap();
-    sh_ok(&format!("mount -t tmpfs -o size=40m tmpfs {}", q(&small)));
-    let _tmpfs = Tmpfs(small.clone());
+    let _tmpfs = Tmpfs::mount(&small, 40);
     let store = small.join("models");
     fixture::build(&store, 4 << 20).unwrap();
     let m = Mount::start(&store, &d.path().join("mnt"), &[]);

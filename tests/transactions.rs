@@ -84,15 +84,7 @@ fn a_full_disk_leaves_no_model_behind() {
     }
     let d = tempfile::tempdir().unwrap();
     let small = d.path().join("small");
-    fs::create_dir_all(&small).unwrap();
-    sh_ok(&format!("mount -t tmpfs -o size=48m tmpfs {}", q(&small)));
-    struct Tmpfs(std::path::PathBuf);
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _tmpfs = Tmpfs(small.clone());
+    let _tmpfs = Tmpfs::mount(&small, 48);
     let store = small.join("models");
     ollamafs::fixture::build(&store, 4 << 20).unwrap();
     let m = Mount::start(&store, &d.path().join("mnt"), &[]);

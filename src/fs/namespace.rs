@@ -427,6 +427,8 @@ impl Fs {
         Ok(())
     }
 
+    /// A file moves between names or model folders. On success the kernel keeps the
+    /// moved inode under its new name, so its node follows.
     pub(super) fn rename_file(
         &self,
         st: &mut State,
@@ -439,21 +441,16 @@ impl Fs {
             return Ok(());
         }
         st.mark_written(dm, dname);
-        let res = self.rename_file_inner(st, (sm, sname), (dm, dname));
+        let res = self.move_file(st, &skey, &dkey);
         if res.is_ok() {
             st.inodes.rekey(&Node::File(sm.clone(), sname.to_string()), &Node::File(dm.clone(), dname.to_string()));
         }
         res
     }
 
-    pub(super) fn rename_file_inner(
-        &self,
-        st: &mut State,
-        (sm, sname): (&Name, &str),
-        (dm, dname): (&Name, &str),
-    ) -> Result<()> {
-        let skey = (sm.clone(), sname.to_string());
-        let dkey = (dm.clone(), dname.to_string());
+    fn move_file(&self, st: &mut State, skey: &(Name, String), dkey: &(Name, String)) -> Result<()> {
+        let (sm, sname, dm, dname) = (&skey.0, skey.1.as_str(), &dkey.0, dkey.1.as_str());
+        let (skey, dkey) = (skey.clone(), dkey.clone());
         // A staged temp file (rsync) onto a layer name: its blob becomes that layer.
         if let Some((d, len)) = st.staged.get(&skey).copied() {
             if !is_layer_name(dname) {

@@ -7,6 +7,8 @@ use std::fs::File;
 use std::io::{self};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
@@ -98,6 +100,65 @@ impl SeqHash {
     }
 }
 
+/// Starts writeback of a temp file up to where data has arrived, from its own thread
+/// (`sync_file_range` can block while the disk is busy; a write request must not).
+pub(super) struct Writeback {
+    dirty: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    /// Joined on drop: the thread holds a descriptor of the temp file, whose space must be
+    /// given back as soon as the file is discarded.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writeback {
+    fn start(file: File) -> Option<Writeback> {
+        let (dirty, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (d, stop) = (dirty.clone(), done.clone());
+        let thread = std::thread::Builder::new()
+            .name("writeback".into())
+            .spawn(move || {
+                use std::os::fd::AsRawFd;
+                let mut started = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let end = d.load(Ordering::Acquire);
+                    if end > started {
+                        // SAFETY: a valid fd; SYNC_FILE_RANGE_WRITE only starts I/O. Errors surface at fsync.
+                        unsafe {
+                            libc::sync_file_range(
+                                file.as_raw_fd(),
+                                started as i64,
+                                (end - started) as i64,
+                                libc::SYNC_FILE_RANGE_WRITE,
+                            )
+                        };
+                        started = end;
+                    } else {
+                        std::thread::park_timeout(std::time::Duration::from_millis(20));
+                    }
+                }
+            })
+            .ok()?;
+        Some(Writeback { dirty, done, thread: Some(thread) })
+    }
+
+    fn dirty_to(&self, end: u64) {
+        self.dirty.fetch_max(end, Ordering::Release);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
 /// An open, writable layer file. Data goes to a temp file in the store's scratch folder,
 /// hashed on the way when writes are sequential; the commit at close names the blob.
 pub struct Writer {
@@ -112,6 +173,8 @@ pub struct Writer {
     pub(super) hashed: u64,
     /// Up to where writeback was started (see `WRITEBACK_CHUNK`).
     pub(super) written_back: u64,
+    /// The thread that starts writeback of the temp file as data arrives (large files).
+    writeback: Option<Writeback>,
     pub(super) clone: Option<CloneOf>,
     /// The cloned blob, open while writes are compared with it.
     pub(super) source: Option<File>,
@@ -138,6 +201,7 @@ impl Writer {
             seq: Some(SeqHash::new()),
             hashed: 0,
             written_back: 0,
+            writeback: None,
             clone: None,
             source: None,
             dirty: true,
@@ -158,6 +222,7 @@ impl Writer {
             seq: None,
             hashed: 0,
             written_back: 0,
+            writeback: None,
             clone: Some(CloneOf { digest, covered: len, source_len: len }),
             source: None,
             dirty: false,
@@ -251,24 +316,23 @@ impl Writer {
             return Ok(());
         }
         self.materialize(store)?;
-        let written_back = self.written_back;
-        let temp = self.temp(store)?;
-        temp.write_all_at(data, offset)?;
         // Start writing back what has arrived while the rest is still coming: the commit
         // must fsync anyway, and this way the disk works during the copy, not after it.
+        // A thread of its own asks for it, so a busy disk never stalls a write request.
         let end = offset + data.len() as u64;
-        if end >= written_back + WRITEBACK_CHUNK {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid fd; SYNC_FILE_RANGE_WRITE only starts I/O. Errors surface at fsync.
-            unsafe {
-                libc::sync_file_range(
-                    temp.as_raw_fd(),
-                    written_back as i64,
-                    (end - written_back) as i64,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
+        let chunk_done = end >= self.written_back + WRITEBACK_CHUNK;
+        let first = chunk_done && self.writeback.is_none();
+        let temp = self.temp(store)?;
+        temp.write_all_at(data, offset)?;
+        let clone = first.then(|| temp.try_clone());
+        if chunk_done {
             self.written_back = end;
+            if let Some(Ok(f)) = clone {
+                self.writeback = Writeback::start(f);
+            }
+            if let Some(wb) = &self.writeback {
+                wb.dirty_to(end);
+            }
         }
         match &mut self.seq {
             Some(h) if offset == self.hashed && self.hashed == self.len => {
@@ -367,6 +431,7 @@ impl Writer {
             return Ok((c.digest, c.source_len, false));
         }
         self.materialize(store)?;
+        self.writeback = None; // the commit's fsync writes the rest
         let (digest, len) = match self.temp.take() {
             None => store.ingest_bytes_held(b"")?,
             Some((file, path)) => {
@@ -389,6 +454,7 @@ impl Writer {
     }
 
     pub(super) fn discard(&mut self) {
+        self.writeback = None;
         if let Some((_, p)) = self.temp.take() {
             let _ = std::fs::remove_file(p);
         }

@@ -239,6 +239,24 @@ pub fn python_with_gi() -> Option<&'static str> {
     None
 }
 
+/// A small tmpfs mounted at `dir` (made if missing), unmounted when dropped, even when the
+/// test fails: a disk that fills up.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, megabytes: u32) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        sh_ok(&format!("mount -t tmpfs -o size={megabytes}m tmpfs '{}'", dir.display()));
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// Run a shell command line, returning its output.
 pub fn sh(cmd: &str) -> Output {
     Command::new("bash").arg("-c").arg(cmd).output().expect("bash")
