@@ -81,7 +81,7 @@ fn default_folder_names_are_drafts() {
     assert_store_clean(&m.store);
 }
 
-/// Copies made with plain read/write (mc, `cat`), with Python's shutil (sendfile), with
+/// Copies made with plain read/write (mc; here `dd`), with Python's shutil (sendfile), with
 /// rsync, and a re-import of a GGUF the store already has write no data either.
 #[test]
 fn streamed_copies_of_known_data_write_nothing() {
@@ -90,7 +90,8 @@ fn streamed_copies_of_known_data_write_nothing() {
     fs::copy(m.p("llama3.2:latest/model.gguf"), &outside).unwrap();
     let blobs_before = blobs(&m.store);
     for (i, cmd) in [
-        format!("cat {} > {}", q(&m.p("llama3.2:latest/model.gguf")), q(&m.p("cat:v1/model.gguf"))),
+        // dd reads and writes, as mc does (coreutils cat would use copy_file_range).
+        format!("dd if={} of={} bs=1M status=none", q(&m.p("llama3.2:latest/model.gguf")), q(&m.p("cat:v1/model.gguf"))),
         format!(
             "python3 -c 'import shutil,sys; shutil.copyfile(sys.argv[1], sys.argv[2])' {} {}",
             q(&m.p("llama3.2:latest/model.gguf")),
