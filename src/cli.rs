@@ -63,6 +63,24 @@ pub enum Command {
         modelfile: bool,
         name: String,
     },
+    /// Download a model from its OCI registry (host/namespace/model:tag)
+    Pull {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Plain HTTP (a registry without TLS, as `ollama pull --insecure`)
+        #[arg(long)]
+        insecure: bool,
+        name: String,
+    },
+    /// Upload a model to its OCI registry (host/namespace/model:tag)
+    Push {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Plain HTTP (a registry without TLS, as `ollama push --insecure`)
+        #[arg(long)]
+        insecure: bool,
+        name: String,
+    },
     /// Create a model from a Modelfile (FROM a model or a GGUF file, SYSTEM, TEMPLATE, …)
     Create {
         #[command(flatten)]
@@ -184,6 +202,8 @@ fn run(cmd: Command) -> Result<(), StoreError> {
         Command::Show { store, modelfile: true, name, .. } => show_modelfile(open(&store)?, &name),
         Command::Show { store, json, name, .. } => show(&open(&store)?, &name, json),
         Command::Create { store, name, file } => create(open(&store)?, &name, &file),
+        Command::Pull { store, insecure, name } => transfer(open(&store)?, &name, insecure, true),
+        Command::Push { store, insecure, name } => transfer(open(&store)?, &name, insecure, false),
         Command::Serve { store, listen, no_prune, verbose } => serve_api(&store, listen.as_deref(), no_prune, verbose),
         Command::Verify { store } => {
             let s = open(&store)?;
@@ -397,6 +417,57 @@ fn show_modelfile(s: Store, raw: &str) -> Result<(), StoreError> {
         _ => StoreError::Invalid(e.message),
     })?;
     print!("{}", out.modelfile);
+    Ok(())
+}
+
+/// `ollamafs pull` / `ollamafs push`: progress as lines (a bar per blob on a terminal).
+fn transfer(s: Store, raw: &str, insecure: bool, pull: bool) -> Result<(), StoreError> {
+    use crate::registry::Progress;
+    let name = Name::parse(raw).map_err(|_| StoreError::InvalidName(crate::name::InvalidName(raw.to_string())))?;
+    s.prepare_for_writes()?;
+    let name = if pull { name } else { s.resolve(raw)? };
+    let tty = std::io::stderr().is_terminal();
+    let bars = indicatif::MultiProgress::new();
+    let mut current: Option<(crate::store::Digest, indicatif::ProgressBar)> = None;
+    let mut report = |p: Progress| match p {
+        Progress::Status(s) => {
+            if let Some((_, b)) = current.take() {
+                b.finish();
+            }
+            println!("{s}");
+        }
+        Progress::Blob(d, done, total) => {
+            let short = &d.hex()[..12];
+            if !tty {
+                if done == total {
+                    println!("{} {short} {total} bytes", if pull { "pulling" } else { "pushed" });
+                }
+                return;
+            }
+            if current.as_ref().is_none_or(|(cd, _)| *cd != d) {
+                if let Some((_, b)) = current.take() {
+                    b.finish();
+                }
+                let b = bars.add(indicatif::ProgressBar::new(total));
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b.set_message(format!("{} {short}", if pull { "pulling" } else { "pushing" }));
+                current = Some((d, b));
+            }
+            if let Some((_, b)) = &current {
+                b.set_position(done);
+            }
+        }
+    };
+    let moved = match pull {
+        true => crate::registry::pull(&s, &name, insecure, &mut report, &mut |n, b| s.write_manifest(n, &b))?,
+        false => crate::registry::push(&s, &name, insecure, &mut report)?,
+    };
+    eprintln!("{} bytes downloaded, {} bytes uploaded", moved.downloaded, moved.uploaded);
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod layout;
 pub mod modelfile;
 pub mod mount;
 pub mod name;
+pub mod registry;
 pub mod store;
 pub mod store_arg;
 pub mod sync;

@@ -91,7 +91,11 @@ fn streamed_copies_of_known_data_write_nothing() {
     let blobs_before = blobs(&m.store);
     for (i, cmd) in [
         // dd reads and writes, as mc does (coreutils cat would use copy_file_range).
-        format!("dd if={} of={} bs=1M status=none", q(&m.p("llama3.2:latest/model.gguf")), q(&m.p("cat:v1/model.gguf"))),
+        format!(
+            "dd if={} of={} bs=1M status=none",
+            q(&m.p("llama3.2:latest/model.gguf")),
+            q(&m.p("cat:v1/model.gguf"))
+        ),
         format!(
             "python3 -c 'import shutil,sys; shutil.copyfile(sys.argv[1], sys.argv[2])' {} {}",
             q(&m.p("llama3.2:latest/model.gguf")),

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod create;
 pub mod models;
+pub mod registry;
 
 use std::future::Future;
 use std::io;
@@ -81,6 +82,8 @@ pub fn router(catalog: Shared) -> Router {
         .route("/api/delete", axum::routing::delete(delete))
         .route("/api/show", post(show))
         .route("/api/create", post(create))
+        .route("/api/pull", post(pull))
+        .route("/api/push", post(push))
         .route("/api/blobs/{digest}", head(head_blob).post(upload_blob));
     for path in NOT_SERVED {
         r = r.route(path, any(not_served));
@@ -96,8 +99,6 @@ pub const NOT_SERVED: &[&str] = &[
     "/api/chat",
     "/api/embed",
     "/api/embeddings",
-    "/api/pull",
-    "/api/push",
     "/api/me",
     "/api/signin",
     "/api/signout",
@@ -125,7 +126,7 @@ async fn not_served(uri: axum::http::Uri, body: Bytes) -> Response {
         return json(StatusCode::OK, &v);
     }
     let what = match uri.path() {
-        "/api/pull" | "/api/push" | "/api/me" | "/api/signin" | "/api/signout" => "talk to a registry",
+        "/api/me" | "/api/signin" | "/api/signout" => "sign in to ollama.com",
         _ => "run models",
     };
     ApiError {
@@ -152,6 +153,30 @@ async fn tags(State(cat): State<Shared>) -> Response {
         Ok(list) => json(StatusCode::OK, &list),
         Err(e) => e.into_response(),
     }
+}
+
+fn status_stream(res: Result<(bool, Vec<serde_json::Value>), ApiError>) -> Response {
+    match res {
+        Ok((true, events)) => {
+            let mut text = String::new();
+            for e in events {
+                text.push_str(&e.to_string());
+                text.push('\n');
+            }
+            ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], text).into_response()
+        }
+        Ok((false, events)) => json(StatusCode::OK, events.last().unwrap_or(&serde_json::json!({"status": "success"}))),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /api/pull`, `POST /api/push`: registry transfers (`crate::registry`).
+async fn pull(State(cat): State<Shared>, body: Bytes) -> Response {
+    status_stream(blocking(move || registry::transfer(&*cat, &body, true)).await)
+}
+
+async fn push(State(cat): State<Shared>, body: Bytes) -> Response {
+    status_stream(blocking(move || registry::transfer(&*cat, &body, false)).await)
 }
 
 /// `POST /api/create`: Ollama's status objects, one JSON object per line when streaming

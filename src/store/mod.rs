@@ -179,7 +179,7 @@ impl Store {
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name == LOCK_FILE || name == TRASH_DIR {
+            if name == LOCK_FILE || name == TRASH_DIR || name == PULL_DIR {
                 continue;
             }
             // Our own folder is live (at start, `prepare_for_writes` removes a stale one
@@ -607,6 +607,8 @@ impl Store {
 pub(crate) const LOCK_FILE: &str = "lock";
 /// The Trash of the mount (`fs::trash`): kept across restarts, unlike process scratch.
 pub const TRASH_DIR: &str = "trash";
+/// Blobs being pulled (`registry`): kept across restarts, so a pull resumes.
+pub const PULL_DIR: &str = "pull";
 
 /// Is process `pid` running? A zombie (killed, not yet reaped) counts as gone.
 pub fn process_alive(pid: u32) -> bool {

@@ -1,0 +1,420 @@
+//! Share models through an OCI registry (the CNCF Distribution registry, Debian's
+//! `docker-registry`), as Ollama does: `host/namespace/model:tag` is
+//! `http(s)://host/v2/namespace/model/manifests/tag`; blobs by digest.
+//!
+//! Pull: every blob is streamed into `<store>/.ollamafs/pull/<hex>.partial` (never into
+//! `blobs/`), hashed, and renamed into `blobs/` only when the digest matches; blobs already
+//! present are not downloaded; an interrupted pull resumes with a Range request; the
+//! manifest is written last, byte for byte, and only when the model is complete.
+//! Push: `HEAD` each blob (present: skipped), then a cross-repository mount from another
+//! repository of the same registry that has it, then an upload (`POST`, `PATCH`, `PUT
+//! ?digest=`); the manifest last.
+//! Auth: anonymous, HTTP Basic (`OLLAMAFS_REGISTRY_USER`/`_PASSWORD`, else
+//! `~/.docker/config.json`), and the Bearer token flow a `401` announces.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use base64::Engine;
+
+use crate::name::Name;
+use crate::store::manifest::MANIFEST_MEDIA_TYPE;
+use crate::store::{Digest, Manifest, Store, StoreError};
+
+/// What a transfer reports as it goes (Ollama's status words).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Status(String),
+    /// A blob: digest, bytes done, total.
+    Blob(Digest, u64, u64),
+}
+
+/// Bytes moved over the network by one pull or push (for the user, and for tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Moved {
+    pub downloaded: u64,
+    pub uploaded: u64,
+}
+
+fn err(why: impl Into<String>) -> StoreError {
+    StoreError::Invalid(why.into())
+}
+
+/// A registry session for one repository, with its credentials and token.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    repo: String,
+    basic: Option<String>,
+    bearer: Option<String>,
+}
+
+impl Client {
+    pub fn new(name: &Name, insecure: bool) -> Client {
+        let scheme = if insecure { "http" } else { "https" };
+        Client {
+            agent: ureq::AgentBuilder::new().redirects(5).build(),
+            base: format!("{scheme}://{}/v2", name.host),
+            repo: format!("{}/{}", name.namespace, name.model),
+            basic: basic_credentials(&name.host),
+            bearer: None,
+        }
+    }
+
+    fn url(&self, rest: &str) -> String {
+        if rest.starts_with("http://") || rest.starts_with("https://") {
+            rest.to_string()
+        } else if rest.starts_with('/') {
+            // A Location relative to the registry root.
+            let root = self.base.trim_end_matches("/v2");
+            format!("{root}{rest}")
+        } else {
+            format!("{}/{}/{rest}", self.base, self.repo)
+        }
+    }
+
+    /// Send a request, answering one authentication challenge (Basic or Bearer).
+    fn send(
+        &mut self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&mut dyn FnMut() -> io::Result<Box<dyn Read + Send>>>,
+    ) -> Result<ureq::Response, StoreError> {
+        let mut body = body;
+        for attempt in 0..2 {
+            let mut req = self.agent.request(method, url);
+            for (k, v) in headers {
+                req = req.set(k, v);
+            }
+            if let Some(t) = &self.bearer {
+                req = req.set("Authorization", &format!("Bearer {t}"));
+            } else if let Some(b) = &self.basic {
+                req = req.set("Authorization", &format!("Basic {b}"));
+            }
+            let res = match body.as_mut() {
+                Some(make) => req.send(make().map_err(StoreError::Io)?),
+                None => req.call(),
+            };
+            match res {
+                Ok(r) => return Ok(r),
+                Err(ureq::Error::Status(401, r)) if attempt == 0 => {
+                    let challenge = r.header("WWW-Authenticate").unwrap_or("").to_string();
+                    self.authenticate(&challenge)?;
+                }
+                Err(ureq::Error::Status(code, r)) => {
+                    let text = r.into_string().unwrap_or_default();
+                    return Err(err(format!("{method} {url}: {code} {}", registry_error(&text))));
+                }
+                Err(e) => return Err(err(format!("{method} {url}: {e}"))),
+            }
+        }
+        Err(err(format!("{method} {url}: unauthorized (set OLLAMAFS_REGISTRY_USER and OLLAMAFS_REGISTRY_PASSWORD)")))
+    }
+
+    /// Answer `WWW-Authenticate`: Basic with our credentials, or a token from the realm.
+    fn authenticate(&mut self, challenge: &str) -> Result<(), StoreError> {
+        if challenge.to_ascii_lowercase().starts_with("basic") {
+            return match self.basic {
+                Some(_) => Ok(()),
+                None => Err(err(
+                    "unauthorized: the registry wants a user and password (OLLAMAFS_REGISTRY_USER/_PASSWORD or ~/.docker/config.json)",
+                )),
+            };
+        }
+        let params = challenge_params(challenge);
+        let realm = params
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| err(format!("unsupported authentication challenge {challenge:?}")))?;
+        let mut req = self.agent.get(&realm);
+        for (k, v) in &params {
+            if k == "service" || k == "scope" {
+                req = req.query(k, v);
+            }
+        }
+        if let Some(b) = &self.basic {
+            req = req.set("Authorization", &format!("Basic {b}"));
+        }
+        let text = req.call().map_err(|e| err(format!("token from {realm}: {e}")))?.into_string()?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(format!("token from {realm}: {e}")))?;
+        let token = v
+            .get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| err("no token in the realm's answer"))?;
+        self.bearer = Some(token.to_string());
+        Ok(())
+    }
+}
+
+/// `realm="…",service="…",scope="…"` after the scheme.
+fn challenge_params(challenge: &str) -> Vec<(String, String)> {
+    let rest = challenge.split_once(' ').map(|(_, r)| r).unwrap_or("");
+    let mut out = Vec::new();
+    let mut s = rest;
+    while let Some((k, after)) = s.split_once('=') {
+        let k = k.trim().trim_start_matches(',').trim().to_string();
+        let (v, next) = match after.strip_prefix('"') {
+            Some(q) => match q.split_once('"') {
+                Some((v, n)) => (v.to_string(), n),
+                None => (q.to_string(), ""),
+            },
+            None => match after.split_once(',') {
+                Some((v, n)) => (v.to_string(), n),
+                None => (after.to_string(), ""),
+            },
+        };
+        out.push((k, v));
+        s = next;
+    }
+    out
+}
+
+/// The `errors[0].message` of a registry error body, else the body.
+fn registry_error(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["errors"][0]["message"].as_str().map(String::from))
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
+/// Basic credentials for `host`: the environment, else `~/.docker/config.json`.
+fn basic_credentials(host: &str) -> Option<String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if let (Ok(u), Ok(p)) = (std::env::var("OLLAMAFS_REGISTRY_USER"), std::env::var("OLLAMAFS_REGISTRY_PASSWORD")) {
+        return Some(b64.encode(format!("{u}:{p}")));
+    }
+    let home = std::env::var_os("HOME")?;
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(PathBuf::from(home).join(".docker/config.json")).ok()?).ok()?;
+    let auths = cfg.get("auths")?.as_object()?;
+    let entry = auths.iter().find(|(k, _)| {
+        let k = k.trim_start_matches("https://").trim_start_matches("http://");
+        k.split('/').next() == Some(host)
+    })?;
+    entry.1.get("auth")?.as_str().map(String::from)
+}
+
+/// Where a blob being pulled waits until it is whole and verified (kept across restarts,
+/// so an interrupted pull resumes).
+fn partial_path(store: &Store, d: &Digest) -> PathBuf {
+    store.scratch_dir().join(crate::store::PULL_DIR).join(format!("{}.partial", d.hex()))
+}
+
+/// `ollamafs pull`: the model `name` from its registry into the store.
+/// `publish` writes the manifest (the store's `write_manifest`, or the mount's catalog so
+/// a running mount shows the model at once).
+pub fn pull(
+    store: &Store,
+    name: &Name,
+    insecure: bool,
+    progress: &mut dyn FnMut(Progress),
+    publish: &mut dyn FnMut(&Name, Vec<u8>) -> Result<(), StoreError>,
+) -> Result<Moved, StoreError> {
+    let mut c = Client::new(name, insecure);
+    let mut moved = Moved::default();
+    progress(Progress::Status("pulling manifest".into()));
+    let url = c.url(&format!("manifests/{}", name.tag));
+    let res = c.send("GET", &url, &[("Accept", MANIFEST_MEDIA_TYPE)], None).map_err(|e| match e {
+        StoreError::Invalid(m) if m.contains(": 404 ") => err("pull model manifest: file does not exist"),
+        e => e,
+    })?;
+    let mut bytes = Vec::new();
+    res.into_reader().take(16 << 20).read_to_end(&mut bytes)?;
+    let m = Manifest::parse_strict(&bytes).map_err(|e| err(format!("the registry's manifest: {e}")))?;
+    let mut added = Vec::new();
+    let res = (|| -> Result<(), StoreError> {
+        for l in std::iter::once(&m.config).chain(m.layers.iter()) {
+            let d = l.digest().ok_or_else(|| err(format!("the registry's manifest names {:?}", l.digest)))?;
+            let size = l.size.max(0) as u64;
+            if fs::metadata(store.blob_path(&d)).is_ok_and(|meta| meta.len() == size) {
+                progress(Progress::Blob(d, size, size));
+                continue;
+            }
+            moved.downloaded += download(store, &mut c, &d, size, progress)?;
+            added.push(d);
+        }
+        progress(Progress::Status("verifying sha256 digest".into()));
+        progress(Progress::Status("writing manifest".into()));
+        publish(name, bytes.clone())
+    })();
+    if let Err(e) = res {
+        // A pull that fails leaves nothing: the blobs it added that no model uses go.
+        store.prune(added, &store.digests_in_use());
+        return Err(e);
+    }
+    progress(Progress::Status("success".into()));
+    Ok(moved)
+}
+
+/// One blob into `blobs/`, resuming a partial download. Returns the bytes downloaded.
+fn download(
+    store: &Store,
+    c: &mut Client,
+    d: &Digest,
+    size: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<u64, StoreError> {
+    let part = partial_path(store, d);
+    if let Some(dir) = part.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    if have > size {
+        fs::remove_file(&part)?;
+        have = 0;
+    }
+    let url = c.url(&format!("blobs/{}", d.prefixed()));
+    let range = format!("bytes={have}-");
+    let headers: Vec<(&str, &str)> = if have > 0 && have < size { vec![("Range", range.as_str())] } else { vec![] };
+    let mut got = 0u64;
+    if have < size || size == 0 {
+        let res = c.send("GET", &url, &headers, None)?;
+        if have > 0 && res.status() != 206 {
+            have = 0; // the registry sent the whole blob again
+        }
+        let mut f = OpenOptions::new().create(true).write(true).truncate(have == 0).append(have > 0).open(&part)?;
+        let mut r = res.into_reader();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut last = std::time::Instant::now();
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            f.write_all(&buf[..n])?;
+            got += n as u64;
+            if last.elapsed().as_millis() >= 200 {
+                progress(Progress::Blob(*d, have + got, size));
+                last = std::time::Instant::now();
+            }
+            if have + got > size {
+                break;
+            }
+        }
+        f.sync_all()?;
+    }
+    // Verify the whole file, then adopt it: nothing reaches blobs/ unverified.
+    let (got_digest, len) = crate::store::hash_file(&part)?;
+    if got_digest != *d || len != size {
+        let _ = fs::remove_file(&part);
+        return Err(StoreError::DigestMismatch { expected: d.prefixed(), got: got_digest.prefixed() });
+    }
+    let f = File::open(&part)?;
+    store.adopt_blob(&part, &f, d, len)?;
+    progress(Progress::Blob(*d, size, size));
+    Ok(got)
+}
+
+/// `ollamafs push`: the model `name` to its registry.
+pub fn push(
+    store: &Store,
+    name: &Name,
+    insecure: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Moved, StoreError> {
+    let mut c = Client::new(name, insecure);
+    let mut moved = Moved::default();
+    progress(Progress::Status("retrieving manifest".into()));
+    let (bytes, m) = store.read_manifest(name)?;
+    // Other repositories of this registry we know of, for cross-repository mounts.
+    let (found, _) = store.scan();
+    let others: Vec<(String, Manifest)> = found
+        .into_iter()
+        .filter(|f| f.name.host == name.host && (f.name.namespace != name.namespace || f.name.model != name.model))
+        .filter_map(|f| {
+            store.read_manifest(&f.name).ok().map(|(_, m)| (format!("{}/{}", f.name.namespace, f.name.model), m))
+        })
+        .collect();
+    for l in std::iter::once(&m.config).chain(m.layers.iter()) {
+        let d = l.digest().ok_or_else(|| err(format!("invalid digest {:?}", l.digest)))?;
+        let size = l.size.max(0) as u64;
+        progress(Progress::Status(format!("pushing {}", &d.hex()[..12])));
+        let head = c.url(&format!("blobs/{}", d.prefixed()));
+        if c.send("HEAD", &head, &[], None).is_ok() {
+            progress(Progress::Blob(d, size, size));
+            continue;
+        }
+        // A registry that has the blob in another repository links it: nothing to send.
+        let mut location = None;
+        for (repo, om) in &others {
+            if !om.digests().any(|x| x == d) {
+                continue;
+            }
+            let url = c.url(&format!("blobs/uploads/?mount={}&from={repo}", d.prefixed()));
+            let r = c.send("POST", &url, &[("Content-Length", "0")], None)?;
+            if r.status() == 201 {
+                break;
+            }
+            location = r.header("Location").map(String::from);
+        }
+        if c.send("HEAD", &head, &[], None).is_ok() {
+            progress(Progress::Blob(d, size, size));
+            continue;
+        }
+        let location = match location {
+            Some(l) => l,
+            None => {
+                let r = c.send("POST", &c.url("blobs/uploads/"), &[("Content-Length", "0")], None)?;
+                r.header("Location").map(String::from).ok_or_else(|| err("the registry gave no upload location"))?
+            }
+        };
+        let path = store.blob_path(&d);
+        let len = size.to_string();
+        let patch = c.url(&location);
+        let r = c.send(
+            "PATCH",
+            &patch,
+            &[("Content-Type", "application/octet-stream"), ("Content-Length", &len)],
+            Some(&mut || Ok(Box::new(File::open(&path)?) as Box<dyn Read + Send>)),
+        )?;
+        let next = r.header("Location").map(String::from).unwrap_or(location);
+        let sep = if next.contains('?') { '&' } else { '?' };
+        let put = c.url(&format!("{next}{sep}digest={}", d.prefixed()));
+        c.send("PUT", &put, &[("Content-Length", "0")], None)?;
+        moved.uploaded += size;
+        progress(Progress::Blob(d, size, size));
+    }
+    progress(Progress::Status("pushing manifest".into()));
+    let url = c.url(&format!("manifests/{}", name.tag));
+    let len = bytes.len().to_string();
+    let body = bytes.clone();
+    c.send(
+        "PUT",
+        &url,
+        &[("Content-Type", MANIFEST_MEDIA_TYPE), ("Content-Length", &len)],
+        Some(&mut || Ok(Box::new(io::Cursor::new(body.clone())) as Box<dyn Read + Send>)),
+    )?;
+    progress(Progress::Status("success".into()));
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenges_parse() {
+        let p = challenge_params(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:team/m:pull,push""#,
+        );
+        assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
+        assert_eq!(p[1], ("service".into(), "registry.example".into()));
+        assert_eq!(p[2], ("scope".into(), "repository:team/m:pull,push".into()));
+    }
+
+    #[test]
+    fn names_map_to_registry_urls() {
+        let n = Name::parse("localhost:5000/team/llama3.2:v1").unwrap();
+        let c = Client::new(&n, true);
+        assert_eq!(c.url("manifests/v1"), "http://localhost:5000/v2/team/llama3.2/manifests/v1");
+        assert_eq!(
+            c.url("/v2/team/llama3.2/blobs/uploads/x"),
+            "http://localhost:5000/v2/team/llama3.2/blobs/uploads/x"
+        );
+        assert_eq!(Client::new(&n, false).url("manifests/v1"), "https://localhost:5000/v2/team/llama3.2/manifests/v1");
+    }
+}
