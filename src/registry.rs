@@ -22,6 +22,9 @@ use crate::name::Name;
 use crate::store::manifest::MANIFEST_MEDIA_TYPE;
 use crate::store::{Digest, Manifest, Store, StoreError};
 
+/// Writes a pulled model's manifest (the store, or the mount's catalog).
+pub type Publish<'a> = dyn FnMut(&Name, Vec<u8>) -> Result<(), StoreError> + 'a;
+
 /// What a transfer reports as it goes (Ollama's status words).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
@@ -212,7 +215,7 @@ pub fn pull(
     name: &Name,
     insecure: bool,
     progress: &mut dyn FnMut(Progress),
-    publish: &mut dyn FnMut(&Name, Vec<u8>) -> Result<(), StoreError>,
+    publish: &mut Publish<'_>,
 ) -> Result<Moved, StoreError> {
     let mut c = Client::new(name, insecure);
     let mut moved = Moved::default();
