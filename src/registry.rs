@@ -17,6 +17,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use base64::Engine;
+use sha2::{Digest as _, Sha256};
 
 use crate::name::Name;
 use crate::store::manifest::MANIFEST_MEDIA_TYPE;
@@ -274,10 +275,17 @@ fn download(
     let range = format!("bytes={have}-");
     let headers: Vec<(&str, &str)> = if have > 0 && have < size { vec![("Range", range.as_str())] } else { vec![] };
     let mut got = 0u64;
+    // Hashed as it arrives (a resumed download hashes what it already has first).
+    let mut hasher = Sha256::new();
+    if have > 0 && have < size {
+        let mut r = File::open(&part)?.take(have);
+        io::copy(&mut r, &mut HashWriter(&mut hasher))?;
+    }
     if have < size || size == 0 {
         let res = c.send("GET", &url, &headers, None)?;
         if have > 0 && res.status() != 206 {
             have = 0; // the registry sent the whole blob again
+            hasher = Sha256::new();
         }
         let mut f = OpenOptions::new().create(true).write(true).truncate(have == 0).append(have > 0).open(&part)?;
         let mut r = res.into_reader();
@@ -289,6 +297,7 @@ fn download(
                 break;
             }
             f.write_all(&buf[..n])?;
+            hasher.update(&buf[..n]);
             got += n as u64;
             if last.elapsed().as_millis() >= 200 {
                 progress(Progress::Blob(*d, have + got, size));
@@ -299,9 +308,14 @@ fn download(
             }
         }
         f.sync_all()?;
+    } else {
+        // Whole already (an earlier run stopped before adopting it): hash all of it.
+        hasher = Sha256::new();
+        io::copy(&mut File::open(&part)?, &mut HashWriter(&mut hasher))?;
     }
-    // Verify the whole file, then adopt it: nothing reaches blobs/ unverified.
-    let (got_digest, len) = crate::store::hash_file(&part)?;
+    // Nothing reaches blobs/ unverified.
+    let got_digest = Digest(hasher.finalize().into());
+    let len = fs::metadata(&part)?.len();
     if got_digest != *d || len != size {
         let _ = fs::remove_file(&part);
         return Err(StoreError::DigestMismatch { expected: d.prefixed(), got: got_digest.prefixed() });
@@ -310,6 +324,19 @@ fn download(
     store.adopt_blob(&part, &f, d, len)?;
     progress(Progress::Blob(*d, size, size));
     Ok(got)
+}
+
+/// Feeds what is written into a hasher.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `ollamafs push`: the model `name` to its registry.
