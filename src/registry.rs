@@ -289,24 +289,49 @@ fn download(
         }
         let mut f = OpenOptions::new().create(true).write(true).truncate(have == 0).append(have > 0).open(&part)?;
         let mut r = res.into_reader();
-        let mut buf = vec![0u8; 1 << 20];
+        // Hashing runs on its own thread, overlapping the download.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let mut h = std::mem::take(&mut hasher);
+        let hashing = std::thread::spawn(move || {
+            for chunk in rx {
+                h.update(&chunk);
+            }
+            h
+        });
         let mut last = std::time::Instant::now();
-        loop {
-            let n = r.read(&mut buf)?;
-            if n == 0 {
-                break;
+        let res = (|| -> Result<(), StoreError> {
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut n = 0;
+                // Fill the chunk (the network gives a few KiB per read).
+                while n < buf.len() {
+                    match r.read(&mut buf[n..])? {
+                        0 => break,
+                        k => n += k,
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                f.write_all(&buf)?;
+                got += n as u64;
+                if tx.send(buf).is_err() {
+                    return Err(err("the hashing thread stopped"));
+                }
+                if last.elapsed().as_millis() >= 200 {
+                    progress(Progress::Blob(*d, have + got, size));
+                    last = std::time::Instant::now();
+                }
+                if have + got > size {
+                    break;
+                }
             }
-            f.write_all(&buf[..n])?;
-            hasher.update(&buf[..n]);
-            got += n as u64;
-            if last.elapsed().as_millis() >= 200 {
-                progress(Progress::Blob(*d, have + got, size));
-                last = std::time::Instant::now();
-            }
-            if have + got > size {
-                break;
-            }
-        }
+            Ok(())
+        })();
+        drop(tx);
+        hasher = hashing.join().map_err(|_| err("the hashing thread panicked"))?;
+        res?;
         f.sync_all()?;
     } else {
         // Whole already (an earlier run stopped before adopting it): hash all of it.
