@@ -240,26 +240,23 @@ fn basic_auth_from_the_environment() {
     let o = ollamafs(&src, &["push", "--insecure", &name]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unauthorized"), "{}", stderr(&o));
-    let o = Command::new(bin())
-        .args(["push", "--insecure", "--store"])
-        .arg(&src)
-        .arg(&name)
-        .env("OLLAMAFS_REGISTRY_USER", "alice")
-        .env("OLLAMAFS_REGISTRY_PASSWORD", "s3cret")
-        .output()
-        .unwrap();
+    let as_alice = |args: &[&str], store: &Path| {
+        Command::new(bin())
+            .args(args)
+            .arg("--store")
+            .arg(store)
+            .arg(&name)
+            .env("OLLAMAFS_REGISTRY_USER", "alice")
+            .env("OLLAMAFS_REGISTRY_PASSWORD", "s3cret")
+            .output()
+            .unwrap()
+    };
+    let o = as_alice(&["push", "--insecure"], &src);
     assert!(o.status.success(), "{}", stderr(&o));
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("models");
     fs::create_dir_all(&dest).unwrap();
-    let o = Command::new(bin())
-        .args(["pull", "--insecure", "--store"])
-        .arg(&dest)
-        .arg(&name)
-        .env("OLLAMAFS_REGISTRY_USER", "alice")
-        .env("OLLAMAFS_REGISTRY_PASSWORD", "s3cret")
-        .output()
-        .unwrap();
+    let o = as_alice(&["pull", "--insecure"], &dest);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_verifies(&dest);
 }

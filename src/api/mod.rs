@@ -155,6 +155,8 @@ async fn tags(State(cat): State<Shared>) -> Response {
     }
 }
 
+/// Status objects as Ollama sends them: one JSON object a line when streaming (the work is
+/// done by the time they are sent), or just the last one.
 fn status_stream(res: Result<(bool, Vec<serde_json::Value>), ApiError>) -> Response {
     match res {
         Ok((true, events)) => {
@@ -182,18 +184,7 @@ async fn push(State(cat): State<Shared>, body: Bytes) -> Response {
 /// `POST /api/create`: Ollama's status objects, one JSON object per line when streaming
 /// (the work takes milliseconds, so they are sent together), or just the last one.
 async fn create(State(cat): State<Shared>, body: Bytes) -> Response {
-    match blocking(move || create::create(&*cat, &body)).await {
-        Ok((true, events)) => {
-            let mut text = String::new();
-            for e in events {
-                text.push_str(&e.to_string());
-                text.push('\n');
-            }
-            ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], text).into_response()
-        }
-        Ok((false, events)) => json(StatusCode::OK, events.last().unwrap_or(&serde_json::json!({"status": "success"}))),
-        Err(e) => e.into_response(),
-    }
+    status_stream(blocking(move || create::create(&*cat, &body)).await)
 }
 
 async fn copy(State(cat): State<Shared>, body: Bytes) -> Response {
