@@ -111,7 +111,12 @@ impl Client {
                     let text = r.into_string().unwrap_or_default();
                     return Err(err(format!("{method} {url}: {code} {}", registry_error(&text))));
                 }
-                Err(e) => return Err(err(format!("{method} {url}: {e}"))),
+                Err(ureq::Error::Transport(t)) => {
+                    let hint = if url.starts_with("https://") { " (a registry without TLS needs --insecure)" } else { "" };
+                    let text = t.to_string();
+                    let text = text.strip_prefix(&format!("{url}: ")).unwrap_or(&text).to_string();
+                    return Err(err(format!("{method} {url}: {text}{hint}")));
+                }
             }
         }
         Err(err(format!("{method} {url}: unauthorized (set OLLAMAFS_REGISTRY_USER and OLLAMAFS_REGISTRY_PASSWORD)")))
