@@ -112,7 +112,8 @@ impl Client {
                     return Err(err(format!("{method} {url}: {code} {}", registry_error(&text))));
                 }
                 Err(ureq::Error::Transport(t)) => {
-                    let hint = if url.starts_with("https://") { " (a registry without TLS needs --insecure)" } else { "" };
+                    let hint =
+                        if url.starts_with("https://") { " (a registry without TLS needs --insecure)" } else { "" };
                     let text = t.to_string();
                     let text = text.strip_prefix(&format!("{url}: ")).unwrap_or(&text).to_string();
                     return Err(err(format!("{method} {url}: {text}{hint}")));
