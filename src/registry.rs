@@ -46,6 +46,7 @@ fn err(why: impl Into<String>) -> StoreError {
 }
 
 /// A registry session for one repository, with its credentials and token.
+#[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
     base: String,
@@ -261,7 +262,141 @@ pub fn pull(
 }
 
 /// One blob into `blobs/`, resuming a partial download. Returns the bytes downloaded.
+/// Blobs at least this large are fetched in parallel `Range` parts.
+const PARTS_FROM: u64 = 64 << 20;
+/// At most this many parts, each at least `PARTS_FROM / 2`.
+const MAX_PARTS: u64 = 4;
+
+/// One blob into `blobs/`. Large blobs come in parallel parts whose progress is kept in
+/// `<hex>.parts` beside the partial file, so a restart resumes every part; a partial file
+/// without that state (a single stream) is resumed as one part.
 fn download(
+    store: &Store,
+    c: &mut Client,
+    d: &Digest,
+    size: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<u64, StoreError> {
+    let part = partial_path(store, d);
+    let state = part.with_extension("parts");
+    let single_stream_partial = part.exists() && !state.exists();
+    if size < PARTS_FROM || single_stream_partial {
+        return download_stream(store, c, d, size, progress);
+    }
+    download_parts(store, c, d, size, progress)
+}
+
+/// `(start, end, done)` of each part, as saved in `<hex>.parts`.
+type Parts = Vec<(u64, u64, u64)>;
+
+fn download_parts(
+    store: &Store,
+    c: &mut Client,
+    d: &Digest,
+    size: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<u64, StoreError> {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let part = partial_path(store, d);
+    let state = part.with_extension("parts");
+    if let Some(dir) = part.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let saved: Option<Parts> = fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let parts: Parts = match saved {
+        Some(p) if p.last().is_some_and(|l| l.1 == size) && fs::metadata(&part).is_ok_and(|m| m.len() == size) => p,
+        _ => {
+            let n = (size / (PARTS_FROM / 2)).clamp(1, MAX_PARTS);
+            let step = size.div_ceil(n);
+            let fresh: Parts = (0..n).map(|i| (i * step, ((i + 1) * step).min(size), 0)).collect();
+            // The state first: a pre-sized partial file must never exist without it (it
+            // would look like a whole single-stream download).
+            fs::write(&state, serde_json::to_vec(&fresh).map_err(io::Error::other)?)?;
+            let f = OpenOptions::new().create(true).write(true).truncate(true).open(&part)?;
+            f.set_len(size)?;
+            fresh
+        }
+    };
+    let file = OpenOptions::new().write(true).open(&part)?;
+    let done: Vec<AtomicU64> = parts.iter().map(|p| AtomicU64::new(p.2)).collect();
+    let before: u64 = parts.iter().map(|p| p.2).sum();
+    let save = std::sync::Mutex::new(());
+    let write_state = |done: &[AtomicU64]| {
+        let _g = crate::sync::lock(&save);
+        let now: Parts = parts.iter().zip(done).map(|(p, d)| (p.0, p.1, d.load(Ordering::Acquire))).collect();
+        let tmp = state.with_extension("parts.tmp");
+        if fs::write(&tmp, serde_json::to_vec(&now).unwrap_or_default()).is_ok() {
+            let _ = fs::rename(&tmp, &state);
+        }
+    };
+    let url = c.url(&format!("blobs/{}", d.prefixed()));
+    let results: Vec<Result<(), StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, &(start, end, _))| {
+                let (mut c, url, file, done, write_state) = (c.clone(), url.clone(), &file, &done, &write_state);
+                scope.spawn(move || -> Result<(), StoreError> {
+                    let mut at = start + done[i].load(Ordering::Acquire);
+                    if at >= end {
+                        return Ok(());
+                    }
+                    let range = format!("bytes={at}-{}", end - 1);
+                    let res = c.send("GET", &url, &[("Range", range.as_str())], None)?;
+                    if res.status() != 206 && !(at == 0 && end == size) {
+                        return Err(err("the registry does not serve byte ranges"));
+                    }
+                    let mut r = res.into_reader();
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut since_save = 0u64;
+                    while at < end {
+                        let want = ((end - at) as usize).min(buf.len());
+                        let n = r.read(&mut buf[..want])?;
+                        if n == 0 {
+                            return Err(err(format!("the registry closed the connection at byte {at} of part {i}")));
+                        }
+                        file.write_all_at(&buf[..n], at)?;
+                        at += n as u64;
+                        since_save += n as u64;
+                        done[i].store(at - start, Ordering::Release);
+                        if since_save >= 8 << 20 {
+                            // The data must be on disk before the state says it is.
+                            file.sync_data()?;
+                            write_state(done);
+                            since_save = 0;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        // Progress from this thread while the parts download.
+        while !handles.iter().all(|h| h.is_finished()) {
+            let total: u64 = done.iter().map(|d| d.load(Ordering::Acquire)).sum();
+            progress(Progress::Blob(*d, total, size));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(err("a download thread panicked")))).collect()
+    });
+    file.sync_data()?;
+    write_state(&done);
+    results.into_iter().collect::<Result<Vec<()>, StoreError>>()?;
+    // Verify the whole file, then adopt it: nothing reaches blobs/ unverified.
+    let (got, len) = crate::store::hash_file(&part)?;
+    let _ = fs::remove_file(&state);
+    if got != *d || len != size {
+        let _ = fs::remove_file(&part);
+        return Err(StoreError::DigestMismatch { expected: d.prefixed(), got: got.prefixed() });
+    }
+    let f = File::open(&part)?;
+    store.adopt_blob(&part, &f, d, len)?;
+    progress(Progress::Blob(*d, size, size));
+    Ok(size - before)
+}
+
+/// One blob as a single stream (small blobs, and a partial left by a single stream).
+fn download_stream(
     store: &Store,
     c: &mut Client,
     d: &Digest,

@@ -206,18 +206,32 @@ fn an_interrupted_pull_resumes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let part = dest.join(format!(".ollamafs/pull/{}.partial", info.big_model.hex()));
+    // A large blob comes in parallel Range parts whose progress is saved beside it: wait
+    // until some of it is saved, then kill.
+    let state = dest.join(format!(".ollamafs/pull/{}.parts", info.big_model.hex()));
+    let saved = || -> u64 {
+        let parts: Vec<(u64, u64, u64)> =
+            fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        parts.iter().map(|p| p.2).sum()
+    };
     let t0 = Instant::now();
-    while fs::metadata(&part).map(|m| m.len()).unwrap_or(0) == 0 && t0.elapsed() < Duration::from_secs(10) {
+    let mut seen_parts = 0;
+    while saved() == 0 && t0.elapsed() < Duration::from_secs(10) {
         if child.try_wait().unwrap().is_some() {
             break;
         }
+        let parts: Vec<(u64, u64, u64)> =
+            fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        seen_parts = seen_parts.max(parts.len());
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
-    assert!(manifest_files(&dest).is_empty() || fs::metadata(&part).is_err(), "no manifest before the pull is whole");
+    let had = saved();
+    assert!(seen_parts > 1 || (had == 0 && !state.exists()), "a large blob is fetched in parallel parts");
+    assert!(manifest_files(&dest).is_empty() || had == 0, "no manifest before the pull is whole");
     let o = ollamafs(&dest, &["pull", "--insecure", &name]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(moved(&o).0 <= info.big_size + (1 << 20) - had, "the parts saved before the kill were not fetched again");
     assert_eq!(fs::read(manifest_path_of(&dest, &name)).unwrap(), fs::read(manifest_path_of(&src, &name)).unwrap());
     assert_verifies(&dest);
 }
