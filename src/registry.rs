@@ -331,7 +331,40 @@ fn download_parts(
         }
     };
     let url = c.url(&format!("blobs/{}", d.prefixed()));
-    let results: Vec<Result<(), StoreError>> = std::thread::scope(|scope| {
+    let stop_hashing = std::sync::atomic::AtomicBool::new(false);
+    let (results, hashed): (Vec<Result<(), StoreError>>, io::Result<Digest>) = std::thread::scope(|scope| {
+        // The hash follows the downloaded prefix (part 0, then part 1 once part 0 is whole,
+        // …), reading back from the page cache, so it overlaps the download.
+        let hashing = {
+            let (done, parts, part, stop) = (&done, &parts, &part, &stop_hashing);
+            scope.spawn(move || -> io::Result<Digest> {
+                let f = File::open(part)?;
+                let mut h = Sha256::new();
+                let mut at = 0u64;
+                let mut buf = vec![0u8; 1 << 20];
+                while at < size {
+                    let mut frontier = size;
+                    for (i, p) in parts.iter().enumerate() {
+                        let reached = p.0 + done[i].load(Ordering::Acquire);
+                        if reached < p.1 {
+                            frontier = reached;
+                            break;
+                        }
+                    }
+                    if at < frontier {
+                        let n = ((frontier - at) as usize).min(buf.len());
+                        f.read_exact_at(&mut buf[..n], at)?;
+                        h.update(&buf[..n]);
+                        at += n as u64;
+                    } else if stop.load(Ordering::Acquire) {
+                        return Err(io::Error::other("download stopped"));
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                }
+                Ok(Digest(h.finalize().into()))
+            })
+        };
         let handles: Vec<_> = parts
             .iter()
             .enumerate()
@@ -377,13 +410,18 @@ fn download_parts(
             progress(Progress::Blob(*d, total, size));
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(err("a download thread panicked")))).collect()
+        let results: Vec<Result<(), StoreError>> =
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(err("a download thread panicked")))).collect();
+        stop_hashing.store(true, Ordering::Release);
+        let hashed = hashing.join().unwrap_or_else(|_| Err(io::Error::other("the hashing thread panicked")));
+        (results, hashed)
     });
     file.sync_data()?;
     write_state(&done);
     results.into_iter().collect::<Result<Vec<()>, StoreError>>()?;
     // Verify the whole file, then adopt it: nothing reaches blobs/ unverified.
-    let (got, len) = crate::store::hash_file(&part)?;
+    let got = hashed?;
+    let len = fs::metadata(&part)?.len();
     let _ = fs::remove_file(&state);
     if got != *d || len != size {
         let _ = fs::remove_file(&part);
