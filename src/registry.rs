@@ -419,18 +419,31 @@ fn download_parts(
     file.sync_data()?;
     write_state(&done);
     results.into_iter().collect::<Result<Vec<()>, StoreError>>()?;
-    // Verify the whole file, then adopt it: nothing reaches blobs/ unverified.
     let got = hashed?;
-    let len = fs::metadata(&part)?.len();
     let _ = fs::remove_file(&state);
+    adopt_verified(store, &part, d, got, size, progress)?;
+    Ok(size - before)
+}
+
+/// A downloaded file whose content hashed to `got` becomes blob `d`, or is deleted:
+/// nothing reaches `blobs/` unverified.
+fn adopt_verified(
+    store: &Store,
+    part: &std::path::Path,
+    d: &Digest,
+    got: Digest,
+    size: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), StoreError> {
+    let len = fs::metadata(part)?.len();
     if got != *d || len != size {
-        let _ = fs::remove_file(&part);
+        let _ = fs::remove_file(part);
         return Err(StoreError::DigestMismatch { expected: d.prefixed(), got: got.prefixed() });
     }
-    let f = File::open(&part)?;
-    store.adopt_blob(&part, &f, d, len)?;
+    let f = File::open(part)?;
+    store.adopt_blob(part, &f, d, len)?;
     progress(Progress::Blob(*d, size, size));
-    Ok(size - before)
+    Ok(())
 }
 
 /// One blob as a single stream (small blobs, and a partial left by a single stream).
@@ -517,16 +530,7 @@ fn download_stream(
         hasher = Sha256::new();
         io::copy(&mut File::open(&part)?, &mut HashWriter(&mut hasher))?;
     }
-    // Nothing reaches blobs/ unverified.
-    let got_digest = Digest(hasher.finalize().into());
-    let len = fs::metadata(&part)?.len();
-    if got_digest != *d || len != size {
-        let _ = fs::remove_file(&part);
-        return Err(StoreError::DigestMismatch { expected: d.prefixed(), got: got_digest.prefixed() });
-    }
-    let f = File::open(&part)?;
-    store.adopt_blob(&part, &f, d, len)?;
-    progress(Progress::Blob(*d, size, size));
+    adopt_verified(store, &part, d, Digest(hasher.finalize().into()), size, progress)?;
     Ok(got)
 }
 
