@@ -215,6 +215,15 @@ fn partial_path(store: &Store, d: &Digest) -> PathBuf {
     store.scratch_dir().join(crate::store::PULL_DIR).join(format!("{}.partial", d.hex()))
 }
 
+/// `partial_path`, with its folder made so a download can open it.
+fn partial_path_ready(store: &Store, d: &Digest) -> Result<PathBuf, StoreError> {
+    let part = partial_path(store, d);
+    if let Some(dir) = part.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    Ok(part)
+}
+
 /// `ollamafs pull`: the model `name` from its registry into the store.
 /// `publish` writes the manifest (the store's `write_manifest`, or the mount's catalog so
 /// a running mount shows the model at once).
@@ -298,11 +307,8 @@ fn download_parts(
 ) -> Result<u64, StoreError> {
     use std::os::unix::fs::FileExt;
     use std::sync::atomic::{AtomicU64, Ordering};
-    let part = partial_path(store, d);
+    let part = partial_path_ready(store, d)?;
     let state = part.with_extension("parts");
-    if let Some(dir) = part.parent() {
-        fs::create_dir_all(dir)?;
-    }
     let saved: Option<Parts> = fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let parts: Parts = match saved {
         Some(p) if p.last().is_some_and(|l| l.1 == size) && fs::metadata(&part).is_ok_and(|m| m.len() == size) => p,
@@ -454,10 +460,7 @@ fn download_stream(
     size: u64,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<u64, StoreError> {
-    let part = partial_path(store, d);
-    if let Some(dir) = part.parent() {
-        fs::create_dir_all(dir)?;
-    }
+    let part = partial_path_ready(store, d)?;
     let mut have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     if have > size {
         fs::remove_file(&part)?;

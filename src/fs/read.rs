@@ -56,8 +56,7 @@ impl Fs {
                     if writing {
                         return Err(FsError::new(libc::EBUSY, "a finished temp file: rename it onto its layer"));
                     }
-                    let f = self.store.open_blob(&d)?;
-                    let fh = self.add_handle(Handle::Blob(Arc::new(f), Arc::default(), d));
+                    let fh = self.add_handle(self.blob_handle(&d)?);
                     return Ok(Opened { fh, keep_cache: false, passthrough: None });
                 }
                 if writing {
@@ -95,8 +94,13 @@ impl Fs {
 
     pub(super) fn layer_handle(&self, l: &crate::store::Layer) -> Result<Handle> {
         let d = l.digest().ok_or_else(|| FsError::new(libc::EIO, format!("invalid digest {:?}", l.digest)))?;
-        let f = self.store.open_blob(&d).map_err(|e| FsError::new(libc::EIO, format!("blob {d}: {e}")))?;
-        Ok(Handle::Blob(Arc::new(f), Arc::default(), d))
+        self.blob_handle(&d)
+    }
+
+    /// A read handle on one blob, with its own prefetch state.
+    fn blob_handle(&self, d: &Digest) -> Result<Handle> {
+        let f = self.store.open_blob(d).map_err(|e| FsError::new(libc::EIO, format!("blob {d}: {e}")))?;
+        Ok(Handle::Blob(Arc::new(f), Arc::default(), *d))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
