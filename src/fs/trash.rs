@@ -411,7 +411,13 @@ impl Fs {
         if st.model_exists(to) {
             return Err(FsError::new(libc::EEXIST, to.display_shortest()));
         }
-        let bytes = fs::read(dir.join(layout::MANIFEST_FILE)).unwrap_or_default();
+        // Only a missing manifest means "not a model": any other read error stops the restore
+        // before anything moves (the folder is removed at the end).
+        let bytes = match fs::read(dir.join(layout::MANIFEST_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
         let m = if bytes.is_empty() { None } else { Some(Manifest::parse(&bytes).map_err(|e| einval(e.to_string()))?) };
         // Everything else in the folder that is not a layer file goes back as scratch.
         let layer_names: Vec<String> =
