@@ -129,6 +129,12 @@ impl Fs {
             return Ok(());
         }
         self.store.write_manifest(model, &bytes)?;
+        self.installed(st, model, bytes)
+    }
+
+    /// The index and holds after the store took `bytes` as `model`'s manifest.
+    pub(super) fn installed(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
+        let old = st.index.get(model).cloned();
         let stamp = std::fs::metadata(self.store.manifest_path(model)).map(|m| Stamp::of(&m)).unwrap_or_default();
         st.index.put(model.clone(), bytes, stamp);
         st.pending_models.remove(model);

@@ -14,7 +14,7 @@ use super::{Fs, Result, State};
 use crate::layout::Kind;
 use crate::name::Name;
 use crate::store::index::Model;
-use crate::store::{Digest, Manifest, Stamp};
+use crate::store::{Digest, Manifest, Stamp, StoreError};
 
 /// What a change may do to a draft.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,17 +112,27 @@ impl Fs {
         let published = st.is_published(model);
         let may_publish = (published || publish == Publish::IfComplete) && !model.is_draft_only();
         if may_publish {
-            match self.store.check_complete(&m) {
-                Ok(()) => {
-                    if st.index.get(model).is_some_and(|o| *o.bytes == *bytes) {
-                        // Back to exactly what the store has: the held change is over.
-                        st.work.remove(model);
-                        let released = self.sync_holds(st);
-                        self.prune_unused(st, released);
-                        return Ok(());
-                    }
-                    return self.install(st, model, bytes);
+            let unchanged = st.index.get(model).is_some_and(|o| *o.bytes == *bytes);
+            // The store checks completeness itself, under its write lock, as it writes: one
+            // check, and an incomplete manifest is kept here as work instead of failing.
+            let outcome = if unchanged {
+                self.store.check_complete(&m).map_err(|why| why.0)
+            } else {
+                match self.store.write_manifest(model, &bytes) {
+                    Ok(()) => Ok(()),
+                    Err(StoreError::Incomplete { why, .. }) => Err(why),
+                    Err(e) => return Err(e.into()),
                 }
+            };
+            match outcome {
+                // Back to exactly what the store has: the held change is over.
+                Ok(()) if unchanged => {
+                    st.work.remove(model);
+                    let released = self.sync_holds(st);
+                    self.prune_unused(st, released);
+                    return Ok(());
+                }
+                Ok(()) => return self.installed(st, model, bytes),
                 Err(why) => {
                     let what = if published { "held; the store keeps its last complete version" } else { "a draft" };
                     log::debug!("{} is {what}: {why}", model.display_shortest());
