@@ -116,18 +116,11 @@ fn free_bytes(p: &Path) -> u64 {
 
 #[test]
 fn full_disk_gives_enospc_and_gives_the_space_back() {
-    if !fuse_available() {
-        return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let small = d.path().join("small");
-    let _tmpfs = Tmpfs::mount(&small, 40);
-    let store = small.join("models");
-    fixture::build(&store, 4 << 20).unwrap();
-    let m = Mount::start(&store, &d.path().join("mnt"), &[]);
+    let Some((d, disk, store, m)) = mounted_on_small_disk(40) else { return };
+    let small = &disk.0;
     let before = snapshot(&store);
     let blobs_before = blobs(&store);
-    let free_before = free_bytes(&small);
+    let free_before = free_bytes(small);
     let src = d.path().join("too-big.gguf");
     noise_file(&src, 64 << 20);
     sh_ok(&format!("mkdir {}", q(&m.p("toobig:v1"))));
@@ -136,7 +129,7 @@ fn full_disk_gives_enospc_and_gives_the_space_back() {
     assert!(stderr(&o).contains("No space left on device"), "{}", stderr(&o));
     assert_eq!(blobs(&store), blobs_before, "no partial blob");
     assert_eq!(snapshot(&store), before, "no manifest changed");
-    let free_after = free_bytes(&small);
+    let free_after = free_bytes(small);
     assert!(free_after + (1 << 20) >= free_before, "space not given back: {free_before} → {free_after}");
     // The mount keeps working.
     sh_ok(&format!("cp -r {} {}", q(&m.p("llama3.2:latest")), q(&m.p("still:works"))));

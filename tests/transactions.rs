@@ -79,15 +79,7 @@ fn a_killed_writer_never_publishes_a_truncated_gguf() {
 /// weights blob, no generated config.
 #[test]
 fn a_full_disk_leaves_no_model_behind() {
-    if !fuse_available() {
-        return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let small = d.path().join("small");
-    let _tmpfs = Tmpfs::mount(&small, 48);
-    let store = small.join("models");
-    ollamafs::fixture::build(&store, 4 << 20).unwrap();
-    let m = Mount::start(&store, &d.path().join("mnt"), &[]);
+    let Some((_d, _disk, store, m)) = mounted_on_small_disk(48) else { return };
     let (manifests, blobs_before) = (manifest_files(&store), blobs(&store));
     sh_ok(&format!("mkdir {}", q(&m.p("huge:latest"))));
     let o = sh(&format!("head -c 200000000 /dev/urandom > {}", q(&m.p("huge:latest/model.gguf"))));

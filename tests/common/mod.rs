@@ -257,6 +257,20 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A fixture store on a `megabytes` tmpfs, mounted: `(dir, disk, store, mount)`. Bind all
+/// four (`disk` too): they drop mount first, then the tmpfs, then the folder. None without FUSE.
+pub fn mounted_on_small_disk(megabytes: u32) -> Option<(tempfile::TempDir, Tmpfs, PathBuf, Mount)> {
+    if !fuse_available() {
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&d.path().join("small"), megabytes);
+    let store = disk.0.join("models");
+    fixture::build(&store, 4 << 20).unwrap();
+    let m = Mount::start(&store, &d.path().join("mnt"), &[]);
+    Some((d, disk, store, m))
+}
+
 /// Run a shell command line, returning its output.
 pub fn sh(cmd: &str) -> Output {
     Command::new("bash").arg("-c").arg(cmd).output().expect("bash")
