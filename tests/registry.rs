@@ -105,12 +105,7 @@ fn push_then_pull_gives_the_same_bytes_and_a_second_pull_downloads_nothing() {
     assert!(stdout(&o).ends_with("pushing manifest\nsuccess\n"), "{}", stdout(&o));
     assert!(moved(&o).1 >= info.big_size, "the weights were uploaded");
 
-    let (_d2, empty) = {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("models");
-        fs::create_dir_all(&p).unwrap();
-        (d, p)
-    };
+    let (_d2, empty) = empty_store();
     let o = ollamafs(&empty, &["pull", "--insecure", &name]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(fs::read(manifest_path_of(&empty, &name)).unwrap(), fs::read(manifest_path_of(&src, &name)).unwrap());
@@ -144,11 +139,10 @@ fn push_then_pull_gives_the_same_bytes_and_a_second_pull_downloads_nothing() {
 #[test]
 fn a_corrupted_blob_fails_the_pull_and_leaves_nothing() {
     let Some(reg) = Registry::start(None) else { return };
-    let (_d1, src, info) = fixture_store(8 << 20);
+    let (_d1, src, _) = fixture_store(8 << 20);
     let name = reg.name("team/qwen:bad");
     assert!(ollamafs(&src, &["cp", "qwen2.5:0.5b", &name]).status.success());
     assert!(ollamafs(&src, &["push", "--insecure", &name]).status.success());
-    let _ = info;
     let m: serde_json::Value = serde_json::from_slice(&fs::read(manifest_path_of(&src, &name)).unwrap()).unwrap();
     let victim = m["layers"].as_array().unwrap().last().unwrap()["digest"]
         .as_str()
@@ -159,9 +153,7 @@ fn a_corrupted_blob_fails_the_pull_and_leaves_nothing() {
     let mut bytes = fs::read(&f).unwrap();
     bytes[0] ^= 0xff;
     fs::write(&f, bytes).unwrap();
-    let d = tempfile::tempdir().unwrap();
-    let empty = d.path().join("models");
-    fs::create_dir_all(&empty).unwrap();
+    let (_d, empty) = empty_store();
     let o = ollamafs(&empty, &["pull", "--insecure", &name]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains(&victim), "names the digest: {}", stderr(&o));
@@ -180,8 +172,7 @@ fn an_interrupted_pull_resumes() {
     let name = reg.name("team/big:v1");
     assert!(ollamafs(&src, &["cp", "llama3.2", &name]).status.success());
     assert!(ollamafs(&src, &["push", "--insecure", &name]).status.success());
-    let d = tempfile::tempdir().unwrap();
-    let dest = d.path().join("models");
+    let (_d, dest) = empty_store();
     fs::create_dir_all(dest.join(".ollamafs/pull")).unwrap();
     // Half the weights already here, as a pull stopped half-way leaves them.
     let half = info.big_size / 2;
@@ -195,9 +186,7 @@ fn an_interrupted_pull_resumes() {
     assert_verifies(&dest);
 
     // kill -9 in the middle, then again: complete, verify clean.
-    let d = tempfile::tempdir().unwrap();
-    let dest = d.path().join("models");
-    fs::create_dir_all(&dest).unwrap();
+    let (_d, dest) = empty_store();
     let mut child = Command::new(bin())
         .args(["pull", "--insecure", "--store"])
         .arg(&dest)
@@ -267,9 +256,7 @@ fn basic_auth_from_the_environment() {
     };
     let o = as_alice(&["push", "--insecure"], &src);
     assert!(o.status.success(), "{}", stderr(&o));
-    let d = tempfile::tempdir().unwrap();
-    let dest = d.path().join("models");
-    fs::create_dir_all(&dest).unwrap();
+    let (_d, dest) = empty_store();
     let o = as_alice(&["pull", "--insecure"], &dest);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_verifies(&dest);
@@ -313,9 +300,7 @@ fn python_client_pushes_and_pulls_through_serve() {
     assert_eq!(py(&a1, &format!("print(c.push('{name}', insecure=True).status)")), "success");
     let _ = s1.kill();
     let _ = s1.wait();
-    let d = tempfile::tempdir().unwrap();
-    let dest = d.path().join("models");
-    fs::create_dir_all(&dest).unwrap();
+    let (_d, dest) = empty_store();
     let (mut s2, a2) = serve(&dest);
     let out = py(&a2, &format!("print([p.status for p in c.pull('{name}', insecure=True, stream=True)][-1])"));
     let _ = s2.kill();
@@ -323,4 +308,12 @@ fn python_client_pushes_and_pulls_through_serve() {
     assert_eq!(out, "success");
     assert_eq!(fs::read(manifest_path_of(&dest, &name)).unwrap(), fs::read(manifest_path_of(&src, &name)).unwrap());
     assert_verifies(&dest);
+}
+
+/// A new, empty store folder `models` in a temp folder (kept while the guard lives).
+fn empty_store() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("models");
+    fs::create_dir_all(&store).unwrap();
+    (d, store)
 }
