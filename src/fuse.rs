@@ -114,6 +114,9 @@ impl FuseFs {
         if o.keep_cache {
             flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
+        if o.direct_io {
+            flags |= FopenFlags::FOPEN_DIRECT_IO;
+        }
         if let Some((digest, file)) = o.passthrough
             && self.passthrough.load(Ordering::Relaxed)
         {
@@ -161,6 +164,9 @@ impl Filesystem for FuseFs {
         }
         let _ = config.set_max_readahead(4 << 20);
         let _ = config.set_max_write(1 << 20);
+        // Writers are opened with FOPEN_DIRECT_IO (see `fs::Opened`); this keeps a shared
+        // mmap of such a file possible (kernel 6.6 and later; older ones ignore it).
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         if self.passthrough.load(Ordering::Relaxed) {
             // Asked for here; whether it works is probed and reported once by the mount.
             if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_err() || config.set_max_stack_depth(1).is_err() {
@@ -497,7 +503,8 @@ impl Filesystem for FuseFs {
         // With POSIX ACLs on, the kernel leaves the umask to us.
         match self.fs.create(parent.0, name, mode & !umask, flags) {
             Ok((a, o)) => {
-                reply.created(&ttl_for(&a), &to_file_attr(&a), Generation(0), FileHandle(o.fh), FopenFlags::empty())
+                let flags = if o.direct_io { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() };
+                reply.created(&ttl_for(&a), &to_file_attr(&a), Generation(0), FileHandle(o.fh), flags)
             }
             Err(e) => reply.error(errno(e)),
         }

@@ -172,6 +172,31 @@ fn import_of_new_weights_makes_one_blob_and_a_generated_config() {
 }
 
 #[test]
+fn a_new_file_can_be_written_through_a_shared_mapping() {
+    // New files are opened with FOPEN_DIRECT_IO (an import is one page-cache copy, not
+    // two); a tool that maps the file it writes must still work.
+    let Some((_d, m, _)) = mounted_fixture(&[]) else { return };
+    let path = m.p("myuser/llama3.2:custom/system");
+    let script = format!(
+        "import mmap, os\n\
+         fd = os.open({path:?}, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)\n\
+         os.ftruncate(fd, 14)\n\
+         m = mmap.mmap(fd, 14, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)\n\
+         m[:] = b\"mapped system\\n\"\n\
+         m.flush(); m.close(); os.close(fd)\n",
+        path = path.display().to_string()
+    );
+    sh_ok(&format!("python3 -c {}", q(std::path::Path::new(&script))));
+    assert_eq!(fs::read_to_string(&path).unwrap(), "mapped system\n");
+    let stored = manifest_bytes(&m.store, "registry.ollama.ai/myuser/llama3.2/custom");
+    let man: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let system =
+        man["layers"].as_array().unwrap().iter().find(|l| l["mediaType"] == "application/vnd.ollama.image.system");
+    assert_eq!(system.unwrap()["size"], 14, "the mapped write was published");
+    assert_store_clean(&m.store);
+}
+
+#[test]
 fn editing_text_changes_only_that_model() {
     let Some((_d, m, _)) = mounted_fixture(&[]) else { return };
     sh_ok(&format!("cp -r {} {}", q(&m.p("myuser/llama3.2:custom")), q(&m.p("myuser/llama3.2:backup"))));

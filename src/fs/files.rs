@@ -70,7 +70,7 @@ impl Fs {
         let mut w = Writer::empty(ino, model, full, true);
         w.staged = staging;
         let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
-        Ok((attr, Opened { fh, keep_cache: false, passthrough: None }))
+        Ok((attr, Opened { fh, keep_cache: false, passthrough: None, direct_io: true }))
     }
 
     pub(super) fn create_scratch(
@@ -103,7 +103,7 @@ impl Fs {
         oo.custom_flags(flags & libc::O_APPEND);
         let f = oo.open(path)?;
         let fh = self.add_handle(Handle::Scratch(Arc::new(f), ino));
-        Ok(Opened { fh, keep_cache: false, passthrough: None })
+        Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false })
     }
 
     /// Open an existing per-model file for writing (text layers, config, manifest).
@@ -135,7 +135,7 @@ impl Fs {
             }
         };
         let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
-        Ok(Opened { fh, keep_cache: false, passthrough: None })
+        Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: true })
     }
 
     fn handle(&self, fh: u64) -> Result<HandleRef> {

@@ -231,6 +231,10 @@ pub struct Opened {
     pub keep_cache: bool,
     /// Serve reads straight from this blob file in the kernel (FUSE passthrough).
     pub passthrough: Option<(Digest, Arc<File>)>,
+    /// Writes skip the kernel's page cache of this file (FOPEN_DIRECT_IO): the daemon
+    /// stores the data anyway, and copying it into pages nobody reads again made an
+    /// import cost two page-cache writes instead of one.
+    pub direct_io: bool,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -44,7 +44,7 @@ impl Fs {
                 let file = Arc::new(file);
                 let fh = self.add_handle(Handle::Blob(file.clone(), Arc::default(), *d));
                 let passthrough = self.opts.passthrough.then_some((*d, file));
-                Ok(Opened { fh, keep_cache: true, passthrough })
+                Ok(Opened { fh, keep_cache: true, passthrough, direct_io: false })
             }
             Node::File(model, name) => {
                 if let Some(s) = st.scratch.get(&(model.clone(), name.clone())).cloned() {
@@ -57,7 +57,7 @@ impl Fs {
                         return Err(FsError::new(libc::EBUSY, "a finished temp file: rename it onto its layer"));
                     }
                     let fh = self.add_handle(self.blob_handle(&d)?);
-                    return Ok(Opened { fh, keep_cache: false, passthrough: None });
+                    return Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false });
                 }
                 if writing {
                     if self.opts.read_only {
@@ -77,7 +77,7 @@ impl Fs {
                     Source::Layer(i) => self.layer_handle(&m.manifest.layers[i])?,
                 };
                 // Text is per model and may change under the same inode: no keep-cache.
-                Ok(Opened { fh: self.add_handle(handle), keep_cache: false, passthrough: None })
+                Ok(Opened { fh: self.add_handle(handle), keep_cache: false, passthrough: None, direct_io: false })
             }
             Node::Dir(_) | Node::Model(_) | Node::Sub(..) => Err(FsError::new(libc::EISDIR, "is a folder")),
             Node::Link(_) => Err(FsError::new(libc::ELOOP, "symlink")),
