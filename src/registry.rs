@@ -149,7 +149,16 @@ impl Client {
         if let Some(b) = &self.basic {
             req = req.set("Authorization", &format!("Basic {b}"));
         }
-        let text = req.call().map_err(|e| err(format!("token from {realm}: {e}")))?.into_string()?;
+        let text = match req.call() {
+            Ok(r) => r.into_string()?,
+            Err(ureq::Error::Status(code @ (401 | 403), _)) => {
+                let who = if self.basic.is_some() { "refused these credentials" } else { "wants a user and password" };
+                return Err(err(format!(
+                    "unauthorized: the token server {realm} {who} ({code}; OLLAMAFS_REGISTRY_USER/_PASSWORD or ~/.docker/config.json)"
+                )));
+            }
+            Err(e) => return Err(err(format!("token from {realm}: {e}"))),
+        };
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(format!("token from {realm}: {e}")))?;
         let token = v
             .get("token")

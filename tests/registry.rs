@@ -1,6 +1,7 @@
 //! `ollamafs pull` / `push` against the real CNCF Distribution registry (Debian's
 //! `docker-registry`), started here on a free loopback port over a temporary folder (and
-//! once with htpasswd Basic auth). Everything is checked on disk: manifest bytes, blobs,
+//! once with htpasswd Basic auth, once with Bearer tokens from a token server of the test's
+//! own). Everything is checked on disk: manifest bytes, blobs,
 //! bytes moved, `ollamafs verify`.
 
 mod common;
@@ -20,16 +21,7 @@ struct Registry {
 
 impl Registry {
     fn start(htpasswd: Option<&str>) -> Option<Registry> {
-        let have =
-            Command::new("sh").args(["-c", "command -v docker-registry"]).output().is_ok_and(|o| o.status.success());
-        if !have {
-            assert!(std::env::var("CI").is_err(), "CI=true but no docker-registry: the registry tests must run");
-            eprintln!("\n*** SKIPPING registry test: no docker-registry (apt-get install docker-registry) ***\n");
-            return None;
-        }
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let data = dir.path().join("data");
         let auth = match htpasswd {
             Some(line) => {
                 fs::write(dir.path().join("htpasswd"), format!("{line}\n")).unwrap();
@@ -37,6 +29,20 @@ impl Registry {
             }
             None => String::new(),
         };
+        Registry::start_with(dir, &auth)
+    }
+
+    /// A registry with `auth` (a YAML `auth:` section, or nothing) in its config.
+    fn start_with(dir: tempfile::TempDir, auth: &str) -> Option<Registry> {
+        let have =
+            Command::new("sh").args(["-c", "command -v docker-registry"]).output().is_ok_and(|o| o.status.success());
+        if !have {
+            assert!(std::env::var("CI").is_err(), "CI=true but no docker-registry: the registry tests must run");
+            eprintln!("\n*** SKIPPING registry test: no docker-registry (apt-get install docker-registry) ***\n");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let data = dir.path().join("data");
         let config = dir.path().join("config.yml");
         fs::write(
             &config,
@@ -316,4 +322,246 @@ fn empty_store() -> (tempfile::TempDir, PathBuf) {
     let store = d.path().join("models");
     fs::create_dir_all(&store).unwrap();
     (d, store)
+}
+
+/// One request the token server answered.
+#[derive(Clone, Debug)]
+struct TokenRequest {
+    service: String,
+    scopes: Vec<String>,
+    user: Option<String>,
+    granted: bool,
+}
+
+/// A token server for the registry's Bearer flow (`auth: token`): it gives `alice` (password
+/// `s3cret`) an RS256 JWT for the scopes she asks, signed with a key `openssl` made for the
+/// test; the registry trusts the key's self-signed certificate. Everyone else gets 401.
+/// Each request is recorded.
+struct TokenServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<TokenRequest>>>,
+}
+
+const TOKEN_SERVICE: &str = "ollamafs-test-registry";
+const TOKEN_ISSUER: &str = "ollamafs-test-issuer";
+
+impl TokenServer {
+    fn start() -> TokenServer {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        sh_ok(&format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ollamafs-test-tokens -keyout '{}' -out '{}' 2>&1",
+            key.display(),
+            cert.display()
+        ));
+        let der = Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&cert).output().unwrap();
+        assert!(der.status.success());
+        let x5c = base64::engine::general_purpose::STANDARD.encode(&der.stdout);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let _ = answer_token_request(conn, &key, &x5c, &log);
+            }
+        });
+        TokenServer { port, dir, requests }
+    }
+
+    fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    fn requests(&self) -> Vec<TokenRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn answer_token_request(
+    mut conn: std::net::TcpStream,
+    key: &Path,
+    x5c: &str,
+    log: &std::sync::Mutex<Vec<TokenRequest>>,
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut authorization = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(v.trim().to_string());
+        }
+    }
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let (mut service, mut scopes) = (String::new(), Vec::new());
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "service" => service = percent_decode(v),
+            "scope" => scopes.extend(percent_decode(v).split(' ').filter(|s| !s.is_empty()).map(String::from)),
+            _ => {}
+        }
+    }
+    let user = authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let granted = user.as_deref() == Some("alice:s3cret") && service == TOKEN_SERVICE;
+    log.lock().unwrap().push(TokenRequest {
+        service: service.clone(),
+        scopes: scopes.clone(),
+        user: user.clone(),
+        granted,
+    });
+    if !granted {
+        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+        return write!(
+            conn,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|s| {
+            let (kind, rest) = s.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": "alice", "aud": TOKEN_SERVICE,
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", scopes.len()),
+        "access": access,
+    });
+    let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    openssl.stdin.take().unwrap().write_all(signing_input.as_bytes())?;
+    let signature = openssl.wait_with_output()?;
+    assert!(signature.status.success(), "openssl could not sign");
+    let token = format!("{signing_input}.{}", b64(&signature.stdout));
+    let body = serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
+    write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The Bearer flow against the registry with `auth: token`: the client follows the
+/// challenge to the token server with the user's credentials, asks for the scopes the
+/// registry named (two repositories for a cross-repository mount) and retries with the
+/// token; without credentials the token server refuses and nothing is pushed.
+#[test]
+fn bearer_tokens_from_a_token_server() {
+    let have = Command::new("sh").args(["-c", "command -v openssl"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(std::env::var("CI").is_err(), "CI=true but no openssl: the Bearer test must run");
+        eprintln!("\n*** SKIPPING: no openssl (apt-get install openssl) ***\n");
+        return;
+    }
+    let tokens = TokenServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = format!(
+        "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+        tokens.realm(),
+        tokens.dir.path().join("cert.pem").display()
+    );
+    let Some(reg) = Registry::start_with(dir, &auth) else { return };
+    let (_d, src, info) = fixture_store(8 << 20);
+    let name = reg.name("team/tiny:token");
+    assert!(ollamafs(&src, &["cp", "llama3.2", &name]).status.success());
+
+    // No credentials: the token server says no, the push stops with a clear error.
+    let o = ollamafs(&src, &["push", "--insecure", &name]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unauthorized"), "{}", stderr(&o));
+    let asked = tokens.requests();
+    assert!(!asked.is_empty() && asked.iter().all(|r| !r.granted && r.user.is_none()), "{asked:?}");
+    assert!(!reg.data.join("docker/registry/v2/repositories/team/tiny/_manifests").exists(), "nothing was pushed");
+
+    let as_alice = |args: &[&str], store: &Path, name: &str| {
+        Command::new(bin())
+            .args(args)
+            .arg("--store")
+            .arg(store)
+            .arg(name)
+            .env("OLLAMAFS_REGISTRY_USER", "alice")
+            .env("OLLAMAFS_REGISTRY_PASSWORD", "s3cret")
+            .output()
+            .unwrap()
+    };
+    let o = as_alice(&["push", "--insecure"], &src, &name);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(moved(&o).1 >= info.big_size, "the weights were uploaded");
+    let granted: Vec<TokenRequest> = tokens.requests().into_iter().filter(|r| r.granted).collect();
+    assert!(granted.iter().all(|r| r.service == TOKEN_SERVICE));
+    assert!(
+        granted.iter().any(|r| r.scopes.iter().any(|s| s.starts_with("repository:team/tiny:") && s.contains("push"))),
+        "a push token for the repository: {granted:?}"
+    );
+
+    let (_d2, dest) = empty_store();
+    let o = as_alice(&["pull", "--insecure"], &dest, &name);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs::read(manifest_path_of(&dest, &name)).unwrap(), fs::read(manifest_path_of(&src, &name)).unwrap());
+    assert_eq!(blobs(&dest), blobs(&src).intersection(&blobs(&dest)).cloned().collect());
+    assert_verifies(&dest);
+
+    // Another repository: one token for both scopes, so the blobs are mounted, not sent.
+    let other = reg.name("other/tiny:token");
+    assert!(ollamafs(&src, &["cp", "llama3.2", &other]).status.success());
+    let before = tokens.requests().len();
+    let o = as_alice(&["push", "--insecure"], &src, &other);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(moved(&o).1, 0, "cross-repository mount with a token: {}", stdout(&o));
+    let mount_token = tokens.requests()[before..]
+        .iter()
+        .any(|r| r.granted && r.scopes.iter().any(|s| s == "repository:team/tiny:pull"));
+    assert!(mount_token, "a token that covers the source repository: {:?}", &tokens.requests()[before..]);
 }
