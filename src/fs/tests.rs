@@ -444,3 +444,34 @@ fn readdirplus_counts_a_lookup_for_each_entry_sent_and_none_for_the_rest() {
     .unwrap();
     assert_eq!(rest, ["template", "license", "license-2", "params.json", "config.json", "manifest.json"]);
 }
+
+#[test]
+fn a_restore_that_cannot_publish_leaves_the_trash_item_whole() {
+    let t = setup(Options::default());
+    let name = "qwen2.5:0.5b";
+    let original = manifest(&t, name);
+    write_new(&t, name, "notes.txt", b"mine\n").unwrap();
+    t.fs.mkdir(ROOT_INO, ".Trash-0", 0o700).unwrap();
+    let files = walk(&t, ".Trash-0/files").unwrap().ino;
+    t.fs.rename(ROOT_INO, name, files, name, 0).unwrap();
+    assert!(!on_disk(&t, name), "trashed: out of the store");
+    let in_trash = names(&t, &format!(".Trash-0/files/{name}"));
+    assert!(in_trash.contains(&"notes.txt".to_string()) && in_trash.contains(&"manifest.json".to_string()));
+
+    // The store cannot take the manifest (a file where its folder must go): the restore
+    // fails and moves nothing.
+    let blocker = t.fs.store.manifest_path(&Name::parse(name).unwrap()).parent().unwrap().to_path_buf();
+    let _ = std::fs::remove_dir_all(&blocker);
+    std::fs::write(&blocker, b"in the way").unwrap();
+    assert!(t.fs.rename(files, name, ROOT_INO, name, 0).is_err());
+    assert_eq!(names(&t, &format!(".Trash-0/files/{name}")), in_trash, "the trash item is whole");
+    let notes = t.fs.store.scratch_dir().join("trash/0/files").join(name).join("notes.txt");
+    assert_eq!(std::fs::read(&notes).unwrap(), b"mine\n");
+    assert_eq!(walk(&t, name).unwrap_err().errno, libc::ENOENT, "nothing of it in the mount");
+
+    std::fs::remove_file(&blocker).unwrap();
+    t.fs.rename(files, name, ROOT_INO, name, 0).unwrap();
+    assert_eq!(manifest(&t, name), original, "restored byte for byte");
+    assert!(names(&t, name).contains(&"notes.txt".to_string()));
+    assert_eq!(names(&t, ".Trash-0/files"), Vec::<String>::new());
+}

@@ -252,7 +252,11 @@ impl Fs {
         };
         let mut ledger = self.ledger(uid);
         ledger.insert(name.to_string(), item);
-        self.save_ledger(uid, &ledger)?;
+        // The item has moved: report success even if the ledger cannot be written (Restore
+        // then tells a model from a file by its shape).
+        if let Err(e) = self.save_ledger(uid, &ledger) {
+            log::warn!("trash ledger of user {uid}: {e}");
+        }
         // The kernel keeps the moved inode under its new name. A weights inode is shared
         // by every model showing the blob, so it keeps its identity.
         if !matches!(src, Node::Blob(_)) {
@@ -263,49 +267,35 @@ impl Fs {
 
     /// A model into the trash: a real folder of hard links to its blobs, its manifest,
     /// its scratch files. Then it leaves the store; its blobs stay (they have links).
+    /// All or nothing: the folder is built before the store changes, and taken apart
+    /// again (scratch files moved back) if any step fails.
     fn trash_model(&self, st: &mut State, model: &Name, dest: &Path, uid: u32, rel: &str) -> Result<Item> {
-        fs::create_dir(dest)?;
-        let view = st.view(model).cloned();
-        let mut digests = Vec::new();
+        let mut moved = Vec::new();
+        let built = self.build_trash_folder(st, model, dest, &mut moved);
+        let published = st.index.get(model).cloned();
+        let left_store = match (&built, &published) {
+            (Ok(_), Some(_)) => self.store.remove_manifest(model).map(|_| ()).map_err(FsError::from),
+            _ => Ok(()),
+        };
+        let digests = match built.and_then(|d| left_store.map(|()| d)) {
+            Ok(d) => d,
+            Err(e) => {
+                undo_moves(&moved);
+                let _ = fs::remove_dir_all(dest);
+                return Err(e);
+            }
+        };
         // The kernel keeps the folder's cached entries: its files' inodes now stand for
         // their place in the trash (a weights inode stays the blob's: same bytes).
-        let mut rekeys: Vec<(Node, Node)> = Vec::new();
-        if let Some(view) = &view {
-            for f in st.files_of(model) {
-                rekeys.push((Node::File(model.clone(), f.name.clone()), Node::Trash(uid, join(rel, &f.name))));
-                let target = dest.join(&f.name);
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)?;
-                }
-                let layer = match f.source {
-                    Source::Layer(i) => &view.manifest.layers[i],
-                    Source::Config => &view.manifest.config,
-                    Source::Manifest => continue,
-                };
-                let Some(d) = layer.digest() else { continue };
-                self.link_blob_to(&d, &target)?;
-                digests.push(d.hex());
-            }
-            // A draft has no manifest.json in the mount, but its view is kept for Restore.
-            fs::write(dest.join(layout::MANIFEST_FILE), &view.bytes)?;
+        let mut names: Vec<String> = st.files_of(model).into_iter().map(|f| f.name).collect();
+        for (key, _) in st.scratch.iter().filter(|((m, _), _)| m == model) {
+            names.push(key.1.clone());
         }
-        let scratch: Vec<(Name, String)> = st.scratch.keys().filter(|(m, _)| m == model).cloned().collect();
-        for key in scratch {
-            if let Some(s) = st.scratch.remove(&key) {
-                let target = dest.join(&key.1);
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)?;
-                }
-                fs::rename(&s.path, target)?;
-                rekeys.push((Node::File(model.clone(), key.1.clone()), Node::Trash(uid, join(rel, &key.1))));
-            }
+        for name in names {
+            st.scratch.remove(&(model.clone(), name.clone()));
+            st.inodes.rekey(&Node::File(model.clone(), name.clone()), &Node::Trash(uid, join(rel, &name)));
         }
-        for (from, to) in rekeys {
-            st.inodes.rekey(&from, &to);
-        }
-        let published = st.index.get(model).cloned();
         if published.is_some() {
-            self.store.remove_manifest(model)?;
             st.index.remove(model);
         }
         self.forget_model_folder(st, model);
@@ -314,6 +304,49 @@ impl Fs {
         self.prune_unused(st, candidates);
         log::info!("{} moved to the trash", model.display_shortest());
         Ok(Item { kind: "model".into(), model: model.to_string(), digests })
+    }
+
+    /// The trash folder of a model, built beside the store (which does not change here).
+    /// Scratch files moved into it are recorded in `moved` so a failure can put them back.
+    fn build_trash_folder(
+        &self,
+        st: &State,
+        model: &Name,
+        dest: &Path,
+        moved: &mut Vec<(PathBuf, PathBuf)>,
+    ) -> Result<Vec<String>> {
+        fs::create_dir(dest)?;
+        let mut digests = Vec::new();
+        if let Some(view) = st.view(model) {
+            for f in st.files_of(model) {
+                let layer = match f.source {
+                    Source::Layer(i) => &view.manifest.layers[i],
+                    Source::Config => &view.manifest.config,
+                    Source::Manifest => continue,
+                };
+                let Some(d) = layer.digest() else { continue };
+                let target = dest.join(&f.name);
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                self.link_blob_to(&d, &target)?;
+                digests.push(d.hex());
+            }
+            // A draft has no manifest.json in the mount, but its view is kept for Restore.
+            fs::write(dest.join(layout::MANIFEST_FILE), &view.bytes)?;
+        }
+        for ((m, name), s) in &st.scratch {
+            if m != model {
+                continue;
+            }
+            let target = dest.join(name);
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::rename(&s.path, &target)?;
+            moved.push((s.path.clone(), target));
+        }
+        Ok(digests)
     }
 
     /// A layer file into the trash (a hard link to its blob), or a scratch file (moved).
@@ -365,7 +398,11 @@ impl Fs {
         let rel = format!("files/{name}");
         let path = self.trash_path(uid, &rel);
         let mut ledger = self.ledger(uid);
-        let item = ledger.get(name).cloned().unwrap_or_else(|| Item { kind: "file".into(), ..Default::default() });
+        // Without a ledger entry (it could not be saved), a folder is a model.
+        let item = ledger.get(name).cloned().unwrap_or_else(|| {
+            let kind = if path.is_dir() { "model" } else { "file" };
+            Item { kind: kind.into(), ..Default::default() }
+        });
         match (item.kind.as_str(), dest_parent) {
             ("model", Node::Dir(p)) => {
                 let to = self.model_entry(st, p, newname)?;
@@ -406,22 +443,49 @@ impl Fs {
         Ok(())
     }
 
-    /// Publish a trashed model folder again under `to`, byte for byte.
+    /// Publish a trashed model folder again under `to`, byte for byte. All or nothing: if
+    /// a file cannot be moved or the manifest cannot be written, everything moved goes
+    /// back and the item stays whole in the trash.
     fn restore_model(&self, st: &mut State, dir: &Path, to: &Name, uid: u32, item_rel: &str) -> Result<()> {
         if st.model_exists(to) {
             return Err(FsError::new(libc::EEXIST, to.display_shortest()));
         }
         // Only a missing manifest means "not a model": any other read error stops the restore
-        // before anything moves (the folder is removed at the end).
+        // before anything moves.
         let bytes = match fs::read(dir.join(layout::MANIFEST_FILE)) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e.into()),
         };
         let m = if bytes.is_empty() { None } else { Some(Manifest::parse(&bytes).map_err(|e| einval(e.to_string()))?) };
-        // Everything else in the folder that is not a layer file goes back as scratch.
         let layer_names: Vec<String> =
             m.as_ref().map(|m| layout::files(m).into_iter().map(|f| f.name).collect()).unwrap_or_default();
+        let files = walk_files(dir);
+        // Everything in the folder that is not a layer file goes back as scratch.
+        let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut scratch: Vec<(String, PathBuf)> = Vec::new();
+        for (rel, path) in &files {
+            if layer_names.contains(rel) || rel == layout::MANIFEST_FILE {
+                continue;
+            }
+            let step = self.store.temp_file().and_then(|(f, temp)| {
+                drop(f);
+                fs::rename(path, &temp).inspect_err(|_| {
+                    let _ = fs::remove_file(&temp);
+                })?;
+                Ok(temp)
+            });
+            match step {
+                Ok(temp) => {
+                    moved.push((path.clone(), temp.clone()));
+                    scratch.push((rel.clone(), temp));
+                }
+                Err(e) => {
+                    undo_moves(&moved);
+                    return Err(e.into());
+                }
+            }
+        }
         if let Some(m) = &m {
             for f in layout::files(m) {
                 let layer = match f.source {
@@ -434,23 +498,39 @@ impl Fs {
                 }
             }
         }
-        st.pending_models.insert(to.clone());
-        for (rel, path) in walk_files(dir) {
-            st.inodes.rekey(&Node::Trash(uid, join(item_rel, &rel)), &Node::File(to.clone(), rel.clone()));
-            if layer_names.contains(&rel) || rel == layout::MANIFEST_FILE {
-                continue;
+        let was_pending = !st.pending_models.insert(to.clone());
+        for (rel, temp) in &scratch {
+            st.scratch.insert((to.clone(), rel.clone()), ScratchFile { path: temp.clone() });
+        }
+        if let Some(m) = m
+            && let Err(e) = self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)
+        {
+            for (rel, _) in &scratch {
+                st.scratch.remove(&(to.clone(), rel.clone()));
             }
-            let (f, temp) = self.store.temp_file()?;
-            drop(f);
-            fs::rename(&path, &temp)?;
-            st.scratch.insert((to.clone(), rel), ScratchFile { path: temp });
+            if !was_pending {
+                st.pending_models.remove(to);
+            }
+            undo_moves(&moved);
+            return Err(e);
         }
-        if let Some(m) = m {
-            self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)?;
+        for (rel, _) in &files {
+            st.inodes.rekey(&Node::Trash(uid, join(item_rel, rel)), &Node::File(to.clone(), rel.clone()));
         }
-        fs::remove_dir_all(dir)?;
+        if let Err(e) = fs::remove_dir_all(dir) {
+            log::warn!("{}: restored, but its trash folder stays: {e}", to.display_shortest());
+        }
         log::info!("{} restored from the trash", to.display_shortest());
         Ok(())
+    }
+}
+
+/// Put moved files back where they were (`(original, moved to)`), last first.
+fn undo_moves(moved: &[(PathBuf, PathBuf)]) {
+    for (original, now) in moved.iter().rev() {
+        if let Err(e) = fs::rename(now, original) {
+            log::warn!("{} could not be moved back from {}: {e}", original.display(), now.display());
+        }
     }
 }
 
