@@ -34,11 +34,7 @@ impl Registry {
 
     /// A registry with `auth` (a YAML `auth:` section, or nothing) in its config.
     fn start_with(dir: tempfile::TempDir, auth: &str) -> Option<Registry> {
-        let have =
-            Command::new("sh").args(["-c", "command -v docker-registry"]).output().is_ok_and(|o| o.status.success());
-        if !have {
-            assert!(std::env::var("CI").is_err(), "CI=true but no docker-registry: the registry tests must run");
-            eprintln!("\n*** SKIPPING registry test: no docker-registry (apt-get install docker-registry) ***\n");
+        if !have_tool("docker-registry", "docker-registry") {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -85,6 +81,29 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `cmd` is here; outside CI a missing tool skips the test loudly, under CI it fails.
+fn have_tool(cmd: &str, package: &str) -> bool {
+    let have = Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(std::env::var("CI").is_err(), "CI=true but no {cmd}: the registry tests must run");
+        eprintln!("\n*** SKIPPING registry test: no {cmd} (apt-get install {package}) ***\n");
+    }
+    have
+}
+
+/// `ollamafs ARGS --store STORE NAME` with alice's credentials in the environment.
+fn as_alice(args: &[&str], store: &Path, name: &str) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .arg(name)
+        .env("OLLAMAFS_REGISTRY_USER", "alice")
+        .env("OLLAMAFS_REGISTRY_PASSWORD", "s3cret")
+        .output()
+        .unwrap()
 }
 
 fn manifest_path_of(store: &Path, name: &str) -> PathBuf {
@@ -235,10 +254,7 @@ fn an_interrupted_pull_resumes() {
 /// (from the environment).
 #[test]
 fn basic_auth_from_the_environment() {
-    let have = Command::new("sh").args(["-c", "command -v htpasswd"]).output().is_ok_and(|o| o.status.success());
-    if !have {
-        assert!(std::env::var("CI").is_err(), "CI=true but no htpasswd (apache2-utils)");
-        eprintln!("\n*** SKIPPING: no htpasswd (apt-get install apache2-utils) ***\n");
+    if !have_tool("htpasswd", "apache2-utils") {
         return;
     }
     let line = sh_ok("htpasswd -Bbn alice s3cret");
@@ -249,21 +265,10 @@ fn basic_auth_from_the_environment() {
     let o = ollamafs(&src, &["push", "--insecure", &name]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unauthorized"), "{}", stderr(&o));
-    let as_alice = |args: &[&str], store: &Path| {
-        Command::new(bin())
-            .args(args)
-            .arg("--store")
-            .arg(store)
-            .arg(&name)
-            .env("OLLAMAFS_REGISTRY_USER", "alice")
-            .env("OLLAMAFS_REGISTRY_PASSWORD", "s3cret")
-            .output()
-            .unwrap()
-    };
-    let o = as_alice(&["push", "--insecure"], &src);
+    let o = as_alice(&["push", "--insecure"], &src, &name);
     assert!(o.status.success(), "{}", stderr(&o));
     let (_d, dest) = empty_store();
-    let o = as_alice(&["pull", "--insecure"], &dest);
+    let o = as_alice(&["pull", "--insecure"], &dest, &name);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_verifies(&dest);
 }
@@ -499,10 +504,7 @@ fn answer_token_request(
 /// token; without credentials the token server refuses and nothing is pushed.
 #[test]
 fn bearer_tokens_from_a_token_server() {
-    let have = Command::new("sh").args(["-c", "command -v openssl"]).output().is_ok_and(|o| o.status.success());
-    if !have {
-        assert!(std::env::var("CI").is_err(), "CI=true but no openssl: the Bearer test must run");
-        eprintln!("\n*** SKIPPING: no openssl (apt-get install openssl) ***\n");
+    if !have_tool("openssl", "openssl") {
         return;
     }
     let tokens = TokenServer::start();
@@ -525,17 +527,6 @@ fn bearer_tokens_from_a_token_server() {
     assert!(!asked.is_empty() && asked.iter().all(|r| !r.granted && r.user.is_none()), "{asked:?}");
     assert!(!reg.data.join("docker/registry/v2/repositories/team/tiny/_manifests").exists(), "nothing was pushed");
 
-    let as_alice = |args: &[&str], store: &Path, name: &str| {
-        Command::new(bin())
-            .args(args)
-            .arg("--store")
-            .arg(store)
-            .arg(name)
-            .env("OLLAMAFS_REGISTRY_USER", "alice")
-            .env("OLLAMAFS_REGISTRY_PASSWORD", "s3cret")
-            .output()
-            .unwrap()
-    };
     let o = as_alice(&["push", "--insecure"], &src, &name);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(moved(&o).1 >= info.big_size, "the weights were uploaded");
