@@ -204,6 +204,67 @@ fn gio_trash_restore_and_empty() {
     assert_store_clean(&m.store);
 }
 
+/// `gio trash` of a namespace folder (`myuser/`): every model in it (published or a draft
+/// with its scratch files) goes to the trash by rename, nothing copied; Restore brings all
+/// of them back byte for byte; emptying prunes what only they used.
+#[test]
+fn gio_trash_of_a_namespace_folder_and_restore() {
+    let Some((d, m, info)) = mounted_fixture(&[]) else { return };
+    let Some(py) = python_with_gi() else { return };
+    if !gio_available() {
+        return;
+    }
+    sh_ok(&format!("cp -r {} {}", q(&m.p("llama3.2:latest")), q(&m.p("myuser/second:v1"))));
+    sh_ok(&format!("mkdir {0} && echo mine > {0}/notes.txt", q(&m.p("myuser/New Folder"))));
+    let (custom, second) = ("registry.ollama.ai/myuser/llama3.2/custom", "registry.ollama.ai/myuser/second/v1");
+    let before = (manifest_bytes(&m.store, custom), manifest_bytes(&m.store, second));
+    let blobs_before = blobs(&m.store);
+    let writes = m.daemon_disk_writes();
+    sh_ok(&format!("gio trash {}", q(&m.p("myuser"))));
+    assert!(m.daemon_disk_writes() - writes < 1 << 20, "trashing copied data");
+    let stored = manifest_files(&m.store);
+    assert!(!stored.contains(custom) && !stored.contains(second), "its models left the store: {stored:?}");
+    assert!(!m.p("myuser").exists());
+    let item = m.p(".Trash-0/files/myuser");
+    assert_eq!(fs::read_to_string(item.join("llama3.2:custom/system")).unwrap(), ollamafs::fixture::SYSTEM_CUSTOM);
+    assert_eq!(fs::read_to_string(item.join("New Folder/notes.txt")).unwrap(), "mine\n");
+    assert_eq!(blobs(&m.store), blobs_before, "nothing pruned while in the trash");
+    assert_verifies(&m.store);
+
+    glib(
+        py,
+        d.path(),
+        "Gio.File.new_for_path(sys.argv[1]).move(Gio.File.new_for_path(sys.argv[2]), Gio.FileCopyFlags.NONE, None, None, None)\n\
+         Gio.File.new_for_path(sys.argv[3]).delete(None)\n",
+        &[&item, &m.p("myuser"), &m.p(".Trash-0/info/myuser.trashinfo")],
+    );
+    assert_eq!((manifest_bytes(&m.store, custom), manifest_bytes(&m.store, second)), before, "restored byte for byte");
+    assert_eq!(fs::read_to_string(m.p("myuser/New Folder/notes.txt")).unwrap(), "mine\n", "the draft came back");
+    assert!(!item.exists());
+
+    // Into the trash again, then emptied: what only those models used is pruned.
+    sh_ok(&format!("gio trash {}", q(&m.p("myuser"))));
+    sh_ok(&format!("rm -rf {} {}", q(&item), q(&m.p(".Trash-0/info/myuser.trashinfo"))));
+    assert!(!m.store.join("blobs").join(info.system_custom.blob_file_name()).exists(), "pruned when emptied");
+    assert!(blobs(&m.store).contains(&info.big_model.blob_file_name()), "shared weights stay");
+
+    // A host folder with a namespace inside, listed while in the trash (the kernel caches
+    // the folders between it and the model under their trash names), then restored.
+    let tiny = "localhost:5000/team/tiny/v1";
+    let tiny_before = manifest_bytes(&m.store, tiny);
+    sh_ok(&format!("gio trash {}", q(&m.p("localhost:5000"))));
+    assert!(!manifest_files(&m.store).contains(tiny));
+    // One shell line, so the kernel's cached entries are still fresh when they are used.
+    let listed = sh_ok(&format!(
+        "ls -R {0} > /dev/null && mv {0} {1} && ls {1}/team && ls {1}/team/tiny:v1",
+        q(&m.p(".Trash-0/files/localhost:5000")),
+        q(&m.p("localhost:5000"))
+    ));
+    assert!(listed.contains("model.gguf"), "{listed}");
+    assert_eq!(manifest_bytes(&m.store, tiny), tiny_before);
+    assert_store_clean(&m.store);
+}
+
 /// Dolphin (KIO) uses a mount's own trash only for devices Solid knows (block devices and
 /// network shares); an ollamafs mount is neither, so KIO copies the model into the home
 /// Trash, then deletes it file by file. That must be safe at every step and must finish.

@@ -475,3 +475,35 @@ fn a_restore_that_cannot_publish_leaves_the_trash_item_whole() {
     assert!(names(&t, name).contains(&"notes.txt".to_string()));
     assert_eq!(names(&t, ".Trash-0/files"), Vec::<String>::new());
 }
+
+#[test]
+fn a_namespace_folder_restores_all_its_models_or_none() {
+    let t = setup(Options::default());
+    t.fs.store.copy(fixture::LLAMA, "myuser/second:v1").unwrap();
+    assert!(t.fs.refresh());
+    let (custom, second) = ("myuser/llama3.2:custom", "myuser/second:v1");
+    let before = (manifest(&t, custom), manifest(&t, second));
+    t.fs.mkdir(ROOT_INO, ".Trash-0", 0o700).unwrap();
+    let files = walk(&t, ".Trash-0/files").unwrap().ino;
+    t.fs.rename(ROOT_INO, "myuser", files, "myuser", 0).unwrap();
+    assert!(!on_disk(&t, custom) && !on_disk(&t, second), "both left the store");
+    let in_trash = names(&t, ".Trash-0/files/myuser");
+    assert_eq!(in_trash, ["llama3.2:custom", "second:v1"]);
+
+    // The second model cannot be written back: the first, already restored, goes back
+    // to the trash, and the folder stays whole there.
+    let blocker = t.fs.store.manifest_path(&Name::parse(second).unwrap()).parent().unwrap().to_path_buf();
+    let _ = std::fs::remove_dir_all(&blocker);
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"in the way").unwrap();
+    assert!(t.fs.rename(files, "myuser", ROOT_INO, "myuser", 0).is_err());
+    assert!(!on_disk(&t, custom), "none of it restored");
+    assert_eq!(walk(&t, "myuser").unwrap_err().errno, libc::ENOENT);
+    assert_eq!(names(&t, ".Trash-0/files/myuser"), in_trash);
+    assert_eq!(names(&t, ".Trash-0/files/myuser/llama3.2:custom").len(), names(&t, "llama3.2:latest").len() + 1);
+
+    std::fs::remove_file(&blocker).unwrap();
+    t.fs.rename(files, "myuser", ROOT_INO, "myuser", 0).unwrap();
+    assert_eq!((manifest(&t, custom), manifest(&t, second)), before, "restored byte for byte");
+    assert_eq!(names(&t, ".Trash-0/files"), Vec::<String>::new());
+}

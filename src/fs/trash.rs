@@ -8,7 +8,8 @@
 //! * a model folder becomes a real folder whose layer files are hard links to their blobs
 //!   (plus a copy of `manifest.json`, and the model's scratch files), so neither ollamafs'
 //!   prune nor Ollama's start-up prune can take its data;
-//! * a layer file becomes a hard link to its blob; a scratch file is moved.
+//! * a layer file becomes a hard link to its blob; a scratch file is moved;
+//! * a namespace folder (`myuser/`) becomes a folder of such model folders, all or nothing.
 //!
 //! Renaming an item back out (the file managers' Restore) publishes it again byte for byte
 //! (a blob name Ollama pruned meanwhile is linked back from the trash). Removing an item
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::tree::join;
+use super::tree::{join, scope};
 use super::work::Publish;
 use super::{Attr, FileKind, Fs, FsError, Node, Opened, Result, ScratchFile, State, enoent, scratch_attr};
 use crate::layout::{self, Source};
@@ -45,12 +46,15 @@ pub fn trash_uid(name: &str) -> Option<u32> {
 /// What a top-level item of `files/` was.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Item {
-    /// "model", "layer" or "file".
+    /// "model", "layer", "file" or "folder" (a prefix folder such as `myuser/`).
     kind: String,
-    /// The model it was (or came from), fully qualified.
+    /// The model it was (or came from), fully qualified; for a folder, its path.
     model: String,
     /// Blobs it keeps (hex), for the prune when it is removed.
     digests: Vec<String>,
+    /// A folder's models, as paths inside it (`llama3.2:custom`, `team/m:v1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    members: Vec<String>,
 }
 
 type Ledger = BTreeMap<String, Item>;
@@ -239,6 +243,7 @@ impl Fs {
         }
         let item = match src {
             Node::Model(m) => self.trash_model(st, m, &dest, uid, &rel)?,
+            Node::Dir(prefix) if !prefix.is_empty() => self.trash_folder(st, prefix, &dest, uid, &rel)?,
             Node::File(..) | Node::Blob(_) => {
                 let model = parent_model.ok_or_else(|| einval("not in a model folder"))?;
                 self.trash_file(st, model, src_name, &dest)?
@@ -246,7 +251,7 @@ impl Fs {
             _ => {
                 return Err(FsError::new(
                     libc::EXDEV,
-                    "only models and their files can go to the trash (a namespace folder: trash its models)",
+                    "only models, their folders and their files can go to the trash",
                 ));
             }
         };
@@ -303,7 +308,7 @@ impl Fs {
         candidates.extend(published.iter().flat_map(|m| m.manifest.digests()));
         self.prune_unused(st, candidates);
         log::info!("{} moved to the trash", model.display_shortest());
-        Ok(Item { kind: "model".into(), model: model.to_string(), digests })
+        Ok(Item { kind: "model".into(), model: model.to_string(), digests, members: vec![] })
     }
 
     /// The trash folder of a model, built beside the store (which does not change here).
@@ -349,11 +354,87 @@ impl Fs {
         Ok(digests)
     }
 
+    /// The models below prefix folder `prefix` (published and drafts), with their paths
+    /// inside it.
+    fn models_below(&self, st: &State, prefix: &str) -> Vec<(Name, String)> {
+        let below = format!("{prefix}/");
+        let names: Vec<Name> =
+            st.index.models().map(|m| m.name.clone()).chain(st.pending_models.iter().cloned()).collect();
+        let mut out: Vec<(Name, String)> = names
+            .into_iter()
+            .filter_map(|n| n.display_shortest().strip_prefix(&below).map(|rest| (n.clone(), rest.to_string())))
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out.dedup_by(|a, b| a.1 == b.1);
+        out
+    }
+
+    /// A prefix folder (`myuser/`) into the trash: each of its models as `trash_model`
+    /// moves one, below one folder. All or nothing: if one model cannot go, the ones
+    /// already moved are restored.
+    fn trash_folder(&self, st: &mut State, prefix: &str, dest: &Path, uid: u32, rel: &str) -> Result<Item> {
+        let models = self.models_below(st, prefix);
+        fs::create_dir(dest)?;
+        let mut done: Vec<(Name, String)> = Vec::new();
+        let mut digests = Vec::new();
+        for (name, rest) in &models {
+            let target = dest.join(rest);
+            let step = match target.parent().map(fs::create_dir_all) {
+                Some(Err(e)) => Err(e.into()),
+                _ => self.trash_model(st, name, &target, uid, &join(rel, rest)),
+            };
+            match step {
+                Ok(item) => {
+                    digests.extend(item.digests);
+                    st.inodes.rekey(&Node::Model(name.clone()), &Node::Trash(uid, join(rel, rest)));
+                    done.push((name.clone(), rest.clone()));
+                }
+                Err(e) => {
+                    let mut whole = true;
+                    for (n, r) in done.iter().rev() {
+                        if let Err(back) = self.restore_model(st, &dest.join(r), n, uid, &join(rel, r)) {
+                            log::error!(
+                                "{} stays in the trash ({}) after {prefix} could not go: {}",
+                                n.display_shortest(),
+                                back.why,
+                                e.why
+                            );
+                            whole = false;
+                        }
+                    }
+                    if whole {
+                        let _ = fs::remove_dir_all(dest);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        // Empty folders made with mkdir below it go too (nothing to keep).
+        let below = format!("{prefix}/");
+        st.pending_dirs.retain(|d| d != prefix && !d.starts_with(&below));
+        for (_, rest) in &models {
+            let mut sub = rest.as_str();
+            while let Some((parent, _)) = sub.rsplit_once('/') {
+                st.inodes.rekey(&Node::Dir(join(prefix, parent)), &Node::Trash(uid, join(rel, parent)));
+                sub = parent;
+            }
+        }
+        digests.sort();
+        digests.dedup();
+        log::info!("{prefix}/ moved to the trash ({} models)", models.len());
+        Ok(Item {
+            kind: "folder".into(),
+            model: prefix.to_string(),
+            digests,
+            members: models.into_iter().map(|(_, rest)| rest).collect(),
+        })
+    }
+
     /// A layer file into the trash (a hard link to its blob), or a scratch file (moved).
     fn trash_file(&self, st: &mut State, model: &Name, file: &str, dest: &Path) -> Result<Item> {
         if let Some(s) = st.scratch.remove(&(model.clone(), file.to_string())) {
             fs::rename(&s.path, dest)?;
-            return Ok(Item { kind: "file".into(), model: model.to_string(), digests: vec![] });
+            return Ok(Item { kind: "file".into(), model: model.to_string(), ..Default::default() });
         }
         if file == layout::MANIFEST_FILE {
             return Err(einval("manifest.json cannot go to the trash alone: trash the model"));
@@ -361,7 +442,7 @@ impl Fs {
         let (d, _) = self.layer_of(st, model, file)?;
         self.link_blob_to(&d, dest)?;
         self.remove_layer(st, model, file)?;
-        Ok(Item { kind: "layer".into(), model: model.to_string(), digests: vec![d.hex()] })
+        Ok(Item { kind: "layer".into(), model: model.to_string(), digests: vec![d.hex()], members: vec![] })
     }
 
     /// A hard link to blob `d` (from `blobs/`, or this process's hold when Ollama pruned the name).
@@ -398,7 +479,8 @@ impl Fs {
         let rel = format!("files/{name}");
         let path = self.trash_path(uid, &rel);
         let mut ledger = self.ledger(uid);
-        // Without a ledger entry (it could not be saved), a folder is a model.
+        // Without a ledger entry (it could not be saved), a folder is a model (a trashed
+        // prefix folder then restores model by model).
         let item = ledger.get(name).cloned().unwrap_or_else(|| {
             let kind = if path.is_dir() { "model" } else { "file" };
             Item { kind: kind.into(), ..Default::default() }
@@ -408,6 +490,11 @@ impl Fs {
                 let to = self.model_entry(st, p, newname)?;
                 self.restore_model(st, &path, &to, uid, &rel)?;
                 st.inodes.rekey(&Node::Trash(uid, rel), &Node::Model(to));
+            }
+            ("folder", Node::Dir(p)) => {
+                let to = join(p, newname);
+                self.restore_folder(st, &path, &to, &item, uid, &rel)?;
+                st.inodes.rekey(&Node::Trash(uid, rel), &Node::Dir(to));
             }
             ("layer", Node::Model(m) | Node::Sub(m, _)) => {
                 let full = match dest_parent {
@@ -521,6 +608,74 @@ impl Fs {
             log::warn!("{}: restored, but its trash folder stays: {e}", to.display_shortest());
         }
         log::info!("{} restored from the trash", to.display_shortest());
+        Ok(())
+    }
+
+    /// Restore a trashed prefix folder as `to`: every model in it, all or nothing (models
+    /// already restored go back to the trash if one cannot).
+    fn restore_folder(
+        &self,
+        st: &mut State,
+        dir: &Path,
+        to: &str,
+        item: &Item,
+        uid: u32,
+        item_rel: &str,
+    ) -> Result<()> {
+        if scope(to).is_none() {
+            return Err(einval(format!("{to:?} cannot be a prefix folder")));
+        }
+        if st.dir_exists(to) && !st.dir_children(to).is_empty() {
+            return Err(FsError::new(libc::ENOTEMPTY, to.to_string()));
+        }
+        let mut plan = Vec::new();
+        for rest in &item.members {
+            let (sub, entry) = match rest.rsplit_once('/') {
+                Some((sub, entry)) => (join(to, sub), entry),
+                None => (to.to_string(), rest.as_str()),
+            };
+            let name = self.model_entry(st, &sub, entry)?;
+            if st.model_exists(&name) {
+                return Err(FsError::new(libc::EEXIST, name.display_shortest()));
+            }
+            plan.push((name, rest.clone()));
+        }
+        let mut done: Vec<&(Name, String)> = Vec::new();
+        for step in &plan {
+            let (name, rest) = step;
+            let model_rel = join(item_rel, rest);
+            if let Err(e) = self.restore_model(st, &dir.join(rest), name, uid, &model_rel) {
+                for (n, r) in done.iter().rev().map(|x| (&x.0, &x.1)) {
+                    if let Err(again) = self.trash_model(st, n, &dir.join(r), uid, &join(item_rel, r)) {
+                        log::error!(
+                            "{} stays restored ({}) after {to}/ could not come back: {}",
+                            n.display_shortest(),
+                            again.why,
+                            e.why
+                        );
+                    }
+                }
+                return Err(e);
+            }
+            st.inodes.rekey(&Node::Trash(uid, model_rel), &Node::Model(name.clone()));
+            done.push(step);
+        }
+        // Folders between it and its models (`team/` in `localhost:5000/team/m:v1`) may be
+        // in the kernel's cache under their trash names.
+        for (_, rest) in &plan {
+            let mut sub = rest.as_str();
+            while let Some((parent, _)) = sub.rsplit_once('/') {
+                st.inodes.rekey(&Node::Trash(uid, join(item_rel, parent)), &Node::Dir(join(to, parent)));
+                sub = parent;
+            }
+        }
+        if plan.is_empty() {
+            st.pending_dirs.insert(to.to_string());
+        }
+        if let Err(e) = fs::remove_dir_all(dir) {
+            log::warn!("{to}/: restored, but its trash folder stays: {e}");
+        }
+        log::info!("{to}/ restored from the trash ({} models)", plan.len());
         Ok(())
     }
 }
