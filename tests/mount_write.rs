@@ -209,6 +209,13 @@ fn editing_text_changes_only_that_model() {
     sh_ok(&format!("sed -i 's/helpful/grumpy/' {}", q(&m.p("myuser/llama3.2:custom/system"))));
     assert_eq!(fs::read_to_string(m.p("myuser/llama3.2:custom/system")).unwrap(), "You are a grumpy assistant.\n");
     assert!(!sh_ok(&format!("ls -a {}", q(&m.p("myuser/llama3.2:custom")))).contains("sed"), "no scratch left");
+    // Appending (O_APPEND through a direct-I/O handle) extends the layer.
+    sh_ok(&format!("echo 'Be brief.' >> {}", q(&m.p("myuser/llama3.2:custom/system"))));
+    assert_eq!(
+        fs::read_to_string(m.p("myuser/llama3.2:custom/system")).unwrap(),
+        "You are a grumpy assistant.\nBe brief.\n"
+    );
+    sh_ok(&format!("printf 'You are a grumpy assistant.\\n' > {}", q(&m.p("myuser/llama3.2:custom/system"))));
     // Writing the content a layer already has changes nothing.
     let now = manifest_bytes(&m.store, "registry.ollama.ai/myuser/llama3.2/custom");
     sh_ok(&format!("printf 'You are a grumpy assistant.\\n' > {}", q(&m.p("myuser/llama3.2:custom/system"))));
