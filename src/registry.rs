@@ -301,19 +301,27 @@ fn download(
     if size < PARTS_FROM || single_stream_partial {
         return download_stream(store, c, d, size, progress);
     }
-    download_parts(store, c, d, size, progress)
+    match download_parts(store, c, d, size, progress)? {
+        Some(n) => Ok(n),
+        // A server (or the storage it redirects to) that ignores Range: one stream.
+        None => {
+            log::info!("{d}: byte ranges not served; downloading it as one stream");
+            download_stream(store, c, d, size, progress)
+        }
+    }
 }
 
 /// `(start, end, done)` of each part, as saved in `<hex>.parts`.
 type Parts = Vec<(u64, u64, u64)>;
 
+/// None when the server answers a range with the whole blob (nothing is kept then).
 fn download_parts(
     store: &Store,
     c: &mut Client,
     d: &Digest,
     size: u64,
     progress: &mut dyn FnMut(Progress),
-) -> Result<u64, StoreError> {
+) -> Result<Option<u64>, StoreError> {
     use std::os::unix::fs::FileExt;
     use std::sync::atomic::{AtomicU64, Ordering};
     let part = partial_path_ready(store, d)?;
@@ -347,6 +355,7 @@ fn download_parts(
     };
     let url = c.url(&format!("blobs/{}", d.prefixed()));
     let stop_hashing = std::sync::atomic::AtomicBool::new(false);
+    let no_ranges = std::sync::atomic::AtomicBool::new(false);
     let (results, hashed): (Vec<Result<(), StoreError>>, io::Result<Digest>) = std::thread::scope(|scope| {
         // The hash follows the downloaded prefix (part 0, then part 1 once part 0 is whole,
         // …), reading back from the page cache, so it overlaps the download.
@@ -384,7 +393,8 @@ fn download_parts(
             .iter()
             .enumerate()
             .map(|(i, &(start, end, _))| {
-                let (mut c, url, file, done, write_state) = (c.clone(), url.clone(), &file, &done, &write_state);
+                let (mut c, url, file, done, write_state, no_ranges) =
+                    (c.clone(), url.clone(), &file, &done, &write_state, &no_ranges);
                 scope.spawn(move || -> Result<(), StoreError> {
                     let mut at = start + done[i].load(Ordering::Acquire);
                     if at >= end {
@@ -393,6 +403,7 @@ fn download_parts(
                     let range = format!("bytes={at}-{}", end - 1);
                     let res = c.send("GET", &url, &[("Range", range.as_str())], None)?;
                     if res.status() != 206 && !(at == 0 && end == size) {
+                        no_ranges.store(true, Ordering::Release);
                         return Err(err("the registry does not serve byte ranges"));
                     }
                     let mut r = res.into_reader();
@@ -431,13 +442,19 @@ fn download_parts(
         let hashed = hashing.join().unwrap_or_else(|_| Err(io::Error::other("the hashing thread panicked")));
         (results, hashed)
     });
+    if no_ranges.load(Ordering::Acquire) {
+        drop(file);
+        let _ = fs::remove_file(&state);
+        let _ = fs::remove_file(&part);
+        return Ok(None);
+    }
     file.sync_data()?;
     write_state(&done);
     results.into_iter().collect::<Result<Vec<()>, StoreError>>()?;
     let got = hashed?;
     let _ = fs::remove_file(&state);
     adopt_verified(store, &part, d, got, size, progress)?;
-    Ok(size - before)
+    Ok(Some(size - before))
 }
 
 /// A downloaded file whose content hashed to `got` becomes blob `d`, or is deleted:

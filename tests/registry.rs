@@ -556,3 +556,125 @@ fn bearer_tokens_from_a_token_server() {
         .any(|r| r.granted && r.scopes.iter().any(|s| s == "repository:team/tiny:pull"));
     assert!(mount_token, "a token that covers the source repository: {:?}", &tokens.requests()[before..]);
 }
+
+/// What the blob storage behind a redirect saw.
+#[derive(Clone, Debug, Default)]
+struct StorageLog {
+    /// Answer every request with the whole file, as a server that ignores Range does.
+    ignore_ranges: bool,
+    requests: u32,
+    ranges: u32,
+    with_authorization: u32,
+}
+
+/// Blob storage the registry redirects to (as its S3, GCS or Azure backends do): serves the
+/// registry's own files from `root` over plain HTTP, with byte ranges, and counts what it
+/// is asked (a storage host must never see the registry's credentials).
+fn start_blob_storage(root: PathBuf) -> (u16, std::sync::Arc<std::sync::Mutex<StorageLog>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(StorageLog::default()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (root, seen) = (root.clone(), seen.clone());
+            std::thread::spawn(move || serve_blob(conn, &root, &seen));
+        }
+    });
+    (port, log)
+}
+
+fn serve_blob(mut conn: std::net::TcpStream, root: &Path, seen: &std::sync::Mutex<StorageLog>) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Seek, Write};
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut words = line.split_whitespace();
+    let (method, target) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
+    let (mut range, mut authorized) = (None, false);
+    let ignore_ranges = seen.lock().unwrap().ignore_ranges;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        let Some((k, v)) = h.split_once(':') else { continue };
+        if k.eq_ignore_ascii_case("range") {
+            range = v.trim().strip_prefix("bytes=").filter(|_| !ignore_ranges).map(String::from);
+        }
+        authorized |= k.eq_ignore_ascii_case("authorization");
+    }
+    {
+        let mut s = seen.lock().unwrap();
+        s.requests += 1;
+        s.ranges += range.is_some() as u32;
+        s.with_authorization += authorized as u32;
+    }
+    let path = root.join(target.split('?').next().unwrap_or("").trim_start_matches('/'));
+    let Ok(mut file) = fs::File::open(&path) else {
+        return write!(conn, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    };
+    let size = file.metadata()?.len();
+    let (start, end) = match range.as_deref().and_then(|r| r.split_once('-')) {
+        Some((a, b)) => {
+            let a: u64 = a.parse().unwrap_or(0);
+            let b: u64 = if b.is_empty() { size - 1 } else { b.parse::<u64>().unwrap_or(size - 1).min(size - 1) };
+            (a, b + 1)
+        }
+        None => (0, size),
+    };
+    let status = if range.is_some() {
+        format!("206 Partial Content\r\nContent-Range: bytes {start}-{}/{size}", end - 1)
+    } else {
+        "200 OK".to_string()
+    };
+    write!(conn, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", end - start)?;
+    if method != "HEAD" {
+        file.seek(std::io::SeekFrom::Start(start))?;
+        std::io::copy(&mut file.take(end - start), &mut conn)?;
+    }
+    Ok(())
+}
+
+/// A registry whose storage answers blob requests with a redirect (the `redirect` storage
+/// middleware, as an S3/GCS/Azure backend does): pull and push follow it, large blobs still
+/// come in parallel byte ranges, and the storage never sees the user's credentials.
+#[test]
+fn blobs_come_from_the_storage_the_registry_redirects_to() {
+    if !have_tool("htpasswd", "apache2-utils") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (storage_port, storage) = start_blob_storage(dir.path().join("data"));
+    let line = sh_ok("htpasswd -Bbn alice s3cret");
+    fs::write(dir.path().join("htpasswd"), format!("{}\n", line.trim())).unwrap();
+    let config = format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\nmiddleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: http://127.0.0.1:{storage_port}/\n",
+        dir.path().join("htpasswd").display()
+    );
+    let Some(reg) = Registry::start_with(dir, &config) else { return };
+    let (_d, src, info) = fixture_store(96 << 20);
+    let name = reg.name("team/big:redirected");
+    assert!(ollamafs(&src, &["cp", "llama3.2", &name]).status.success());
+    let o = as_alice(&["push", "--insecure"], &src, &name);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let (_d2, dest) = empty_store();
+    let o = as_alice(&["pull", "--insecure"], &dest, &name);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(moved(&o).0 >= info.big_size, "the weights were downloaded");
+    assert_eq!(fs::read(manifest_path_of(&dest, &name)).unwrap(), fs::read(manifest_path_of(&src, &name)).unwrap());
+    assert_verifies(&dest);
+    let seen = storage.lock().unwrap().clone();
+    assert!(seen.ranges >= 2, "the weights came from the storage in parallel parts: {seen:?}");
+    assert_eq!(seen.with_authorization, 0, "credentials never reach the storage host: {seen:?}");
+
+    // Storage that ignores Range (answers with the whole blob): one stream instead.
+    storage.lock().unwrap().ignore_ranges = true;
+    let (_d3, dest) = empty_store();
+    let o = as_alice(&["pull", "--insecure"], &dest, &name);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs::read(manifest_path_of(&dest, &name)).unwrap(), fs::read(manifest_path_of(&src, &name)).unwrap());
+    assert_verifies(&dest);
+    assert!(fs::read_dir(dest.join(".ollamafs/pull")).map_or(true, |d| d.count() == 0), "no partial file left");
+}
