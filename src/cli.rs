@@ -491,7 +491,10 @@ fn create(s: Store, raw: &str, file: &std::path::Path) -> Result<(), StoreError>
         match c {
             M::From(f) => match local_file(dir, &f) {
                 Some(path) => spec.files.push(blob_of_file(&s, &path)?),
-                None => spec.from = Some(f),
+                None => {
+                    refuse_missing_or_folder(dir, &f)?;
+                    spec.from = Some(f)
+                }
             },
             M::Adapter(f) if local_file(dir, &f).is_some() => {
                 let path = local_file(dir, &f).unwrap_or_default();
@@ -537,6 +540,27 @@ fn local_file(dir: &std::path::Path, arg: &str) -> Option<PathBuf> {
         None => dir.join(arg),
     };
     p.is_file().then_some(p)
+}
+
+/// A FROM that names a path but no file: a folder (safetensors weights, which only a
+/// conversion to GGUF could use) or nothing at all. Anything else is a model name.
+fn refuse_missing_or_folder(dir: &std::path::Path, arg: &str) -> Result<(), StoreError> {
+    let p = match arg.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(rest)),
+        None => Some(dir.join(arg)),
+    };
+    if p.as_ref().is_some_and(|p| p.is_dir()) {
+        return Err(StoreError::Invalid(format!(
+            "FROM {arg}: a folder (safetensors weights) must be converted to GGUF first, which ollamafs does not do \
+             (it runs no models); convert it, for example with llama.cpp's convert_hf_to_gguf.py, and FROM the .gguf"
+        )));
+    }
+    let path_like = ["./", "../", "/", "~/"].iter().any(|p| arg.starts_with(p))
+        || [".gguf", ".safetensors", ".bin"].iter().any(|e| arg.to_ascii_lowercase().ends_with(e));
+    if path_like {
+        return Err(StoreError::Invalid(format!("FROM {arg}: no such file")));
+    }
+    Ok(())
 }
 
 /// The blob of a local file: a blob of this store as it is (its name is its digest, as

@@ -190,7 +190,10 @@ fn create_from_a_modelfile_round_trips_with_show() {
         ("FROM llama3.2\nSAIL away\n", "command must be one of"),
         ("FROM llama3.2\nPARAMETER warp 9\n", "unknown parameter 'warp'"),
         ("FROM nope:1\n", "model 'nope:1' not found"),
+        ("FROM ./missing.gguf\n", "FROM ./missing.gguf: no such file"),
+        ("FROM ./hf-weights\n", "must be converted to GGUF first"),
     ] {
+        std::fs::create_dir_all(d.path().join("hf-weights")).unwrap();
         std::fs::write(&mf, text).unwrap();
         let o = ollamafs(&store, &["create", "bad:v1", "-f", &mf.to_string_lossy()]);
         assert_eq!(o.status.code(), Some(1), "{text}");
