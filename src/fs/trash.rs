@@ -392,14 +392,17 @@ impl Fs {
                 Err(e) => {
                     let mut whole = true;
                     for (n, r) in done.iter().rev() {
-                        if let Err(back) = self.restore_model(st, &dest.join(r), n, uid, &join(rel, r)) {
-                            log::error!(
-                                "{} stays in the trash ({}) after {prefix} could not go: {}",
-                                n.display_shortest(),
-                                back.why,
-                                e.why
-                            );
-                            whole = false;
+                        match self.restore_model(st, &dest.join(r), n, uid, &join(rel, r)) {
+                            Ok(()) => st.inodes.rekey(&Node::Trash(uid, join(rel, r)), &Node::Model(n.clone())),
+                            Err(back) => {
+                                log::error!(
+                                    "{} stays in the trash ({}) after {prefix} could not go: {}",
+                                    n.display_shortest(),
+                                    back.why,
+                                    e.why
+                                );
+                                whole = false;
+                            }
                         }
                     }
                     if whole {
@@ -412,12 +415,8 @@ impl Fs {
         // Empty folders made with mkdir below it go too (nothing to keep).
         let below = format!("{prefix}/");
         st.pending_dirs.retain(|d| d != prefix && !d.starts_with(&below));
-        for (_, rest) in &models {
-            let mut sub = rest.as_str();
-            while let Some((parent, _)) = sub.rsplit_once('/') {
-                st.inodes.rekey(&Node::Dir(join(prefix, parent)), &Node::Trash(uid, join(rel, parent)));
-                sub = parent;
-            }
+        for sub in folders_between(models.iter().map(|(_, rest)| rest.as_str())) {
+            st.inodes.rekey(&Node::Dir(join(prefix, &sub)), &Node::Trash(uid, join(rel, &sub)));
         }
         digests.sort();
         digests.dedup();
@@ -646,13 +645,14 @@ impl Fs {
             let model_rel = join(item_rel, rest);
             if let Err(e) = self.restore_model(st, &dir.join(rest), name, uid, &model_rel) {
                 for (n, r) in done.iter().rev().map(|x| (&x.0, &x.1)) {
-                    if let Err(again) = self.trash_model(st, n, &dir.join(r), uid, &join(item_rel, r)) {
-                        log::error!(
+                    match self.trash_model(st, n, &dir.join(r), uid, &join(item_rel, r)) {
+                        Ok(_) => st.inodes.rekey(&Node::Model(n.clone()), &Node::Trash(uid, join(item_rel, r))),
+                        Err(again) => log::error!(
                             "{} stays restored ({}) after {to}/ could not come back: {}",
                             n.display_shortest(),
                             again.why,
                             e.why
-                        );
+                        ),
                     }
                 }
                 return Err(e);
@@ -662,12 +662,8 @@ impl Fs {
         }
         // Folders between it and its models (`team/` in `localhost:5000/team/m:v1`) may be
         // in the kernel's cache under their trash names.
-        for (_, rest) in &plan {
-            let mut sub = rest.as_str();
-            while let Some((parent, _)) = sub.rsplit_once('/') {
-                st.inodes.rekey(&Node::Trash(uid, join(item_rel, parent)), &Node::Dir(join(to, parent)));
-                sub = parent;
-            }
+        for sub in folders_between(plan.iter().map(|(_, rest)| rest.as_str())) {
+            st.inodes.rekey(&Node::Trash(uid, join(item_rel, &sub)), &Node::Dir(join(to, &sub)));
         }
         if plan.is_empty() {
             st.pending_dirs.insert(to.to_string());
@@ -678,6 +674,19 @@ impl Fs {
         log::info!("{to}/ restored from the trash ({} models)", plan.len());
         Ok(())
     }
+}
+
+/// The folders between a prefix folder and its models: `team` for `team/m:v1`.
+fn folders_between<'a>(members: impl Iterator<Item = &'a str>) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for rest in members {
+        let mut sub = rest;
+        while let Some((parent, _)) = sub.rsplit_once('/') {
+            out.insert(parent.to_string());
+            sub = parent;
+        }
+    }
+    out
 }
 
 /// Put moved files back where they were (`(original, moved to)`), last first.
