@@ -136,16 +136,19 @@ fn gio_available() -> bool {
     ok
 }
 
+/// A mounted fixture, GLib's Python binding and the `gio` command (or None: skipped).
+fn mounted_with_gio() -> Option<(tempfile::TempDir, Mount, ollamafs::fixture::Info, &'static str)> {
+    let (d, m, info) = mounted_fixture(&[])?;
+    let py = python_with_gi()?;
+    gio_available().then_some((d, m, info, py))
+}
+
 /// `gio trash` moves a model into `MOUNT/.Trash-0` by rename: it leaves the store, nothing
 /// is copied, and its blobs survive even Ollama's start-up prune. Restore (a rename back,
 /// as the file managers do) publishes it byte for byte; emptying the trash prunes.
 #[test]
 fn gio_trash_restore_and_empty() {
-    let Some((d, m, info)) = mounted_fixture(&[]) else { return };
-    let Some(py) = python_with_gi() else { return };
-    if !gio_available() {
-        return;
-    }
+    let Some((d, m, info, py)) = mounted_with_gio() else { return };
     let custom = "registry.ollama.ai/myuser/llama3.2/custom";
     let before = manifest_bytes(&m.store, custom);
     let blobs_before = blobs(&m.store);
@@ -209,11 +212,7 @@ fn gio_trash_restore_and_empty() {
 /// of them back byte for byte; emptying prunes what only they used.
 #[test]
 fn gio_trash_of_a_namespace_folder_and_restore() {
-    let Some((d, m, info)) = mounted_fixture(&[]) else { return };
-    let Some(py) = python_with_gi() else { return };
-    if !gio_available() {
-        return;
-    }
+    let Some((d, m, info, py)) = mounted_with_gio() else { return };
     sh_ok(&format!("cp -r {} {}", q(&m.p("llama3.2:latest")), q(&m.p("myuser/second:v1"))));
     sh_ok(&format!("mkdir {0} && echo mine > {0}/notes.txt", q(&m.p("myuser/New Folder"))));
     let (custom, second) = ("registry.ollama.ai/myuser/llama3.2/custom", "registry.ollama.ai/myuser/second/v1");
