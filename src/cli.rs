@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
 
+use crate::format::human_bytes;
 use crate::layout::{self, Source};
 use crate::name::Name;
 use crate::store::index::Index;
@@ -137,6 +138,17 @@ fn open(arg: &StoreArg) -> Result<Store, StoreError> {
     Store::open(store_dir(&arg.store))
 }
 
+/// For the commands that bring models in (`pull`, `create`, `serve`): a store folder that
+/// does not exist yet is made, as Ollama makes `~/.ollama/models` on first use.
+fn open_or_make(arg: &StoreArg) -> Result<Store, StoreError> {
+    let dir = store_dir(&arg.store);
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("store folder {}: {e}", dir.display())))?;
+    }
+    Store::open(dir)
+}
+
 /// A command's failure: what the store said, or why a mount did not start.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
@@ -201,8 +213,8 @@ fn run(cmd: Command) -> Result<(), StoreError> {
         }
         Command::Show { store, modelfile: true, name, .. } => show_modelfile(open(&store)?, &name),
         Command::Show { store, json, name, .. } => show(&open(&store)?, &name, json),
-        Command::Create { store, name, file } => create(open(&store)?, &name, &file),
-        Command::Pull { store, insecure, name } => transfer(open(&store)?, &name, insecure, true),
+        Command::Create { store, name, file } => create(open_or_make(&store)?, &name, &file),
+        Command::Pull { store, insecure, name } => transfer(open_or_make(&store)?, &name, insecure, true),
         Command::Push { store, insecure, name } => transfer(open(&store)?, &name, insecure, false),
         Command::Serve { store, listen, no_prune, verbose } => serve_api(&store, listen.as_deref(), no_prune, verbose),
         Command::Verify { store } => {
@@ -239,7 +251,7 @@ fn serve_api(store: &StoreArg, listen: Option<&str>, no_prune: bool, verbose: u8
         simplelog::TerminalMode::Stderr,
         simplelog::ColorChoice::Never,
     );
-    let s = std::sync::Arc::new(open(store)?);
+    let s = std::sync::Arc::new(open_or_make(store)?);
     s.prepare_for_writes()?;
     let addr = crate::api::listen_addr(listen);
     let listener = crate::api::bind(&addr)?;
@@ -340,24 +352,6 @@ fn print_table(head: &[&str; 4], rows: &[[String; 4]]) {
     for r in rows {
         let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3]]).trim_end());
     }
-}
-
-/// Ollama's `format.HumanBytes` (decimal units).
-pub fn human_bytes(b: i64) -> String {
-    let units = [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")];
-    for (size, unit) in units {
-        if b as f64 >= size {
-            let v = b as f64 / size;
-            return if v >= 10.0 {
-                format!("{} {unit}", v as i64)
-            } else if v != v.trunc() {
-                format!("{v:.1} {unit}")
-            } else {
-                format!("{} {unit}", v as i64)
-            };
-        }
-    }
-    format!("{b} B")
 }
 
 /// Ollama's `format.HumanTime` wording ("2 weeks ago").
@@ -651,18 +645,4 @@ fn show(s: &Store, raw: &str, json: bool) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_bytes_like_ollama() {
-        assert_eq!(human_bytes(2019393189), "2.0 GB");
-        assert_eq!(human_bytes(2_000_000_000), "2 GB");
-        assert_eq!(human_bytes(15_500_000_000), "15 GB");
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_500), "1.5 KB");
-    }
 }

@@ -12,6 +12,7 @@ pub mod cli;
 /// Test support (a realistic Ollama store); not part of the product build.
 #[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
+pub mod format;
 pub mod fs;
 pub mod fuse;
 pub mod gguf;

@@ -254,6 +254,7 @@ pub fn pull(
     let mut bytes = Vec::new();
     res.into_reader().take(16 << 20).read_to_end(&mut bytes)?;
     let m = Manifest::parse_strict(&bytes).map_err(|e| err(format!("the registry's manifest: {e}")))?;
+    check_space(store, name, &m)?;
     let mut added = Vec::new();
     let res = (|| -> Result<(), StoreError> {
         for l in std::iter::once(&m.config).chain(m.layers.iter()) {
@@ -263,7 +264,8 @@ pub fn pull(
                 progress(Progress::Blob(d, size, size));
                 continue;
             }
-            moved.downloaded += download(store, &mut c, &d, size, progress)?;
+            moved.downloaded +=
+                download(store, &mut c, &d, size, progress).map_err(|e| give_space_back(store, &d, e))?;
             added.push(d);
         }
         progress(Progress::Status("verifying sha256 digest".into()));
@@ -277,6 +279,46 @@ pub fn pull(
     }
     progress(Progress::Status("success".into()));
     Ok(moved)
+}
+
+/// Refuse a pull the store's disk cannot hold before anything is downloaded: the blobs
+/// still missing, less what their partial downloads already hold.
+fn check_space(store: &Store, name: &Name, m: &Manifest) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut need = 0u64;
+    for l in std::iter::once(&m.config).chain(m.layers.iter()) {
+        let (Some(d), size) = (l.digest(), l.size.max(0) as u64) else { continue };
+        if fs::metadata(store.blob_path(&d)).is_ok_and(|meta| meta.len() == size) {
+            continue;
+        }
+        let held = fs::metadata(partial_path(store, &d)).map(|meta| meta.blocks() * 512).unwrap_or(0);
+        need += size.saturating_sub(held);
+    }
+    let free = store.free_space()?;
+    if need > free {
+        return Err(err(format!(
+            "not enough space to pull {}: {} more needed, {} free in {}",
+            name.display_shortest(),
+            crate::format::human_bytes(need as i64),
+            crate::format::human_bytes(free as i64),
+            store.root().display()
+        )));
+    }
+    Ok(())
+}
+
+/// A download that ran out of space gives it back: its partial file goes (a retry starts
+/// over), and the error says so.
+fn give_space_back(store: &Store, d: &Digest, e: StoreError) -> StoreError {
+    let full = matches!(&e, StoreError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC));
+    if !full {
+        return e;
+    }
+    let part = partial_path(store, d);
+    for p in [part.with_extension("parts.tmp"), part.with_extension("parts"), part] {
+        let _ = fs::remove_file(p);
+    }
+    err(format!("no space left on the store's disk while pulling {d}; its partial download was removed"))
 }
 
 /// One blob into `blobs/`, resuming a partial download. Returns the bytes downloaded.
@@ -662,6 +704,22 @@ pub fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_out_of_space_removes_the_partial_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Digest([7; 32]);
+        let part = partial_path_ready(&store, &d).unwrap();
+        for p in [part.clone(), part.with_extension("parts"), part.with_extension("parts.tmp")] {
+            fs::write(p, b"x").unwrap();
+        }
+        let other = give_space_back(&store, &d, StoreError::Io(io::Error::from_raw_os_error(libc::EIO)));
+        assert!(matches!(other, StoreError::Io(_)) && part.exists(), "other errors keep it for a resume");
+        let full = give_space_back(&store, &d, StoreError::Io(io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert!(full.to_string().contains("no space left"), "{full}");
+        assert_eq!(fs::read_dir(part.parent().unwrap()).unwrap().count(), 0, "partial and its state removed");
+    }
 
     #[test]
     fn bearer_challenges_parse() {

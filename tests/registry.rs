@@ -678,3 +678,30 @@ fn blobs_come_from_the_storage_the_registry_redirects_to() {
     assert_verifies(&dest);
     assert!(fs::read_dir(dest.join(".ollamafs/pull")).map_or(true, |d| d.count() == 0), "no partial file left");
 }
+
+/// A pull into a store whose disk cannot hold the model stops before downloading anything
+/// and says how much is missing; a store folder that does not exist yet is made on the
+/// first pull (as Ollama makes `~/.ollama/models`).
+#[test]
+fn a_pull_the_disk_cannot_hold_is_refused_before_it_starts() {
+    let Some(reg) = Registry::start(None) else { return };
+    let (_d1, src, _) = fixture_store(64 << 20);
+    let (big, small) = (reg.name("team/big:v1"), reg.name("team/small:v1"));
+    assert!(ollamafs(&src, &["cp", "llama3.2", &big]).status.success());
+    assert!(ollamafs(&src, &["cp", "qwen2.5:0.5b", &small]).status.success());
+    for name in [&big, &small] {
+        let o = ollamafs(&src, &["push", "--insecure", name]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let d = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&d.path().join("small"), 40);
+    let store = disk.0.join("models");
+    let o = ollamafs(&store, &["pull", "--insecure", &big]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not enough space to pull") && stderr(&o).contains("free in"), "{}", stderr(&o));
+    assert_eq!(disk_usage(&disk.0), 0, "nothing was downloaded");
+    let o = ollamafs(&store, &["pull", "--insecure", &small]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs::read(manifest_path_of(&store, &small)).unwrap(), fs::read(manifest_path_of(&src, &small)).unwrap());
+    assert_verifies(&store);
+}

@@ -303,14 +303,7 @@ impl Fs {
     }
 
     pub fn statfs(&self) -> Result<libc::statvfs> {
-        let c = std::ffi::CString::new(self.store.root().as_os_str().as_encoded_bytes())
-            .map_err(|_| FsError::new(libc::EINVAL, "store path"))?;
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: valid C string and a zeroed out-struct of the right type.
-        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        Ok(s)
+        Ok(self.store.statvfs()?)
     }
 
     /// Extended attributes: digest and media type on layer files, name and ID on models.

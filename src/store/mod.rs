@@ -103,6 +103,24 @@ pub struct Store {
 }
 
 impl Store {
+    /// The filesystem the store is on (`statvfs` of its folder).
+    pub fn statvfs(&self) -> io::Result<libc::statvfs> {
+        let c = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+        // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and a pointer to a struct of the right type.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(s)
+    }
+
+    /// Bytes an unprivileged writer may still use on the store's filesystem.
+    pub fn free_space(&self) -> io::Result<u64> {
+        let s = self.statvfs()?;
+        Ok(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
     /// Open a store folder. It must exist; `blobs/` and `manifests/` are created as
     /// Ollama would, and leftovers of crashed ollamafs processes are removed.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
