@@ -171,8 +171,9 @@ fn gio_trash_restore_and_empty() {
     // Ollama's start-up prune deletes blobs no manifest names: the trash keeps the data.
     let system_blob = m.store.join("blobs").join(info.system_custom.blob_file_name());
     fs::remove_file(&system_blob).unwrap();
-    // Restore as the file managers do: make the original folder if it is gone (an emptied
-    // namespace folder vanishes), move files/NAME back to the Path of its info file.
+    // Restore as the file managers do: make the original folder if it is gone (it stays
+    // while the mount lives, not across a remount), move files/NAME back to the Path of its
+    // info file.
     glib(
         py,
         d.path(),
@@ -282,6 +283,7 @@ fn kio_move_to_trash_copies_out_then_deletes_safely() {
     fs::create_dir_all(&rt).unwrap();
     sh_ok(&format!("chmod 700 {}", q(&rt)));
     let llama = manifest_bytes(&m.store, LLAMA);
+    let custom_before = manifest_bytes(&m.store, "registry.ollama.ai/myuser/llama3.2/custom");
     let t0 = std::time::Instant::now();
     let o = sh(&format!(
         "HOME={} XDG_RUNTIME_DIR={} QT_QPA_PLATFORM=offscreen timeout 60 kioclient5 --noninteractive move {} trash:/",
@@ -299,5 +301,27 @@ fn kio_move_to_trash_copies_out_then_deletes_safely() {
     assert!(!m.p("myuser/llama3.2:custom").exists());
     assert!(!manifest_files(&m.store).iter().any(|f| f.contains("/myuser/")));
     assert_eq!(manifest_bytes(&m.store, LLAMA), llama);
+    assert_store_clean(&m.store);
+
+    // Restore from the home Trash (KIO copies it back across filesystems, then deletes):
+    // the model is back byte for byte, and the weights the store still has are compared,
+    // not written again.
+    let writes = m.daemon_disk_writes();
+    let kio = |args: &str| {
+        let o = sh(&format!(
+            "HOME={} XDG_RUNTIME_DIR={} QT_QPA_PLATFORM=offscreen timeout 60 kioclient5 --noninteractive {args}",
+            q(&home),
+            q(&rt)
+        ));
+        assert!(o.status.success(), "kioclient5 {args}: {}", stderr(&o));
+    };
+    kio(&format!("move {} {}", q(&copied), q(&m.p("myuser/llama3.2:custom"))));
+    assert_eq!(manifest_bytes(&m.store, "registry.ollama.ai/myuser/llama3.2/custom"), custom_before);
+    assert!(m.daemon_disk_writes() - writes < 4 << 20, "the weights were compared, not written");
+    // Dolphin's copy and paste inside the mount: a new model, no new blob.
+    let before = blobs(&m.store);
+    kio(&format!("copy {} {}", q(&m.p("llama3.2:latest")), q(&m.p("llama3.2:kio"))));
+    assert_eq!(manifest_bytes(&m.store, "registry.ollama.ai/library/llama3.2/kio"), llama);
+    assert_eq!(blobs(&m.store), before);
     assert_store_clean(&m.store);
 }

@@ -258,7 +258,11 @@ fn rm_r_deletes_and_prunes_only_unshared_blobs() {
     let b = blobs(&m.store);
     assert!(!b.contains(&info.system_custom.blob_file_name()), "its own system prompt is pruned");
     assert!(b.contains(&info.big_model.blob_file_name()), "shared weights stay");
-    assert!(!m.p("myuser").exists(), "empty namespace folder is gone");
+    // The namespace folder stays, empty, as on any filesystem (a file manager restores a
+    // trashed model into it), until it is removed itself.
+    assert_eq!(fs::read_dir(m.p("myuser")).unwrap().count(), 0, "the emptied namespace folder stays");
+    sh_ok(&format!("rmdir {}", q(&m.p("myuser"))));
+    assert!(!m.p("myuser").exists());
     // rm manifest.json takes the model out of the store (as `ollama rm`); the folder stays
     // as a draft with its other files until they are removed too.
     sh_ok(&format!("rm {}", q(&m.p("llama3.2:latest/manifest.json"))));

@@ -59,9 +59,13 @@ impl Fs {
     /// Put blob `d` into `model` as file `file`: replace the layer of that name, or add one.
     pub(super) fn apply_layer(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
         if let Some(wait) = st.waiting.get_mut(model) {
-            // A manifest.json is waiting for its blobs: files arriving now only supply blobs.
+            // A manifest.json is waiting for its blobs: a file arriving supplies one. The
+            // last one installs the manifest; until then each file also shows in the folder
+            // under its name (copy tools set its mode and times right after closing it).
             wait.missing.remove(&d);
-            return self.try_waiting(st, model);
+            if wait.missing.is_empty() {
+                return self.try_waiting(st, model);
+            }
         }
         let mut e = st.edit(model);
         if e.find(file).is_none() && !(file == CONFIG_FILE || is_layer_name(file)) {

@@ -190,6 +190,7 @@ impl Fs {
                 }
                 // An empty draft: nothing of it was ever in the store.
                 self.forget_model_folder(&mut st, m);
+                st.keep_parent_of(m);
                 let released = self.sync_holds(&mut st);
                 self.prune_unused(&mut st, released);
                 Ok(())
@@ -358,6 +359,7 @@ impl Fs {
             st.pending_models.insert(to.clone());
             self.move_model_folder(st, from, to);
             st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
+            st.keep_parent_of(from);
             // A complete draft under its new name is published.
             if let Some((m, bytes)) = st.work.get(to).map(|w| (w.manifest.clone(), w.bytes.to_vec())) {
                 self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)?;
@@ -373,6 +375,7 @@ impl Fs {
         st.index.remove(from);
         self.move_model_folder(st, from, to);
         st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
+        st.keep_parent_of(from);
         Ok(())
     }
 

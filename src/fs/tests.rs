@@ -241,8 +241,11 @@ fn manifest_json_waits_for_missing_blobs() {
     // A manifest naming a blob the store does not have yet.
     let content = b"brand new system prompt\n";
     let d = Digest::of_bytes(content);
+    let license = b"a license nobody has yet\n";
     let mut m = crate::store::Manifest::parse(&manifest(&t, fixture::HF)).unwrap();
     m.layers.push(crate::store::Layer::new("application/vnd.ollama.image.system", d, content.len() as u64));
+    let l = Digest::of_bytes(license);
+    m.layers.push(crate::store::Layer::new("application/vnd.ollama.image.license", l, license.len() as u64));
     let bytes = m.to_go_json();
     t.fs.mkdir(ROOT_INO, "late:v1", 0o755).unwrap();
     let dir = walk(&t, "late:v1").unwrap().ino;
@@ -250,6 +253,16 @@ fn manifest_json_waits_for_missing_blobs() {
     t.fs.write(w.fh, 0, &bytes).unwrap();
     t.fs.release(w.fh).unwrap();
     assert!(!t.fs.store.manifest_path(&Name::parse("late:v1").unwrap()).exists(), "waiting");
+    // A blob that arrives while others are still missing shows under its name at once (a
+    // copy tool sets its mode right after closing it).
+    let license_count = names(&t, "late:v1").iter().filter(|n| n.starts_with("license")).count();
+    let name = if license_count == 0 { "license".to_string() } else { format!("license-{}", license_count + 1) };
+    let (_, w) = t.fs.create(dir, &name, 0o644, libc::O_WRONLY).unwrap();
+    t.fs.write(w.fh, 0, license).unwrap();
+    t.fs.release(w.fh).unwrap();
+    let shown = walk(&t, &format!("late:v1/{name}")).unwrap_or_else(|e| panic!("{e:?}"));
+    t.fs.setattr(shown.ino, None, SetAttr { mode: Some(0o644), ..Default::default() }).unwrap();
+    assert!(!t.fs.store.manifest_path(&Name::parse("late:v1").unwrap()).exists(), "still waiting");
     let (_, w) = t.fs.create(dir, "system", 0o644, libc::O_WRONLY).unwrap();
     t.fs.write(w.fh, 0, content).unwrap();
     t.fs.release(w.fh).unwrap();

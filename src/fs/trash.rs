@@ -304,6 +304,7 @@ impl Fs {
             st.index.remove(model);
         }
         self.forget_model_folder(st, model);
+        st.keep_parent_of(model);
         let mut candidates = self.sync_holds(st);
         candidates.extend(published.iter().flat_map(|m| m.manifest.digests()));
         self.prune_unused(st, candidates);
@@ -374,6 +375,7 @@ impl Fs {
     /// already moved are restored.
     fn trash_folder(&self, st: &mut State, prefix: &str, dest: &Path, uid: u32, rel: &str) -> Result<Item> {
         let models = self.models_below(st, prefix);
+        let dirs_before = st.pending_dirs.clone();
         fs::create_dir(dest)?;
         let mut done: Vec<(Name, String)> = Vec::new();
         let mut digests = Vec::new();
@@ -408,6 +410,7 @@ impl Fs {
                     if whole {
                         let _ = fs::remove_dir_all(dest);
                     }
+                    st.pending_dirs = dirs_before;
                     return Err(e);
                 }
             }
@@ -639,6 +642,7 @@ impl Fs {
             }
             plan.push((name, rest.clone()));
         }
+        let dirs_before = st.pending_dirs.clone();
         let mut done: Vec<&(Name, String)> = Vec::new();
         for step in &plan {
             let (name, rest) = step;
@@ -655,6 +659,7 @@ impl Fs {
                         ),
                     }
                 }
+                st.pending_dirs = dirs_before;
                 return Err(e);
             }
             st.inodes.rekey(&Node::Trash(uid, model_rel), &Node::Model(name.clone()));

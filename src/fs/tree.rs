@@ -92,6 +92,16 @@ pub fn model_name_in(entry: &str, h_ns: &(String, String)) -> Option<Name> {
 }
 
 impl State {
+    /// A model folder left its parent through the mount (rmdir, mv, trash): the parent
+    /// stays, even empty, as on any filesystem, until it is removed itself. (A file
+    /// manager restores a trashed model into its old folder and gives up if it is gone.)
+    pub(super) fn keep_parent_of(&mut self, model: &Name) {
+        let parent = model_parent(model);
+        if !parent.is_empty() {
+            self.pending_dirs.insert(parent);
+        }
+    }
+
     /// Files a freshly made model does not show yet (see `State::fresh`).
     pub(super) fn hidden(&self, model: &Name, file: &str) -> bool {
         self.fresh.get(model).is_some_and(|f| self.clock.since(f.at) < super::FRESH_WINDOW && !f.written.contains(file))
