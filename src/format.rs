@@ -18,16 +18,51 @@ pub fn human_bytes(b: i64) -> String {
     format!("{b} B")
 }
 
+/// Ollama's `format.HumanNumber`, used for `model_type` (parameter size).
+pub fn human_number(n: u64) -> String {
+    const THOUSAND: f64 = 1e3;
+    const MILLION: f64 = 1e6;
+    const BILLION: f64 = 1e9;
+    let f = n as f64;
+    if f >= BILLION {
+        let v = f / BILLION;
+        if v == v.floor() { format!("{v:.0}B") } else { format!("{v:.1}B") }
+    } else if f >= MILLION {
+        let v = f / MILLION;
+        if v == v.floor() { format!("{v:.0}M") } else { format!("{v:.2}M") }
+    } else if f >= THOUSAND {
+        format!("{:.0}K", f / THOUSAND)
+    } else {
+        n.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn human_bytes_like_ollama() {
-        assert_eq!(human_bytes(2019393189), "2.0 GB");
-        assert_eq!(human_bytes(2_000_000_000), "2 GB");
-        assert_eq!(human_bytes(15_500_000_000), "15 GB");
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_500), "1.5 KB");
+    fn sizes_and_counts_like_ollama() {
+        let bytes = [
+            (2019393189, "2.0 GB"),
+            (2_000_000_000, "2 GB"),
+            (15_500_000_000, "15 GB"),
+            (999, "999 B"),
+            (1_500, "1.5 KB"),
+        ];
+        for (n, text) in bytes {
+            assert_eq!(human_bytes(n), text);
+        }
+        let counts = [
+            (3_212_749_888, "3.2B"),
+            (8_000_000_000, "8B"),
+            (1_500_000, "1.50M"),
+            (2_000_000, "2M"),
+            (12_345, "12K"),
+            (999, "999"),
+        ];
+        for (n, text) in counts {
+            assert_eq!(human_number(n), text);
+        }
     }
 }

@@ -280,25 +280,6 @@ pub fn file_type_name(v: i128) -> &'static str {
     }
 }
 
-/// Ollama's `format.HumanNumber`, used for `model_type` (parameter size).
-pub fn human_number(n: u64) -> String {
-    const THOUSAND: f64 = 1e3;
-    const MILLION: f64 = 1e6;
-    const BILLION: f64 = 1e9;
-    let f = n as f64;
-    if f >= BILLION {
-        let v = f / BILLION;
-        if v == v.floor() { format!("{v:.0}B") } else { format!("{v:.1}B") }
-    } else if f >= MILLION {
-        let v = f / MILLION;
-        if v == v.floor() { format!("{v:.0}M") } else { format!("{v:.2}M") }
-    } else if f >= THOUSAND {
-        format!("{:.0}K", f / THOUSAND)
-    } else {
-        n.to_string()
-    }
-}
-
 /// Writes GGUF headers; used by fixtures and tests to make realistic model files.
 pub mod write {
     use super::Value;
@@ -370,16 +351,6 @@ pub mod write {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_numbers_match_ollama() {
-        assert_eq!(human_number(3_212_749_888), "3.2B");
-        assert_eq!(human_number(8_000_000_000), "8B");
-        assert_eq!(human_number(1_500_000), "1.50M");
-        assert_eq!(human_number(2_000_000), "2M");
-        assert_eq!(human_number(12_345), "12K");
-        assert_eq!(human_number(999), "999");
-    }
 
     #[test]
     fn round_trip_header() {

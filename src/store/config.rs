@@ -68,7 +68,7 @@ impl GeneratedConfig {
             model_format: "gguf".into(),
             model_family: arch.clone(),
             model_families: Some(vec![arch]),
-            model_type: gguf::human_number(h.parameter_count),
+            model_type: crate::format::human_number(h.parameter_count),
             file_type: h.file_type_name().into(),
             architecture: "amd64".into(),
             os: "linux".into(),
