@@ -43,26 +43,21 @@ mod tests {
 
     #[test]
     fn sizes_and_counts_like_ollama() {
-        let bytes = [
-            (2019393189, "2.0 GB"),
-            (2_000_000_000, "2 GB"),
-            (15_500_000_000, "15 GB"),
-            (999, "999 B"),
-            (1_500, "1.5 KB"),
+        let cases = [
+            (human_bytes(2019393189), "2.0 GB"),
+            (human_bytes(2_000_000_000), "2 GB"),
+            (human_bytes(15_500_000_000), "15 GB"),
+            (human_bytes(999), "999 B"),
+            (human_bytes(1_500), "1.5 KB"),
+            (human_number(3_212_749_888), "3.2B"),
+            (human_number(8_000_000_000), "8B"),
+            (human_number(1_500_000), "1.50M"),
+            (human_number(2_000_000), "2M"),
+            (human_number(12_345), "12K"),
+            (human_number(999), "999"),
         ];
-        for (n, text) in bytes {
-            assert_eq!(human_bytes(n), text);
-        }
-        let counts = [
-            (3_212_749_888, "3.2B"),
-            (8_000_000_000, "8B"),
-            (1_500_000, "1.50M"),
-            (2_000_000, "2M"),
-            (12_345, "12K"),
-            (999, "999"),
-        ];
-        for (n, text) in counts {
-            assert_eq!(human_number(n), text);
+        for (got, want) in cases {
+            assert_eq!(got, want);
         }
     }
 }
