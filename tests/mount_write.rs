@@ -250,6 +250,36 @@ fn weights_are_immutable_but_replaceable() {
     assert_store_clean(&m.store);
 }
 
+/// A backup copied back by tools that set each file's mode and times by path right after
+/// closing it (Python's `shutil.copytree`, KIO), in an order that puts `manifest.json`
+/// first, while the store no longer has the model's own blobs: the manifest waits for them,
+/// every file stays visible meanwhile, and the model comes back byte for byte.
+#[test]
+fn a_backup_copied_back_in_any_order_restores_the_model() {
+    let Some((d, m, _)) = mounted_fixture(&[]) else { return };
+    let name = "qwen2.5:0.5b";
+    let original = manifest_bytes(&m.store, "registry.ollama.ai/library/qwen2.5/0.5b");
+    // A tmpfs lists the newest file first: made last, manifest.json is copied first.
+    let disk = Tmpfs::mount(&d.path().join("backup"), 64);
+    let backup = disk.0.join(name);
+    fs::create_dir(&backup).unwrap();
+    let mut files: Vec<String> =
+        fs::read_dir(m.p(name)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort_by_key(|f| f == "manifest.json");
+    for f in &files {
+        sh_ok(&format!("cp -p {} {}", q(&m.p(&format!("{name}/{f}"))), q(&backup)));
+    }
+    assert_eq!(fs::read_dir(&backup).unwrap().next().unwrap().unwrap().file_name(), "manifest.json");
+    sh_ok(&format!("rm -r {}", q(&m.p(name))));
+    sh_ok(&format!(
+        "python3 -c 'import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2])' {} {}",
+        q(&backup),
+        q(&m.p(name))
+    ));
+    assert_eq!(manifest_bytes(&m.store, "registry.ollama.ai/library/qwen2.5/0.5b"), original);
+    assert_store_clean(&m.store);
+}
+
 #[test]
 fn rm_r_deletes_and_prunes_only_unshared_blobs() {
     let Some((_d, m, info)) = mounted_fixture(&[]) else { return };

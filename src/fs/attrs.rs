@@ -181,6 +181,9 @@ impl Fs {
                     a.perm = 0o600;
                     return Ok(a);
                 }
+                if let Some(w) = st.waiting_manifest_json(model, name) {
+                    return Ok(self.base_attr(ino, FileKind::File, w.bytes.len() as u64, w.at));
+                }
                 let in_manifest = st
                     .view(model)
                     .cloned()

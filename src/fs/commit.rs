@@ -215,7 +215,7 @@ impl Fs {
         if st.index.get(model).is_none() {
             st.pending_models.insert(model.clone());
         }
-        st.waiting.insert(model.clone(), WaitingManifest { bytes, missing });
+        st.waiting.insert(model.clone(), WaitingManifest { bytes, missing, at: std::time::SystemTime::now() });
         let released = self.sync_holds(st);
         self.prune_unused(st, released);
         Ok(())

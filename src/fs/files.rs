@@ -108,6 +108,17 @@ impl Fs {
 
     /// Open an existing per-model file for writing (text layers, config, manifest).
     pub(super) fn open_writer(&self, st: &mut State, ino: u64, model: &Name, name: &str, flags: i32) -> Result<Opened> {
+        if let Some(waiting) = st.waiting_manifest_json(model, name) {
+            // A draft's waiting manifest.json, rewritten: start from its bytes unless truncated.
+            let mut w = Writer::empty(ino, model.clone(), name.to_string(), false);
+            if flags & libc::O_TRUNC == 0 {
+                let bytes = waiting.bytes.clone();
+                w.write(&self.store, 0, &bytes)?;
+                w.dirty = false;
+            }
+            let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
+            return Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: true });
+        }
         let m = st.view(model).cloned().ok_or_else(|| enoent(name))?;
         let f = st.files_of(model).into_iter().find(|f| f.name == name).ok_or_else(|| enoent(name))?;
         if f.kind == Kind::Weights {

@@ -246,7 +246,7 @@ impl Fs {
             self.prune_unused(&mut st, vec![d]);
             return Ok(());
         }
-        if full == MANIFEST_FILE && st.is_published(&model) {
+        if full == MANIFEST_FILE && (st.is_published(&model) || st.waiting.contains_key(&model)) {
             return self.unpublish(&mut st, &model);
         }
         self.remove_layer(&mut st, &model, &full)

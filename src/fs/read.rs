@@ -65,6 +65,15 @@ impl Fs {
                     }
                     return self.open_writer(&mut st, ino, model, name, flags);
                 }
+                if let Some(w) = st.waiting_manifest_json(model, name) {
+                    let handle = Handle::Bytes(w.bytes.clone().into());
+                    return Ok(Opened {
+                        fh: self.add_handle(handle),
+                        keep_cache: false,
+                        passthrough: None,
+                        direct_io: false,
+                    });
+                }
                 let m = st.view(model).cloned().ok_or_else(|| enoent(name))?;
                 let f = st.files_of(model).into_iter().find(|f| f.name == *name).ok_or_else(|| enoent(name))?;
                 // manifest.json is the store's manifest: a held change does not alter it

@@ -253,6 +253,12 @@ fn manifest_json_waits_for_missing_blobs() {
     t.fs.write(w.fh, 0, &bytes).unwrap();
     t.fs.release(w.fh).unwrap();
     assert!(!t.fs.store.manifest_path(&Name::parse("late:v1").unwrap()).exists(), "waiting");
+    // The draft shows the manifest.json as written while it waits.
+    let shown = walk(&t, "late:v1/manifest.json").unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(shown.size, bytes.len() as u64);
+    let o = t.fs.open(shown.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(t.fs.read(o.fh, 0, 1 << 20).unwrap(), bytes);
+    t.fs.release(o.fh).unwrap();
     // A blob that arrives while others are still missing shows under its name at once (a
     // copy tool sets its mode right after closing it).
     let license_count = names(&t, "late:v1").iter().filter(|n| n.starts_with("license")).count();
@@ -267,6 +273,19 @@ fn manifest_json_waits_for_missing_blobs() {
     t.fs.write(w.fh, 0, content).unwrap();
     t.fs.release(w.fh).unwrap();
     assert_eq!(manifest(&t, "late:v1"), bytes, "applied byte for byte once the blob arrived");
+    // Removing a waiting manifest.json ends the wait; the draft folder can then go.
+    t.fs.mkdir(ROOT_INO, "later:v1", 0o755).unwrap();
+    let later = walk(&t, "later:v1").unwrap().ino;
+    let mut m2 = crate::store::Manifest::parse(&bytes).unwrap();
+    let never = b"never arrives\n";
+    m2.layers.push(crate::store::Layer::new("application/vnd.ollama.image.license", Digest::of_bytes(never), 14));
+    let (_, w) = t.fs.create(later, "manifest.json", 0o644, libc::O_WRONLY).unwrap();
+    t.fs.write(w.fh, 0, &m2.to_go_json()).unwrap();
+    t.fs.release(w.fh).unwrap();
+    assert_eq!(names(&t, "later:v1"), ["manifest.json"]);
+    t.fs.unlink(later, "manifest.json").unwrap();
+    t.fs.rmdir(ROOT_INO, "later:v1").unwrap();
+    assert!(!t.fs.store.manifest_path(&Name::parse("later:v1").unwrap()).exists());
     // Invalid JSON is refused at close and changes nothing.
     let (_, w) = t.fs.create(dir, "x.tmp", 0o644, libc::O_WRONLY).unwrap();
     t.fs.release(w.fh).unwrap();

@@ -119,21 +119,40 @@ impl State {
     /// The files of a model folder as the mount names them: pinned names win (see
     /// `State::pins`), and a draft has no `manifest.json` (nothing is in the store).
     pub(super) fn files_of(&self, model: &Name) -> Vec<LayerFile> {
-        let Some(m) = self.view(model) else { return Vec::new() };
-        let mut files = layout::files(&m.manifest);
-        if let Some(pins) = self.pins.get(model)
-            && pins.len() == m.manifest.layers.len()
-        {
-            for f in &mut files {
-                if let Source::Layer(i) = f.source {
-                    f.name = pins[i].clone();
+        let mut files = Vec::new();
+        if let Some(m) = self.view(model) {
+            files = layout::files(&m.manifest);
+            if let Some(pins) = self.pins.get(model)
+                && pins.len() == m.manifest.layers.len()
+            {
+                for f in &mut files {
+                    if let Source::Layer(i) = f.source {
+                        f.name = pins[i].clone();
+                    }
                 }
             }
         }
         if !self.is_published(model) {
             files.retain(|f| f.source != Source::Manifest);
+            // A manifest.json written into a draft shows as written while it waits for
+            // its blobs (copy tools set its mode and times by path after closing it).
+            if self.waiting.contains_key(model) {
+                files.push(LayerFile {
+                    name: layout::MANIFEST_FILE.to_string(),
+                    kind: Kind::Text,
+                    source: Source::Manifest,
+                });
+            }
         }
         files
+    }
+
+    /// The `manifest.json` a draft shows while it waits for its blobs.
+    pub(super) fn waiting_manifest_json(&self, model: &Name, name: &str) -> Option<&super::writer::WaitingManifest> {
+        if name != layout::MANIFEST_FILE || self.is_published(model) {
+            return None;
+        }
+        self.waiting.get(model)
     }
 
     pub(super) fn model_exists(&self, n: &Name) -> bool {

@@ -187,6 +187,12 @@ impl Fs {
     /// `rm manifest.json`: the model leaves the store; its folder stays as a draft with
     /// its remaining files (held), so deleting them in any order succeeds.
     pub(super) fn unpublish(&self, st: &mut State, model: &Name) -> Result<()> {
+        if !st.is_published(model) && st.waiting.remove(model).is_some() {
+            // A draft's waiting manifest.json: removing it stops the wait.
+            let released = self.sync_holds(st);
+            self.prune_unused(st, released);
+            return Ok(());
+        }
         let Some(view) = st.view(model).cloned() else {
             return Err(super::enoent(model));
         };

@@ -27,6 +27,8 @@ pub(super) const MAX_JSON: u64 = 16 << 20;
 pub(crate) struct WaitingManifest {
     pub(crate) bytes: Vec<u8>,
     pub(super) missing: HashSet<Digest>,
+    /// When it was written (its mtime while a draft shows it).
+    pub(super) at: std::time::SystemTime,
 }
 
 /// The content so far is exactly the first `covered` bytes of an existing blob, and no
