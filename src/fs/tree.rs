@@ -117,7 +117,8 @@ impl State {
     }
 
     /// The files of a model folder as the mount names them: pinned names win (see
-    /// `State::pins`), and a draft has no `manifest.json` (nothing is in the store).
+    /// `State::pins`), and a draft has no `manifest.json` (nothing is in the store) unless
+    /// one written into it waits for its blobs.
     pub(super) fn files_of(&self, model: &Name) -> Vec<LayerFile> {
         let mut files = Vec::new();
         if let Some(m) = self.view(model) {
