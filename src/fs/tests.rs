@@ -539,3 +539,30 @@ fn a_namespace_folder_restores_all_its_models_or_none() {
     assert_eq!((manifest(&t, custom), manifest(&t, second)), before, "restored byte for byte");
     assert_eq!(names(&t, ".Trash-0/files"), Vec::<String>::new());
 }
+
+#[test]
+fn large_writes_are_hashed_on_their_thread_and_a_truncate_starts_over() {
+    let t = setup(Options::default());
+    let system = walk(&t, "myuser/llama3.2:custom/system").unwrap();
+    let w = t.fs.open(system.ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    let chunk = |i: u8| vec![i; 1 << 20];
+    // Past the inline limit: a thread follows the written prefix and hashes it.
+    for i in 0..6u8 {
+        t.fs.write(w.fh, i as u64 * (1 << 20), &chunk(i)).unwrap();
+    }
+    // Truncated to nothing and written again: the hash starts over.
+    t.fs.setattr(system.ino, Some(w.fh), SetAttr { size: Some(0), ..Default::default() }).unwrap();
+    let mut content = Vec::new();
+    for i in 0..5u8 {
+        let c = chunk(100 + i);
+        t.fs.write(w.fh, content.len() as u64, &c).unwrap();
+        content.extend_from_slice(&c);
+    }
+    t.fs.flush(w.fh).unwrap();
+    t.fs.release(w.fh).unwrap();
+    let d = Digest::of_bytes(&content);
+    assert!(t.fs.store.blob_path(&d).exists(), "the blob is named by the hash of what the file holds");
+    assert_eq!(std::fs::read(t.fs.store.blob_path(&d)).unwrap(), content);
+    let m = crate::store::Manifest::parse(&manifest(&t, "myuser/llama3.2:custom")).unwrap();
+    assert!(m.layers.iter().any(|l| l.digest() == Some(d)), "and the model shows it");
+}
