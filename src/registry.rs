@@ -254,13 +254,19 @@ pub fn pull(
     let mut bytes = Vec::new();
     res.into_reader().take(16 << 20).read_to_end(&mut bytes)?;
     let m = Manifest::parse_strict(&bytes).map_err(|e| err(format!("the registry's manifest: {e}")))?;
-    check_space(store, name, &m)?;
+    // (digest, size, already here): what is here is neither downloaded nor counted
+    // against the free space.
+    let mut blobs = Vec::new();
+    for l in std::iter::once(&m.config).chain(m.layers.iter()) {
+        let d = l.digest().ok_or_else(|| err(format!("the registry's manifest names {:?}", l.digest)))?;
+        let size = l.size.max(0) as u64;
+        blobs.push((d, size, fs::metadata(store.blob_path(&d)).is_ok_and(|meta| meta.len() == size)));
+    }
+    check_space(store, name, blobs.iter().filter(|b| !b.2).map(|b| (b.0, b.1)))?;
     let mut added = Vec::new();
     let res = (|| -> Result<(), StoreError> {
-        for l in std::iter::once(&m.config).chain(m.layers.iter()) {
-            let d = l.digest().ok_or_else(|| err(format!("the registry's manifest names {:?}", l.digest)))?;
-            let size = l.size.max(0) as u64;
-            if fs::metadata(store.blob_path(&d)).is_ok_and(|meta| meta.len() == size) {
+        for &(d, size, here) in &blobs {
+            if here {
                 progress(Progress::Blob(d, size, size));
                 continue;
             }
@@ -282,15 +288,11 @@ pub fn pull(
 }
 
 /// Refuse a pull the store's disk cannot hold before anything is downloaded: the blobs
-/// still missing, less what their partial downloads already hold.
-fn check_space(store: &Store, name: &Name, m: &Manifest) -> Result<(), StoreError> {
+/// `wanted`, less what their partial downloads already hold.
+fn check_space(store: &Store, name: &Name, wanted: impl Iterator<Item = (Digest, u64)>) -> Result<(), StoreError> {
     use std::os::unix::fs::MetadataExt;
     let mut need = 0u64;
-    for l in std::iter::once(&m.config).chain(m.layers.iter()) {
-        let (Some(d), size) = (l.digest(), l.size.max(0) as u64) else { continue };
-        if fs::metadata(store.blob_path(&d)).is_ok_and(|meta| meta.len() == size) {
-            continue;
-        }
+    for (d, size) in wanted {
         let held = fs::metadata(partial_path(store, &d)).map(|meta| meta.blocks() * 512).unwrap_or(0);
         need += size.saturating_sub(held);
     }
@@ -321,7 +323,6 @@ fn give_space_back(store: &Store, d: &Digest, e: StoreError) -> StoreError {
     err(format!("no space left on the store's disk while pulling {d}; its partial download was removed"))
 }
 
-/// One blob into `blobs/`, resuming a partial download. Returns the bytes downloaded.
 /// Blobs at least this large are fetched in parallel `Range` parts.
 const PARTS_FROM: u64 = 64 << 20;
 /// At most this many parts, each at least `PARTS_FROM / 2`.

@@ -359,7 +359,6 @@ impl Fs {
             st.pending_models.insert(to.clone());
             self.move_model_folder(st, from, to);
             st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
-            st.keep_parent_of(from);
             // A complete draft under its new name is published.
             if let Some((m, bytes)) = st.work.get(to).map(|w| (w.manifest.clone(), w.bytes.to_vec())) {
                 self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)?;
@@ -375,7 +374,6 @@ impl Fs {
         st.index.remove(from);
         self.move_model_folder(st, from, to);
         st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
-        st.keep_parent_of(from);
         Ok(())
     }
 

@@ -250,14 +250,13 @@ impl Fs {
             }
         }
         if let Some(w) = st.work.remove(from) {
-            let mut moved = Model {
+            let moved = Model {
                 name: to.clone(),
                 bytes: w.bytes.clone(),
                 manifest: w.manifest.clone(),
                 id: w.id.clone(),
                 stamp: w.stamp,
             };
-            moved.name = to.clone();
             st.work.insert(to.clone(), Arc::new(moved));
         }
         if let Some(p) = st.pins.remove(from) {
@@ -270,5 +269,6 @@ impl Fs {
         }
         st.fresh.remove(from);
         st.vacated.retain(|(m, _), _| m != from);
+        st.keep_parent_of(from);
     }
 }
