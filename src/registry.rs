@@ -21,6 +21,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::name::Name;
 use crate::store::manifest::MANIFEST_MEDIA_TYPE;
+use crate::store::prefix_hash::PrefixHasher;
 use crate::store::{Digest, Manifest, Store, StoreError};
 
 /// Writes a pulled model's manifest (the store, or the mount's catalog).
@@ -397,47 +398,27 @@ fn download_parts(
         }
     };
     let url = c.url(&format!("blobs/{}", d.prefixed()));
-    let stop_hashing = std::sync::atomic::AtomicBool::new(false);
     let no_ranges = std::sync::atomic::AtomicBool::new(false);
-    let (results, hashed): (Vec<Result<(), StoreError>>, io::Result<Digest>) = std::thread::scope(|scope| {
-        // The hash follows the downloaded prefix (part 0, then part 1 once part 0 is whole,
-        // …), reading back from the page cache, so it overlaps the download.
-        let hashing = {
-            let (done, parts, part, stop) = (&done, &parts, &part, &stop_hashing);
-            scope.spawn(move || -> io::Result<Digest> {
-                let f = File::open(part)?;
-                let mut h = Sha256::new();
-                let mut at = 0u64;
-                let mut buf = vec![0u8; 1 << 20];
-                while at < size {
-                    let mut frontier = size;
-                    for (i, p) in parts.iter().enumerate() {
-                        let reached = p.0 + done[i].load(Ordering::Acquire);
-                        if reached < p.1 {
-                            frontier = reached;
-                            break;
-                        }
-                    }
-                    if at < frontier {
-                        let n = ((frontier - at) as usize).min(buf.len());
-                        f.read_exact_at(&mut buf[..n], at)?;
-                        h.update(&buf[..n]);
-                        at += n as u64;
-                    } else if stop.load(Ordering::Acquire) {
-                        return Err(io::Error::other("download stopped"));
-                    } else {
-                        std::thread::sleep(std::time::Duration::from_millis(2));
-                    }
-                }
-                Ok(Digest(h.finalize().into()))
-            })
-        };
+    // The hash follows the downloaded prefix (part 0, then part 1 once part 0 is whole, …),
+    // reading it back from the page cache, so it overlaps the download.
+    let frontier = |done: &[AtomicU64]| {
+        parts
+            .iter()
+            .zip(done)
+            .map(|(p, d)| p.0 + d.load(Ordering::Acquire))
+            .zip(&parts)
+            .find(|(r, p)| *r < p.1)
+            .map_or(size, |(r, _)| r)
+    };
+    let hasher = PrefixHasher::start(Sha256::new(), 0, File::open(&part)?)?;
+    hasher.advance(frontier(&done));
+    let results: Vec<Result<(), StoreError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = parts
             .iter()
             .enumerate()
             .map(|(i, &(start, end, _))| {
-                let (mut c, url, file, done, write_state, no_ranges) =
-                    (c.clone(), url.clone(), &file, &done, &write_state, &no_ranges);
+                let (mut c, url, file, done, write_state, no_ranges, hasher, frontier) =
+                    (c.clone(), url.clone(), &file, &done, &write_state, &no_ranges, &hasher, &frontier);
                 scope.spawn(move || -> Result<(), StoreError> {
                     let mut at = start + done[i].load(Ordering::Acquire);
                     if at >= end {
@@ -462,6 +443,7 @@ fn download_parts(
                         at += n as u64;
                         since_save += n as u64;
                         done[i].store(at - start, Ordering::Release);
+                        hasher.advance(frontier(done));
                         if since_save >= 8 << 20 {
                             // The data must be on disk before the state says it is.
                             file.sync_data()?;
@@ -479,11 +461,7 @@ fn download_parts(
             progress(Progress::Blob(*d, total, size));
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        let results: Vec<Result<(), StoreError>> =
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(err("a download thread panicked")))).collect();
-        stop_hashing.store(true, Ordering::Release);
-        let hashed = hashing.join().unwrap_or_else(|_| Err(io::Error::other("the hashing thread panicked")));
-        (results, hashed)
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(err("a download thread panicked")))).collect()
     });
     if no_ranges.load(Ordering::Acquire) {
         drop(file);
@@ -494,7 +472,7 @@ fn download_parts(
     file.sync_data()?;
     write_state(&done);
     results.into_iter().collect::<Result<Vec<()>, StoreError>>()?;
-    let got = hashed?;
+    let got = hasher.finish()?;
     let _ = fs::remove_file(&state);
     adopt_verified(store, &part, d, got, size, progress)?;
     Ok(Some(size - before))
@@ -539,84 +517,50 @@ fn download_stream(
     let range = format!("bytes={have}-");
     let headers: Vec<(&str, &str)> = if have > 0 && have < size { vec![("Range", range.as_str())] } else { vec![] };
     let mut got = 0u64;
-    // Hashed as it arrives (a resumed download hashes what it already has first).
-    let mut hasher = Sha256::new();
-    if have > 0 && have < size {
-        let mut r = File::open(&part)?.take(have);
-        io::copy(&mut r, &mut HashWriter(&mut hasher))?;
-    }
-    if have < size || size == 0 {
+    let digest = if have < size || size == 0 {
         let res = c.send("GET", &url, &headers, None)?;
         if have > 0 && res.status() != 206 {
             have = 0; // the registry sent the whole blob again
-            hasher = Sha256::new();
         }
         let mut f = OpenOptions::new().create(true).write(true).truncate(have == 0).append(have > 0).open(&part)?;
+        // Hashed as it arrives, by a thread that follows the file (a resumed download's
+        // first part included), overlapping the download.
+        let hasher = PrefixHasher::start(Sha256::new(), 0, File::open(&part)?)?;
+        hasher.advance(have);
         let mut r = res.into_reader();
-        // Hashing runs on its own thread, overlapping the download.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-        let mut h = std::mem::take(&mut hasher);
-        let hashing = std::thread::spawn(move || {
-            for chunk in rx {
-                h.update(&chunk);
-            }
-            h
-        });
+        let mut buf = vec![0u8; 1 << 20];
         let mut last = std::time::Instant::now();
-        let res = (|| -> Result<(), StoreError> {
-            loop {
-                let mut buf = vec![0u8; 1 << 20];
-                let mut n = 0;
-                // Fill the chunk (the network gives a few KiB per read).
-                while n < buf.len() {
-                    match r.read(&mut buf[n..])? {
-                        0 => break,
-                        k => n += k,
-                    }
-                }
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                f.write_all(&buf)?;
-                got += n as u64;
-                if tx.send(buf).is_err() {
-                    return Err(err("the hashing thread stopped"));
-                }
-                if last.elapsed().as_millis() >= 200 {
-                    progress(Progress::Blob(*d, have + got, size));
-                    last = std::time::Instant::now();
-                }
-                if have + got > size {
-                    break;
+        loop {
+            let mut n = 0;
+            // Fill the chunk (the network gives a few KiB per read).
+            while n < buf.len() {
+                match r.read(&mut buf[n..])? {
+                    0 => break,
+                    k => n += k,
                 }
             }
-            Ok(())
-        })();
-        drop(tx);
-        hasher = hashing.join().map_err(|_| err("the hashing thread panicked"))?;
-        res?;
+            if n == 0 {
+                break;
+            }
+            f.write_all(&buf[..n])?;
+            got += n as u64;
+            hasher.advance(have + got);
+            if last.elapsed().as_millis() >= 200 {
+                progress(Progress::Blob(*d, have + got, size));
+                last = std::time::Instant::now();
+            }
+            if have + got > size {
+                break;
+            }
+        }
         f.sync_all()?;
+        hasher.finish()?
     } else {
         // Whole already (an earlier run stopped before adopting it): hash all of it.
-        hasher = Sha256::new();
-        io::copy(&mut File::open(&part)?, &mut HashWriter(&mut hasher))?;
-    }
-    adopt_verified(store, &part, d, Digest(hasher.finalize().into()), size, progress)?;
+        crate::store::hash_file(&part)?.0
+    };
+    adopt_verified(store, &part, d, digest, size, progress)?;
     Ok(got)
-}
-
-/// Feeds what is written into a hasher.
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// `ollamafs push`: the model `name` to its registry.

@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{FsError, Result};
 use crate::name::Name;
+use crate::store::prefix_hash::PrefixHasher;
 use crate::store::{Digest, Store, hash_file};
 
 /// How much of a new file's first write identifies a weights blob it may be a copy of.
@@ -41,12 +42,11 @@ pub(super) struct CloneOf {
 }
 
 /// SHA-256 of a file written in order. Small files are hashed inline; past
-/// `HASH_THREAD_AFTER` bytes a thread of its own follows the written prefix, reading it
-/// back from the temp file (page cache), so a large import's write requests return as soon
-/// as the data is in the temp file: no copy, no hashing on the request path.
+/// `HASH_THREAD_AFTER` bytes a `PrefixHasher` follows the written prefix in the temp file,
+/// so a large import's write requests return as soon as the data is in the temp file.
 pub(super) enum SeqHash {
     Inline(Sha256, u64),
-    Follow(HashFollower),
+    Follow(PrefixHasher),
     /// No thread could be started, or it failed: the commit hashes the temp file.
     Broken,
 }
@@ -54,77 +54,6 @@ pub(super) enum SeqHash {
 pub(super) const HASH_THREAD_AFTER: u64 = 4 << 20;
 /// How much written data to collect before starting its writeback.
 pub(super) const WRITEBACK_CHUNK: u64 = 8 << 20;
-
-/// The thread that hashes a temp file up to `written` as writes extend it.
-pub(super) struct HashFollower {
-    written: Arc<AtomicU64>,
-    /// The writer is done: hash up to `written`, then stop.
-    done: Arc<AtomicBool>,
-    /// Stop now (the content was discarded).
-    abort: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<io::Result<Sha256>>>,
-}
-
-impl HashFollower {
-    fn start(mut h: Sha256, from: u64, file: File) -> Option<HashFollower> {
-        let (written, done, abort) =
-            (Arc::new(AtomicU64::new(from)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let (w, d, x) = (written.clone(), done.clone(), abort.clone());
-        let thread = std::thread::Builder::new()
-            .name("hash".into())
-            .spawn(move || -> io::Result<Sha256> {
-                let mut buf = vec![0u8; 1 << 20];
-                let mut at = from;
-                loop {
-                    if x.load(Ordering::Acquire) {
-                        return Err(io::Error::other("discarded"));
-                    }
-                    // `done` before `written`: once the writer says done, `written` is final.
-                    let finished = d.load(Ordering::Acquire);
-                    let end = w.load(Ordering::Acquire);
-                    if at < end {
-                        let n = ((end - at) as usize).min(buf.len());
-                        file.read_exact_at(&mut buf[..n], at)?;
-                        h.update(&buf[..n]);
-                        at += n as u64;
-                    } else if finished {
-                        return Ok(h);
-                    } else {
-                        std::thread::park_timeout(std::time::Duration::from_millis(5));
-                    }
-                }
-            })
-            .ok()?;
-        Some(HashFollower { written, done, abort, thread: Some(thread) })
-    }
-
-    /// The file is written up to `end` (sequentially).
-    fn advance(&self, end: u64) {
-        self.written.store(end, Ordering::Release);
-        if let Some(t) = &self.thread {
-            t.thread().unpark();
-        }
-    }
-
-    fn finish(mut self) -> Option<Sha256> {
-        self.done.store(true, Ordering::Release);
-        let t = self.thread.take()?;
-        t.thread().unpark();
-        t.join().ok()?.ok()
-    }
-}
-
-impl Drop for HashFollower {
-    fn drop(&mut self) {
-        // Joined: the thread holds a descriptor of the temp file, whose space must be given
-        // back as soon as the file is discarded.
-        if let Some(t) = self.thread.take() {
-            self.abort.store(true, Ordering::Release);
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
-}
 
 impl SeqHash {
     pub(super) fn new() -> SeqHash {
@@ -139,16 +68,13 @@ impl SeqHash {
                 *n += data.len() as u64;
                 if *n >= HASH_THREAD_AFTER {
                     let (h, n) = (std::mem::take(h), *n);
-                    *self = match file.try_clone().ok().and_then(|f| HashFollower::start(h, n, f)) {
-                        Some(f) => SeqHash::Follow(f),
-                        None => SeqHash::Broken,
+                    *self = match file.try_clone().and_then(|f| PrefixHasher::start(h, n, f)) {
+                        Ok(f) => SeqHash::Follow(f),
+                        Err(_) => SeqHash::Broken,
                     };
                 }
             }
-            SeqHash::Follow(f) => {
-                let end = f.written.load(Ordering::Relaxed) + data.len() as u64;
-                f.advance(end);
-            }
+            SeqHash::Follow(f) => f.advance(f.written() + data.len() as u64),
             SeqHash::Broken => {}
         }
     }
@@ -157,7 +83,7 @@ impl SeqHash {
     pub(super) fn finish(self) -> Option<Digest> {
         match self {
             SeqHash::Inline(h, _) => Some(Digest(h.finalize().into())),
-            SeqHash::Follow(f) => f.finish().map(|h| Digest(h.finalize().into())),
+            SeqHash::Follow(f) => f.finish().ok(),
             SeqHash::Broken => None,
         }
     }

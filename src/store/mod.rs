@@ -8,6 +8,7 @@ mod holds;
 pub mod index;
 pub mod listing;
 pub mod manifest;
+pub mod prefix_hash;
 pub mod verify;
 
 use std::collections::HashSet;
