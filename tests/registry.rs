@@ -93,6 +93,22 @@ fn have_tool(cmd: &str, package: &str) -> bool {
     have
 }
 
+/// A fixture store (weights of `big` bytes) whose `model`, copied to `repo` on `reg`, is
+/// pushed there anonymously: `(guard, store, fixture info, full name)`.
+fn pushed(
+    reg: &Registry,
+    big: u64,
+    model: &str,
+    repo: &str,
+) -> (tempfile::TempDir, PathBuf, ollamafs::fixture::Info, String) {
+    let (d, src, info) = fixture_store(big);
+    let name = reg.name(repo);
+    assert!(ollamafs(&src, &["cp", model, &name]).status.success());
+    let o = ollamafs(&src, &["push", "--insecure", &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (d, src, info, name)
+}
+
 /// `ollamafs ARGS --store STORE NAME` with alice's credentials in the environment.
 fn as_alice(args: &[&str], store: &Path, name: &str) -> std::process::Output {
     Command::new(bin())
@@ -164,10 +180,7 @@ fn push_then_pull_gives_the_same_bytes_and_a_second_pull_downloads_nothing() {
 #[test]
 fn a_corrupted_blob_fails_the_pull_and_leaves_nothing() {
     let Some(reg) = Registry::start(None) else { return };
-    let (_d1, src, _) = fixture_store(8 << 20);
-    let name = reg.name("team/qwen:bad");
-    assert!(ollamafs(&src, &["cp", "qwen2.5:0.5b", &name]).status.success());
-    assert!(ollamafs(&src, &["push", "--insecure", &name]).status.success());
+    let (_d1, src, _, name) = pushed(&reg, 8 << 20, "qwen2.5:0.5b", "team/qwen:bad");
     let m: serde_json::Value = serde_json::from_slice(&fs::read(manifest_path_of(&src, &name)).unwrap()).unwrap();
     let victim = m["layers"].as_array().unwrap().last().unwrap()["digest"]
         .as_str()
@@ -193,10 +206,7 @@ fn a_corrupted_blob_fails_the_pull_and_leaves_nothing() {
 #[test]
 fn an_interrupted_pull_resumes() {
     let Some(reg) = Registry::start(None) else { return };
-    let (_d1, src, info) = fixture_store(256 << 20);
-    let name = reg.name("team/big:v1");
-    assert!(ollamafs(&src, &["cp", "llama3.2", &name]).status.success());
-    assert!(ollamafs(&src, &["push", "--insecure", &name]).status.success());
+    let (_d1, src, info, name) = pushed(&reg, 256 << 20, "llama3.2", "team/big:v1");
     let (_d, dest) = empty_store();
     fs::create_dir_all(dest.join(".ollamafs/pull")).unwrap();
     // Half the weights already here, as a pull stopped half-way leaves them.
@@ -223,20 +233,18 @@ fn an_interrupted_pull_resumes() {
     // A large blob comes in parallel Range parts whose progress is saved beside it: wait
     // until some of it is saved, then kill.
     let state = dest.join(format!(".ollamafs/pull/{}.parts", info.big_model.hex()));
-    let saved = || -> u64 {
-        let parts: Vec<(u64, u64, u64)> =
-            fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        parts.iter().map(|p| p.2).sum()
+    // (start, end, done) of each part, as the pull saves them.
+    let parts = || -> Vec<(u64, u64, u64)> {
+        fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     };
+    let saved = || -> u64 { parts().iter().map(|p| p.2).sum() };
     let t0 = Instant::now();
     let mut seen_parts = 0;
     while saved() == 0 && t0.elapsed() < Duration::from_secs(10) {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        let parts: Vec<(u64, u64, u64)> =
-            fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        seen_parts = seen_parts.max(parts.len());
+        seen_parts = seen_parts.max(parts().len());
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
