@@ -9,17 +9,7 @@ use crate::layout::{Kind, Source};
 
 impl Fs {
     pub(super) fn node_of(&self, st: &State, ino: u64) -> Result<Node> {
-        let node = st.inodes.node(ino).ok_or_else(|| FsError::new(libc::ESTALE, format!("unknown inode {ino}")))?;
-        // A colon-less folder made by mkdir that a layer file turned into NAME:latest.
-        if let Node::Dir(p) = &node
-            && !p.is_empty()
-            && !st.dir_exists(p)
-            && let Some(n) = tree::dir_as_model(p)
-            && st.model_exists(&n)
-        {
-            return Ok(Node::Model(n));
-        }
-        Ok(node)
+        st.inodes.node(ino).ok_or_else(|| FsError::new(libc::ESTALE, format!("unknown inode {ino}")))
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
@@ -136,12 +126,25 @@ impl Fs {
                 Ok(self.base_attr(ino, FileKind::Dir, 0, self.started))
             }
             Node::Model(n) => {
-                let mtime = match st.index.get(n) {
-                    Some(m) => m.mtime(),
-                    None if st.pending_models.contains(n) => st.view(n).map(|m| m.mtime()).unwrap_or(self.started),
-                    None => return Err(enoent(n)),
+                // A folder the mount changed dates from its last change here; one it only
+                // shows, from its manifest.
+                let mut a = match (st.index.get(n), st.folder(n)) {
+                    (_, Some(f)) => {
+                        let mut a = self.base_attr(ino, FileKind::Dir, 0, f.changed);
+                        a.atime = f.changed;
+                        a
+                    }
+                    (Some(m), None) => self.base_attr(ino, FileKind::Dir, 0, m.mtime()),
+                    (None, None) => return Err(enoent(n)),
                 };
-                Ok(self.base_attr(ino, FileKind::Dir, 0, mtime))
+                if let (Some(m), Some(f)) = (st.index.get(n), st.folder(n))
+                    && f.work.is_none()
+                    && m.mtime() > f.changed
+                {
+                    a.mtime = m.mtime();
+                    a.ctime = m.mtime();
+                }
+                Ok(a)
             }
             Node::Sub(n, sub) => {
                 if !st.model_exists(n) {
@@ -169,15 +172,15 @@ impl Fs {
                 Ok(a)
             }
             Node::File(model, name) => {
-                if let Some(s) = st.scratch.get(&(model.clone(), name.clone())) {
+                if let Some(s) = st.scratch_file(model, name) {
                     let meta = std::fs::metadata(&s.path)?;
                     return Ok(scratch_attr(ino, &meta));
                 }
                 if let Some(f) = st.orphans.get(&ino) {
                     return Ok(scratch_attr(ino, &f.metadata()?));
                 }
-                if let Some((_, len)) = st.staged.get(&(model.clone(), name.clone())) {
-                    let mut a = self.base_attr(ino, FileKind::File, *len, self.started);
+                if let Some((_, len)) = st.staged_file(model, name) {
+                    let mut a = self.base_attr(ino, FileKind::File, len, self.started);
                     a.perm = 0o600;
                     return Ok(a);
                 }
@@ -189,7 +192,7 @@ impl Fs {
                     .cloned()
                     .and_then(|m| st.files_of(model).into_iter().find(|f| f.name == *name).map(|f| (m, f)));
                 let Some((m, f)) = in_manifest else {
-                    if st.creating.contains(&(model.clone(), name.clone())) {
+                    if st.is_creating(model, name) {
                         return Ok(self.base_attr(ino, FileKind::File, 0, self.started));
                     }
                     return Err(enoent(name));

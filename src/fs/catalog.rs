@@ -35,19 +35,25 @@ impl Catalog for Fs {
         }
         let bytes = self.store.copy_source(&src, source)?;
         let mut st = self.lock();
-        // A folder being filled by a copy tool under that name gives way to the API's copy.
-        st.fresh.remove(&dst);
-        st.waiting.remove(&dst);
+        // A folder being filled under that name gives way to the API's copy.
+        if let Some(f) = st.folder_mut(&dst) {
+            f.waiting = None;
+            f.written = None;
+        }
         self.install(&mut st, &dst, bytes).map_err(to_store)
     }
 
     fn put_manifest(&self, name: &crate::name::Name, bytes: Vec<u8>) -> store::Result<()> {
         self.check_writable()?;
         let mut st = self.lock();
-        st.fresh.remove(name);
-        st.waiting.remove(name);
+        if let Some(f) = st.folder_mut(name) {
+            f.waiting = None;
+            f.written = None;
+        }
         self.install(&mut st, name, bytes).map_err(to_store)?;
-        st.pins.remove(name);
+        if let Some(f) = st.folder_mut(name) {
+            f.pins = None;
+        }
         Ok(())
     }
 

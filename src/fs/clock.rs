@@ -1,10 +1,9 @@
-//! The core's one source of time. What is still time-windowed (a model fresh from mkdir
-//! hides its automatic `config.json`/`manifest.json` for `FRESH_WINDOW`) asks this clock,
-//! so tests step time instead of sleeping.
+//! The core's one source of time: folder times and anything else the core dates ask
+//! this clock, so tests step time instead of sleeping. No behaviour depends on a window.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Clone, Debug, Default)]
 pub struct Clock {
@@ -15,6 +14,11 @@ pub struct Clock {
 impl Clock {
     pub fn now(&self) -> Instant {
         Instant::now() + Duration::from_nanos(self.offset_ns.load(Ordering::Relaxed))
+    }
+
+    /// Wall-clock time on this clock (folder times).
+    pub fn system_now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_nanos(self.offset_ns.load(Ordering::Relaxed))
     }
 
     /// Time since `then`, on this clock.

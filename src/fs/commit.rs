@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::io::BufReader;
 
 use super::edit::*;
-use super::work::Publish;
+use super::txn::Publish;
 use super::writer::*;
 use super::{Fs, Result, State};
 use crate::layout::{CONFIG_FILE, MANIFEST_FILE};
@@ -13,12 +13,12 @@ use crate::name::Name;
 use crate::store::config;
 use crate::store::config::GeneratedConfig;
 use crate::store::manifest::{CONFIG_MEDIA_TYPE, LAYER_PREFIX};
-use crate::store::{Digest, Layer, Manifest, Stamp};
+use crate::store::{Digest, Layer, Manifest};
 
 impl Fs {
     pub(super) fn commit(&self, w: &mut Writer) -> Result<()> {
         let key = (w.model.clone(), w.file.clone());
-        if w.created && !self.lock().creating.contains(&key) {
+        if w.created && !self.lock().is_creating(&w.model, &w.file) {
             w.discard(); // unlinked before close
             return Ok(());
         }
@@ -44,7 +44,7 @@ impl Fs {
             if !held {
                 self.store.hold(&d)?;
             }
-            if let Some((old, _)) = st.staged.insert((model, file), (d, len)) {
+            if let Some((old, _)) = st.folder_entry(&model).staged.insert(file, (d, len)) {
                 self.store.release(&old);
             }
             return Ok(());
@@ -58,7 +58,7 @@ impl Fs {
 
     /// Put blob `d` into `model` as file `file`: replace the layer of that name, or add one.
     pub(super) fn apply_layer(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
-        if let Some(wait) = st.waiting.get_mut(model) {
+        if let Some(wait) = st.folder_mut(model).and_then(|f| f.waiting.as_mut()) {
             // A manifest.json is waiting for its blobs: a file arriving supplies one. The
             // last one installs the manifest; until then each file also shows in the folder
             // under its name (copy tools set its mode and times right after closing it).
@@ -71,8 +71,8 @@ impl Fs {
         if e.find(file).is_none() && !(file == CONFIG_FILE || is_layer_name(file)) {
             return Err(einval(format!("{file:?} is not a layer name")));
         }
-        let at = st.vacated.remove(&(model.clone(), file.to_string()));
-        if !e.set(file, d, len, at)? && !st.work.contains_key(model) && st.is_published(model) {
+        let at = st.folder_mut(model).and_then(|f| f.vacated.remove(file));
+        if !e.set(file, d, len, at)? && st.work(model).is_none() && st.is_published(model) {
             return Ok(()); // same content: the manifest keeps its bytes and its ID
         }
         self.commit_edit(st, model, e, Publish::IfComplete)
@@ -80,11 +80,8 @@ impl Fs {
 
     /// Commit an edit: the names become the folder's stable names, then publish or hold.
     pub(super) fn commit_edit(&self, st: &mut State, model: &Name, e: Edit, publish: Publish) -> Result<()> {
-        let now = st.clock.now();
-        if let Some(f) = st.fresh.get_mut(model) {
-            f.at = now;
-        }
-        st.pins.insert(model.clone(), e.names);
+        st.touch(model);
+        st.folder_entry(model).pins = Some(e.names);
         self.commit_view(st, model, e.m, publish)
     }
 
@@ -125,65 +122,6 @@ impl Fs {
         Ok(Some(d))
     }
 
-    /// Write a model's manifest (only a complete model passes `Store::write_manifest`),
-    /// update the index, end any work on it, prune what the old version alone used.
-    pub(super) fn install(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
-        let old = st.index.get(model).cloned();
-        if old.as_ref().is_some_and(|o| *o.bytes == *bytes) && !st.work.contains_key(model) {
-            return Ok(());
-        }
-        self.store.write_manifest(model, &bytes)?;
-        self.installed(st, model, bytes)
-    }
-
-    /// The index and holds after the store took `bytes` as `model`'s manifest.
-    pub(super) fn installed(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
-        let old = st.index.get(model).cloned();
-        let stamp = std::fs::metadata(self.store.manifest_path(model)).map(|m| Stamp::of(&m)).unwrap_or_default();
-        st.index.put(model.clone(), bytes, stamp);
-        st.pending_models.remove(model);
-        let mut candidates: Vec<Digest> =
-            st.work.remove(model).map(|w| w.manifest.digests().collect()).unwrap_or_default();
-        candidates.extend(self.sync_holds(st));
-        if let Some(old) = old {
-            candidates.extend(old.manifest.digests());
-        }
-        self.prune_unused(st, candidates);
-        Ok(())
-    }
-
-    /// Ollama's rule: remove blobs that no readable manifest references any more. Blobs
-    /// that work in progress holds are kept; so are blobs a manifest written by another
-    /// process uses that this mount has not read yet (checked on disk, under the store's
-    /// write lock, so two ollamafs processes never prune each other's blobs).
-    pub(super) fn prune_unused(&self, st: &mut State, candidates: Vec<Digest>) {
-        if self.opts.no_prune {
-            return;
-        }
-        let mut unused: Vec<Digest> =
-            candidates.into_iter().filter(|d| st.index.refs(d).any == 0 && !st.holding.contains(d)).collect();
-        unused.sort();
-        unused.dedup();
-        if unused.is_empty() {
-            return;
-        }
-        let _lock = self.store.lock_writes();
-        let (found, _) = self.store.scan();
-        let mut elsewhere = HashSet::new();
-        for f in found {
-            if st.index.known_stamp(&f.name) != Some(f.stamp)
-                && let Ok(bytes) = std::fs::read(&f.path)
-                && let Ok(m) = Manifest::parse(&bytes)
-            {
-                elsewhere.extend(m.digests());
-            }
-        }
-        for d in self.store.prune_locked(unused, &elsewhere) {
-            st.blob_meta.remove(&d);
-            log::info!("pruned unused blob {d}");
-        }
-    }
-
     /// A written manifest.json: validated, then installed byte for byte (a copy keeps the
     /// source's ID), or parked until its missing blobs arrive in the same folder.
     pub(super) fn write_manifest_file(&self, model: &Name, bytes: Vec<u8>) -> Result<()> {
@@ -193,44 +131,43 @@ impl Fs {
 
     pub(super) fn write_manifest_locked(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
         let missing = self.check_manifest(model, &bytes)?;
-        let now = st.clock.now();
-        if let Some(f) = st.fresh.get_mut(model) {
-            f.at = now;
-        }
+        st.mark_written(model, MANIFEST_FILE);
         if model.is_draft_only() {
             // A draft that can never be published takes the manifest as its view, byte for
             // byte, so that renaming it to a model name publishes exactly these bytes.
             let m = Manifest::parse(&bytes).map_err(|e| einval(e.to_string()))?;
-            st.pins.remove(model);
+            st.folder_entry(model).pins = None;
             return self.publish_or_hold(st, model, m, bytes, Publish::NeverDraft);
         }
         if missing.is_empty() {
-            st.waiting.remove(model);
+            st.take_waiting(model);
             self.install(st, model, bytes)?;
             // The whole manifest was replaced: its layers get their natural names.
-            st.pins.remove(model);
+            if let Some(f) = st.folder_mut(model) {
+                f.pins = None;
+            }
             return Ok(());
         }
         log::info!("manifest.json of {} waits for {} blob(s)", model.display_shortest(), missing.len());
-        if st.index.get(model).is_none() {
-            st.pending_models.insert(model.clone());
-        }
-        st.waiting.insert(model.clone(), WaitingManifest { bytes, missing, at: std::time::SystemTime::now() });
+        let at = st.clock.system_now();
+        st.folder_entry(model).waiting = Some(WaitingManifest { bytes, missing, at });
         let released = self.sync_holds(st);
         self.prune_unused(st, released);
         Ok(())
     }
 
     pub(super) fn try_waiting(&self, st: &mut State, model: &Name) -> Result<()> {
-        let ready = st.waiting.get(model).is_some_and(|w| w.missing.is_empty());
+        let ready = st.waiting(model).is_some_and(|w| w.missing.is_empty());
         if !ready {
             return Ok(());
         }
-        let Some(w) = st.waiting.remove(model) else {
+        let Some(w) = st.take_waiting(model) else {
             return Ok(());
         };
         self.install(st, model, w.bytes)?;
-        st.pins.remove(model);
+        if let Some(f) = st.folder_mut(model) {
+            f.pins = None;
+        }
         Ok(())
     }
 

@@ -1,8 +1,6 @@
 //! File names and the edit of a model folder's manifest: which names are layers, and
 //! `Edit`, the change being made to what a folder shows, keeping each layer's name.
 
-use std::collections::HashSet;
-
 use super::{FsError, Result, State};
 use crate::layout::{self, CONFIG_FILE, Kind, MANIFEST_FILE, Source};
 use crate::name::Name;
@@ -49,20 +47,6 @@ pub(super) fn empty_config() -> Layer {
 }
 
 impl State {
-    /// A file written into a model made through the mount: it shows while the model is fresh.
-    pub(super) fn mark_written(&mut self, model: &Name, file: &str) {
-        let now = self.clock.now();
-        if let Some(f) = self.fresh.get_mut(model) {
-            f.at = now;
-            f.written.insert(file.to_string());
-        }
-    }
-
-    pub(super) fn start_fresh(&mut self, model: &Name) {
-        let at = self.clock.now();
-        self.fresh.insert(model.clone(), super::Fresh { at, written: HashSet::new() });
-    }
-
     /// Start editing the manifest a model folder shows, with its layers' current names.
     pub(super) fn edit(&self, model: &Name) -> Edit {
         let m = self.view(model).map(|m| m.manifest.clone()).unwrap_or_else(|| Manifest::new(empty_config(), vec![]));
@@ -82,7 +66,7 @@ impl State {
 }
 
 /// A change being made to the manifest a model folder shows, keeping each layer's file
-/// name (names are stable while the mount lives; see `State::pins`).
+/// name (names are stable while the mount lives; see `Folder::pins`).
 pub(super) struct Edit {
     pub(super) m: Manifest,
     pub(super) names: Vec<String>,

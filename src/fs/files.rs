@@ -28,17 +28,20 @@ impl Fs {
         if let Node::Trash(uid, rel) = &parent_node {
             return self.trash_create(&mut st, *uid, &join(rel, name), mode, flags);
         }
-        // A colon-less prefix folder with a layer file created in it becomes NAME:latest.
+        // A colon-less prefix folder with a layer file created in it becomes NAME:latest,
+        // still listed under the name it was made with.
         if let Node::Dir(p) = &parent_node
             && !p.is_empty()
             && is_layer_name(name)
             && let Some(n) = dir_as_model(p)
             && st.dir_children(p).is_empty()
+            && !st.model_exists(&n)
         {
             self.check_case_twin(&st, &n)?;
+            let entry = p.rsplit('/').next().unwrap_or(p).to_string();
             st.pending_dirs.remove(p);
-            st.pending_models.insert(n.clone());
-            st.start_fresh(&n);
+            st.make_folder(&n, entry);
+            st.inodes.rekey(&parent_node, &Node::Model(n.clone()));
             parent_node = Node::Model(n);
         }
         let (model, sub) = match self.as_model_dir(&st, &parent_node) {
@@ -48,20 +51,18 @@ impl Fs {
             }
         };
         let full = join(&sub, name);
-        if st.lookup_in_model(&model, "", &full).is_some() || st.creating.contains(&(model.clone(), full.clone())) {
+        if st.lookup_in_model(&model, "", &full).is_some() || st.is_creating(&model, &full) {
             return Err(FsError::new(libc::EEXIST, full));
         }
         let staging = is_staging_name(&full);
         if !is_layer_name(&full) && !staging {
             return self.create_scratch(&mut st, model, full, mode, flags);
         }
-        if !st.is_published(&model) && st.pending_models.insert(model.clone()) {
-            st.start_fresh(&model);
-        }
+        let entry = st.entry_of(&model);
+        st.make_folder(&model, entry).creating.insert(full.clone());
         st.mark_written(&model, &full);
         let node = Node::File(model.clone(), full.clone());
         let ino = st.inodes.remember(&node);
-        st.creating.insert((model.clone(), full.clone()));
         let mut attr = self.base_attr(ino, FileKind::File, 0, std::time::SystemTime::now());
         // A temporary inode: at close a weights file becomes its blob's shared inode, so
         // the kernel must not keep this one (`stat` after `cp` shows the final inode).
@@ -84,7 +85,8 @@ impl Fs {
         let (f, path) = self.store.temp_file()?;
         drop(f);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))?;
-        st.scratch.insert((model.clone(), full.clone()), ScratchFile { path: path.clone() });
+        st.folder_entry(&model).scratch.insert(full.clone(), ScratchFile { path: path.clone() });
+        st.touch(&model);
         let node = Node::File(model, full);
         let attr = self.attr_of(st, &node)?;
         let ino = st.inodes.remember(&node);
@@ -265,7 +267,7 @@ impl Fs {
             let st = self.lock();
             st.index
                 .models()
-                .chain(st.work.values())
+                .chain(st.folders.values().filter_map(|f| f.work.as_ref()))
                 .flat_map(|m| m.manifest.layers.iter())
                 .filter(|l| l.size >= PREFIX_LEN as i64 && layout::base_name(&l.media_type, &l.name).1 == Kind::Weights)
                 .filter_map(Layer::digest)
@@ -354,8 +356,10 @@ impl Fs {
         }
         if let Some(Handle::Write(w)) = h {
             let w = crate::sync::lock(&w);
-            if w.created {
-                self.lock().creating.remove(&(w.model.clone(), w.file.clone()));
+            if w.created
+                && let Some(f) = self.lock().folder_mut(&w.model)
+            {
+                f.creating.remove(&w.file);
             }
         }
         res
@@ -385,7 +389,7 @@ impl Fs {
         if let Node::File(m, name) = &node {
             let (scratch, orphan) = {
                 let st = self.lock();
-                (st.scratch.get(&(m.clone(), name.clone())).cloned(), st.orphans.get(&ino).cloned())
+                (st.scratch_file(m, name).cloned(), st.orphans.get(&ino).cloned())
             };
             if let Some(s) = scratch {
                 let f = OpenOptions::new().read(true).open(&s.path)?;

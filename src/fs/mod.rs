@@ -8,6 +8,7 @@ mod clock;
 mod commit;
 mod edit;
 mod files;
+mod folder;
 mod inodes;
 mod namespace;
 mod prefetch;
@@ -15,8 +16,8 @@ mod read;
 mod refresh;
 mod trash;
 mod tree;
+mod txn;
 pub mod watch;
-mod work;
 mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -29,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use crate::name::Name;
-use crate::store::index::{Index, Model};
+use crate::store::index::Index;
 use crate::store::{Digest, Store, StoreError};
 
 pub use clock::Clock;
@@ -152,13 +153,6 @@ struct BlobMeta {
     mtime: SystemTime,
 }
 
-/// A model being filled: when it last changed, and which files were written into it.
-#[derive(Debug)]
-pub(crate) struct Fresh {
-    at: std::time::Instant,
-    written: HashSet<String>,
-}
-
 /// A file created in a model folder under a name that is not a layer.
 #[derive(Debug, Clone)]
 pub(crate) struct ScratchFile {
@@ -174,41 +168,16 @@ pub(crate) struct State {
     blob_meta: HashMap<Digest, BlobMeta>,
     /// Prefix folders made by mkdir that hold no model yet, by display path.
     pending_dirs: BTreeSet<String>,
-    /// Model folders made by mkdir that have no manifest yet.
-    pending_models: BTreeSet<Name>,
-    /// Folders made inside models (`files/...`) that hold nothing yet.
-    pending_subs: BTreeSet<(Name, String)>,
-    scratch: BTreeMap<(Name, String), ScratchFile>,
-    /// Layer files made by create and not yet committed (visible while being written).
-    creating: BTreeSet<(Name, String)>,
-    /// Models being filled through the mount (made by mkdir): while fresh, they show only
-    /// the files written into them, so that `cp -r` (which creates every file with O_EXCL,
-    /// in any order) can write `config.json` and `manifest.json` and the layers a copied
-    /// manifest already brought. See `FRESH_WINDOW`.
-    fresh: HashMap<Name, Fresh>,
-    /// Model folders whose view in the mount differs from the store: drafts (no manifest
-    /// on disk yet, or unpublished by `rm manifest.json`) and held changes (the store keeps
-    /// the last complete manifest). The view's manifest is what the folder shows.
-    work: HashMap<Name, Arc<Model>>,
+    /// Every model folder the mount knows more about than the store (see `folder`).
+    folders: BTreeMap<Name, folder::Folder>,
     /// Blobs this mount holds (hard links, see `Store::hold`) for the work above.
     holding: HashSet<Digest>,
-    /// Stable layer file names, by layer position, for models changed through the mount:
-    /// a name never shifts while the mount lives (`license-2` stays `license-2` when
-    /// `license` goes). Renumbered only at the next mount.
-    pins: HashMap<Name, Vec<String>>,
-    /// Positions of removed layers, so that `cp -f` (unlink + create) or `rm` + `cp` puts
-    /// the replacement back where the old layer was.
-    vacated: HashMap<(Name, String), usize>,
     clock: Clock,
     /// Data work a file rename did before taking this lock (see `prepare_file_rename`).
     prepared: Option<namespace::Prepared>,
-    /// Copy tools' temp files for layers (rsync), closed: their blob and length (held).
-    staged: BTreeMap<(Name, String), (Digest, u64)>,
     /// Scratch files unlinked while open, by inode: they keep working through their
     /// descriptors (fstat, fchmod, ftruncate) until the last one closes.
     orphans: HashMap<u64, Arc<File>>,
-    /// `manifest.json` writes waiting for their blobs to arrive.
-    waiting: HashMap<Name, writer::WaitingManifest>,
 }
 
 /// What an open file reads from.
@@ -244,7 +213,7 @@ pub struct Options {
     pub passthrough: bool,
     /// The mount point, to resolve absolute symlink targets.
     pub mountpoint: Option<PathBuf>,
-    /// The one source of time for the core's time windows (tests step it).
+    /// The one source of time (tests step it).
     pub clock: Clock,
 }
 
@@ -266,10 +235,6 @@ pub struct Fs {
 
 pub const TTL: Duration = Duration::from_millis(500);
 
-/// How long after its last change through the mount a model made by mkdir still hides
-/// its automatic `manifest.json`/`config.json` (a copy tool writes them within this time).
-pub const FRESH_WINDOW: Duration = Duration::from_secs(3);
-
 impl Fs {
     pub fn new(store: Arc<Store>, opts: Options) -> Fs {
         let index = Index::load(&store);
@@ -281,20 +246,11 @@ impl Fs {
                 inodes: Inodes { next: ROOT_INO, ..Default::default() },
                 blob_meta: HashMap::new(),
                 pending_dirs: BTreeSet::new(),
-                pending_models: BTreeSet::new(),
-                pending_subs: BTreeSet::new(),
-                scratch: BTreeMap::new(),
-                creating: BTreeSet::new(),
-                fresh: HashMap::new(),
-                work: HashMap::new(),
+                folders: BTreeMap::new(),
                 holding: HashSet::new(),
-                pins: HashMap::new(),
-                vacated: HashMap::new(),
                 clock: opts.clock.clone(),
                 orphans: HashMap::new(),
-                staged: BTreeMap::new(),
                 prepared: None,
-                waiting: HashMap::new(),
             }),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -321,13 +277,19 @@ impl Fs {
         self.lock().index.len()
     }
 
-    /// Unmount: scratch files are gone (they never were part of the store).
+    /// Unmount: scratch files are gone (they never were part of the store), and so is
+    /// work that never became a complete model (logged by name).
     pub fn shutdown(&self) {
         let mut st = self.lock();
-        for s in st.scratch.values() {
-            let _ = std::fs::remove_file(&s.path);
-        }
-        for (name, _) in st.work.iter() {
+        let mut waiting = 0;
+        for (name, f) in &st.folders {
+            for s in f.scratch.values() {
+                let _ = std::fs::remove_file(&s.path);
+            }
+            waiting += f.waiting.is_some() as usize;
+            if f.work.is_none() {
+                continue;
+            }
             match st.is_published(name) {
                 true => log::warn!(
                     "unmounting: the unfinished change to {} is dropped; the store keeps its last complete version",
@@ -338,16 +300,17 @@ impl Fs {
                 }
             }
         }
-        if !st.waiting.is_empty() {
-            log::warn!(
-                "unmounting with {} manifest.json write(s) still waiting for blobs; they are dropped",
-                st.waiting.len()
-            );
+        if waiting > 0 {
+            log::warn!("unmounting with {waiting} manifest.json write(s) still waiting for blobs; they are dropped");
         }
         // What only the dropped work used goes, as the store would have it without us.
-        st.work.clear();
-        st.waiting.clear();
-        let released = self.sync_holds(&mut st);
+        let staged: Vec<Digest> = st.folders.values().flat_map(|f| f.staged_digests()).collect();
+        st.folders.clear();
+        for d in &staged {
+            self.store.release(d);
+        }
+        let mut released = self.sync_holds(&mut st);
+        released.extend(staged);
         self.prune_unused(&mut st, released);
     }
 

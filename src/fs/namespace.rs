@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::edit::*;
 use super::tree::{dir_as_model, join, model_parent, scope};
-use super::work::Publish;
+use super::txn::Publish;
 use super::{Attr, Fs, FsError, Handle, Node, Result, ScratchFile, State, enoent};
 use crate::layout::{CONFIG_FILE, MANIFEST_FILE};
 use crate::name::{DEFAULT_TAG, Name, Part, is_valid_part};
@@ -65,7 +65,7 @@ impl Fs {
             .index
             .find_ignore_case(n)
             .cloned()
-            .or_else(|| st.pending_models.iter().find(|p| p.eq_ignore_case(n)).cloned());
+            .or_else(|| st.folders.keys().find(|p| p.eq_ignore_case(n)).cloned());
         match twin {
             Some(t) if &t != n => Err(FsError::new(
                 libc::EEXIST,
@@ -99,7 +99,7 @@ impl Fs {
                 if !is_valid_part(Part::Host, &as_host) || !is_valid_part(Part::Namespace, name) {
                     return Err(einval(format!("{name:?} cannot go inside model folder {}", m.display_shortest())));
                 }
-                st.pending_models.remove(m);
+                st.folders.remove(m);
                 st.pending_dirs.insert(as_host.clone());
                 let child = join(&as_host, name);
                 st.pending_dirs.insert(child.clone());
@@ -118,7 +118,8 @@ impl Fs {
                 if st.lookup_in_model(m, "", &sub).is_some() {
                     return Err(FsError::new(libc::EEXIST, sub));
                 }
-                st.pending_subs.insert((m.clone(), sub.clone()));
+                st.folder_entry(m).subs.insert(sub.clone());
+                st.touch(m);
                 Node::Sub(m.clone(), sub)
             }
             _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
@@ -133,6 +134,10 @@ impl Fs {
             return Err(FsError::new(libc::EEXIST, name.to_string()));
         }
         let child = join(p, name);
+        if p.is_empty() && (name == crate::name::DEFAULT_HOST || name == crate::name::DEFAULT_NAMESPACE) {
+            // The root is the default host's default namespace: no second spelling of it.
+            return Err(einval(format!("{name:?} is the mount root itself; make models and namespaces there")));
+        }
         let model_position = name.contains(':') || scope(&child).is_none();
         if !model_position {
             // A prefix: valid as a namespace or host, and no case-only twin beside it.
@@ -166,8 +171,7 @@ impl Fs {
         if st.model_exists(&n) {
             return Err(FsError::new(libc::EEXIST, n.display_shortest()));
         }
-        st.pending_models.insert(n.clone());
-        st.start_fresh(&n);
+        st.make_folder(&n, name.to_string());
         Ok(Node::Model(n))
     }
 
@@ -185,21 +189,24 @@ impl Fs {
                 Ok(())
             }
             Node::Model(m) => {
-                if st.is_published(m) || !st.model_children(m, "").is_empty() {
+                if !st.model_children(m, "").is_empty() {
                     return Err(FsError::new(libc::ENOTEMPTY, m.display_shortest()));
                 }
-                // An empty draft: nothing of it was ever in the store.
-                self.forget_model_folder(&mut st, m);
+                // What the folder listed was all there was to remove: a published model
+                // whose files were all removed (a folder made here never listed its
+                // generated config.json) leaves the store with it.
+                self.delete_model(&mut st, m)?;
                 st.keep_parent_of(m);
-                let released = self.sync_holds(&mut st);
-                self.prune_unused(&mut st, released);
                 Ok(())
             }
             Node::Sub(m, s) => {
                 if !st.model_children(m, s).is_empty() {
                     return Err(FsError::new(libc::ENOTEMPTY, s.clone()));
                 }
-                st.pending_subs.remove(&(m.clone(), s.clone()));
+                if let Some(f) = st.folder_mut(m) {
+                    f.subs.remove(s);
+                }
+                st.touch(m);
                 Ok(())
             }
             _ => Err(FsError::new(libc::ENOTDIR, name.to_string())),
@@ -223,8 +230,8 @@ impl Fs {
             _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
         };
         let full = join(&sub, name);
-        let key = (model.clone(), full.clone());
-        if let Some(s) = st.scratch.remove(&key) {
+        st.mark_gone(&model, &full);
+        if let Some(s) = st.folder_mut(&model).and_then(|f| f.scratch.remove(&full)) {
             // Open descriptors keep working on the unlinked file, as on any filesystem.
             let _ = std::fs::remove_file(&s.path);
             if let Some(&ino) = st.inodes.by_node.get(&Node::File(model.clone(), full.clone())) {
@@ -238,15 +245,15 @@ impl Fs {
             }
             return Ok(());
         }
-        if st.creating.remove(&key) {
+        if st.folder_mut(&model).is_some_and(|f| f.creating.remove(&full)) {
             return Ok(()); // the writer's commit sees this and drops its data
         }
-        if let Some((d, _)) = st.staged.remove(&key) {
+        if let Some((d, _)) = st.folder_mut(&model).and_then(|f| f.staged.remove(&full)) {
             self.store.release(&d);
             self.prune_unused(&mut st, vec![d]);
             return Ok(());
         }
-        if full == MANIFEST_FILE && (st.is_published(&model) || st.waiting.contains_key(&model)) {
+        if full == MANIFEST_FILE && (st.is_published(&model) || st.waiting(&model).is_some()) {
             return self.unpublish(&mut st, &model);
         }
         self.remove_layer(&mut st, &model, &full)
@@ -260,24 +267,10 @@ impl Fs {
             return Err(enoent(file));
         }
         if let Some(i) = e.remove(file) {
-            st.vacated.insert((model.clone(), file.to_string()), i);
+            st.folder_entry(model).vacated.insert(file.to_string(), i);
         }
+        st.mark_gone(model, file);
         self.commit_edit(st, model, e, Publish::NeverDraft)
-    }
-
-    /// The API deletes a model: it leaves the store and its folder leaves the mount.
-    pub(super) fn delete_model(&self, st: &mut State, model: &Name) -> Result<()> {
-        if st.index.get(model).is_none() {
-            return Err(enoent(model));
-        }
-        let removed = self.store.remove_manifest(model)?;
-        let old = st.index.remove(model);
-        self.forget_model_folder(st, model);
-        let mut candidates = self.sync_holds(st);
-        candidates.extend(old.iter().flat_map(|m| m.manifest.digests()));
-        candidates.extend(removed.iter().flat_map(|m| m.digests()));
-        self.prune_unused(st, candidates);
-        Ok(())
     }
 
     pub fn rename(&self, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<()> {
@@ -323,7 +316,7 @@ impl Fs {
                     true => self.model_at(p, newname)?,
                     false => self.model_entry(&st, p, newname)?,
                 };
-                self.rename_model(&mut st, from, &to)
+                self.rename_model(&mut st, from, &to, newname.to_string())
             }
             (Node::Dir(from), Node::Dir(p)) => self.rename_prefix(&mut st, from, &join(p, newname)),
             (Node::File(..) | Node::Blob(_), Node::Model(_) | Node::Sub(..)) => {
@@ -339,8 +332,13 @@ impl Fs {
         }
     }
 
-    pub(super) fn rename_model(&self, st: &mut State, from: &Name, to: &Name) -> Result<()> {
+    /// A model folder moves to the name `to`, listed as `entry`: the manifest moves (no
+    /// blob changes) and the folder's whole state goes with it (see `Folder`).
+    pub(super) fn rename_model(&self, st: &mut State, from: &Name, to: &Name, entry: String) -> Result<()> {
         if from == to {
+            if let Some(f) = st.folder_mut(from) {
+                f.entry = entry;
+            }
             return Ok(());
         }
         if st.is_published(to) || (st.model_exists(to) && !st.model_children(to, "").is_empty()) {
@@ -349,19 +347,23 @@ impl Fs {
         if !to.is_draft_only() {
             self.check_case_twin(st, to)?;
         }
-        if st.pending_models.contains(to) {
+        if st.folders.contains_key(to) {
             self.forget_model_folder(st, to); // an empty folder is replaced, as rename(2) does
         }
         if !st.is_published(from) {
-            if !st.pending_models.remove(from) {
+            if !st.folders.contains_key(from) {
                 return Err(enoent(from));
             }
-            st.pending_models.insert(to.clone());
-            self.move_model_folder(st, from, to);
-            st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
-            // A complete draft under its new name is published.
-            if let Some((m, bytes)) = st.work.get(to).map(|w| (w.manifest.clone(), w.bytes.to_vec())) {
+            self.move_model_folder(st, from, to, entry);
+            // A complete draft under its new name is published, and then shows the
+            // model's files (Nautilus' F2 on a pasted copy).
+            if let Some((m, bytes)) = st.work(to).map(|w| (w.manifest.clone(), w.bytes.to_vec())) {
                 self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)?;
+                if st.is_published(to)
+                    && let Some(f) = st.folder_mut(to)
+                {
+                    f.written = None;
+                }
             }
             return Ok(());
         }
@@ -369,11 +371,10 @@ impl Fs {
         self.store.write_manifest(to, &m.bytes)?;
         let stamp = std::fs::metadata(self.store.manifest_path(to)).map(|m| Stamp::of(&m)).unwrap_or_default();
         st.index.put(to.clone(), m.bytes.to_vec(), stamp);
-        st.pending_models.remove(to);
         self.store.remove_manifest(from)?;
         st.index.remove(from);
-        self.move_model_folder(st, from, to);
-        st.inodes.rekey(&Node::Model(from.clone()), &Node::Model(to.clone()));
+        self.move_model_folder(st, from, to, entry);
+        log::info!("moved {} to {} through the mount", from.display_shortest(), to.display_shortest());
         Ok(())
     }
 
@@ -387,10 +388,11 @@ impl Fs {
         }
         let prefix = format!("{from}/");
         let mut moves = Vec::new();
-        let names: Vec<Name> =
-            st.index.models().map(|m| m.name.clone()).chain(st.pending_models.iter().cloned()).collect();
+        let names: std::collections::BTreeSet<Name> =
+            st.index.models().map(|m| m.name.clone()).chain(st.folders.keys().cloned()).collect();
         for name in names {
-            let d = name.display_shortest();
+            let d = format!("{}/{}", super::tree::model_parent(&name), st.entry_of(&name));
+            let d = d.trim_start_matches('/');
             if let Some(rest) = d.strip_prefix(&prefix) {
                 let target = format!("{to}/{rest}");
                 let n = match name.is_draft_only() {
@@ -404,16 +406,17 @@ impl Fs {
                         Name::draft(&h, &ns, entry)
                     }
                 };
-                moves.push((name.clone(), n));
+                let entry = target.rsplit('/').next().unwrap_or(&target).to_string();
+                moves.push((name.clone(), n, entry));
             }
         }
-        for (_, n) in &moves {
+        for (_, n, _) in &moves {
             if st.model_exists(n) {
                 return Err(FsError::new(libc::ENOTEMPTY, n.display_shortest()));
             }
         }
-        for (a, b) in &moves {
-            self.rename_model(st, a, b)?;
+        for (a, b, entry) in &moves {
+            self.rename_model(st, a, b, entry.clone())?;
         }
         let pend: Vec<String> =
             st.pending_dirs.iter().filter(|p| *p == from || p.starts_with(&prefix)).cloned().collect();
@@ -441,9 +444,11 @@ impl Fs {
         if skey == dkey {
             return Ok(());
         }
-        st.mark_written(dm, dname);
+        st.folder_entry(dm);
         let res = self.move_file(st, &skey, &dkey);
         if res.is_ok() {
+            st.mark_gone(sm, sname);
+            st.mark_written(dm, dname);
             st.inodes.rekey(&Node::File(sm.clone(), sname.to_string()), &Node::File(dm.clone(), dname.to_string()));
         }
         res
@@ -453,18 +458,15 @@ impl Fs {
         let (sm, sname, dm, dname) = (&skey.0, skey.1.as_str(), &dkey.0, dkey.1.as_str());
         let (skey, dkey) = (skey.clone(), dkey.clone());
         // A staged temp file (rsync) onto a layer name: its blob becomes that layer.
-        if let Some((d, len)) = st.staged.get(&skey).copied() {
+        if let Some((d, len)) = st.staged_file(sm, sname) {
             if !is_layer_name(dname) {
                 return Err(FsError::new(libc::EXDEV, format!("{sname} can only become a layer")));
             }
-            st.staged.remove(&skey);
+            st.folder_entry(sm).staged.remove(sname);
             let res = match dname {
-                MANIFEST_FILE => self.store.read_blob(&d).map_err(Into::into).and_then(|b| {
-                    if !st.is_published(dm) {
-                        st.pending_models.insert(dm.clone());
-                    }
-                    self.write_manifest_locked(st, dm, b)
-                }),
+                MANIFEST_FILE => {
+                    self.store.read_blob(&d).map_err(Into::into).and_then(|b| self.write_manifest_locked(st, dm, b))
+                }
                 CONFIG_FILE => self
                     .store
                     .read_blob(&d)
@@ -478,24 +480,24 @@ impl Fs {
             self.prune_unused(st, vec![d]);
             return res;
         }
-        if st.creating.contains(&skey) {
+        if st.is_creating(sm, sname) {
             return Err(FsError::new(libc::EBUSY, format!("{sname} is still being written")));
         }
         // A scratch file moving onto a layer name is committed as that layer: its file
         // is renamed into blobs/, no byte copied.
-        if let Some(s) = st.scratch.get(&skey).cloned() {
+        if let Some(s) = st.scratch_file(sm, sname).cloned() {
             if !is_layer_name(dname) {
-                if let Some(old) = st.scratch.remove(&dkey) {
+                if let Some(old) = st.folder_entry(dm).scratch.remove(dname) {
                     let _ = std::fs::remove_file(old.path);
                 }
-                st.scratch.remove(&skey);
-                st.scratch.insert(dkey, s);
+                st.folder_entry(sm).scratch.remove(sname);
+                st.folder_entry(dm).scratch.insert(dname.to_string(), s);
                 return Ok(());
             }
             if dname == MANIFEST_FILE {
                 // Validated and installed first: on failure the scratch file stays.
                 self.install_manifest_locked(st, dm, std::fs::read(&s.path)?)?;
-                st.scratch.remove(&skey);
+                st.folder_entry(sm).scratch.remove(sname);
                 let _ = std::fs::remove_file(&s.path);
                 return Ok(());
             }
@@ -508,7 +510,7 @@ impl Fs {
             };
             let file = File::open(&s.path)?;
             self.store.adopt_blob_held(&s.path, &file, &digest, len)?;
-            st.scratch.remove(&skey);
+            st.folder_entry(sm).scratch.remove(sname);
             st.blob_meta.remove(&digest);
             let res = self.replace_or_add(st, dm, dname, digest, len);
             self.store.release(&digest);
@@ -529,7 +531,7 @@ impl Fs {
             self.replace_or_add(st, dm, dname, d, len)?;
             let mut e = st.edit(sm);
             if let Some(i) = e.remove(sname) {
-                st.vacated.insert(skey, i);
+                st.folder_entry(sm).vacated.insert(skey.1, i);
             }
             return self.commit_edit(st, sm, e, Publish::NeverDraft);
         }
@@ -544,10 +546,10 @@ impl Fs {
                 self.copy_blob_out(&d)?
             }
         };
-        st.scratch.insert(dkey, ScratchFile { path });
+        st.folder_entry(dm).scratch.insert(dkey.1, ScratchFile { path });
         let mut e = st.edit(sm);
         if let Some(i) = e.remove(sname) {
-            st.vacated.insert(skey, i);
+            st.folder_entry(sm).vacated.insert(skey.1, i);
         }
         self.commit_edit(st, sm, e, Publish::NeverDraft)
     }
@@ -566,10 +568,10 @@ impl Fs {
                 return Ok(());
             };
             let (sname, dname) = (join(&ssub, name), join(&dsub, newname));
-            if let Some(s) = st.scratch.get(&(sm.clone(), sname.clone())) {
+            if let Some(s) = st.scratch_file(&sm, &sname) {
                 let big = is_layer_name(&dname) && dname != MANIFEST_FILE && dname != CONFIG_FILE;
                 big.then(|| Job::Hash(s.path.clone()))
-            } else if !is_layer_name(&dname) && !st.staged.contains_key(&(sm.clone(), sname.clone())) {
+            } else if !is_layer_name(&dname) && st.staged_file(&sm, &sname).is_none() {
                 self.layer_of(&st, &sm, &sname).ok().map(|(d, _)| Job::CopyOut(d))
             } else {
                 None
@@ -600,9 +602,7 @@ impl Fs {
     }
 
     pub(super) fn replace_or_add(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
-        if !st.is_published(model) {
-            st.pending_models.insert(model.clone());
-        }
+        st.folder_entry(model);
         self.apply_layer(st, model, file, d, len)
     }
 

@@ -47,11 +47,11 @@ impl Fs {
                 Ok(Opened { fh, keep_cache: true, passthrough, direct_io: false })
             }
             Node::File(model, name) => {
-                if let Some(s) = st.scratch.get(&(model.clone(), name.clone())).cloned() {
+                if let Some(s) = st.scratch_file(model, name).cloned() {
                     drop(st);
                     return self.open_scratch(&s.path, flags, ino);
                 }
-                if let Some((d, _)) = st.staged.get(&(model.clone(), name.clone())).copied() {
+                if let Some((d, _)) = st.staged_file(model, name) {
                     drop(st);
                     if writing {
                         return Err(FsError::new(libc::EBUSY, "a finished temp file: rename it onto its layer"));

@@ -112,16 +112,19 @@ impl Fs {
                     continue;
                 }
                 st.index.put(f.name.clone(), bytes, f.stamp);
-                st.pending_models.remove(&f.name);
                 // Another process wrote this model: the store's version replaces any work
-                // in progress on it here.
-                if st.work.remove(&f.name).is_some() {
-                    log::warn!(
-                        "{} changed in the store; its unfinished change in the mount is dropped",
-                        f.name.display_shortest()
-                    );
+                // in progress on it here, and the folder shows all of its files.
+                if let Some(folder) = st.folder_mut(&f.name) {
+                    if folder.work.take().is_some() {
+                        log::warn!(
+                            "{} changed in the store; its unfinished change in the mount is dropped",
+                            f.name.display_shortest()
+                        );
+                    }
+                    folder.pins = None;
+                    folder.written = None;
+                    folder.waiting = None;
                 }
-                st.pins.remove(&f.name);
                 changed = true;
             }
         }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::tree::{join, scope};
-use super::work::Publish;
+use super::txn::Publish;
 use super::{Attr, FileKind, Fs, FsError, Node, Opened, Result, ScratchFile, State, enoent, scratch_attr};
 use crate::layout::{self, Source};
 use crate::name::Name;
@@ -293,11 +293,11 @@ impl Fs {
         // The kernel keeps the folder's cached entries: its files' inodes now stand for
         // their place in the trash (a weights inode stays the blob's: same bytes).
         let mut names: Vec<String> = st.files_of(model).into_iter().map(|f| f.name).collect();
-        for (key, _) in st.scratch.iter().filter(|((m, _), _)| m == model) {
-            names.push(key.1.clone());
+        if let Some(f) = st.folder_mut(model) {
+            // Moved into the trash folder already: not to be removed with the folder.
+            names.extend(std::mem::take(&mut f.scratch).into_keys());
         }
         for name in names {
-            st.scratch.remove(&(model.clone(), name.clone()));
             st.inodes.rekey(&Node::File(model.clone(), name.clone()), &Node::Trash(uid, join(rel, &name)));
         }
         if published.is_some() {
@@ -341,10 +341,7 @@ impl Fs {
             // A draft has no manifest.json in the mount, but its view is kept for Restore.
             fs::write(dest.join(layout::MANIFEST_FILE), &view.bytes)?;
         }
-        for ((m, name), s) in &st.scratch {
-            if m != model {
-                continue;
-            }
+        for (name, s) in st.folder(model).map(|f| &f.scratch).into_iter().flatten() {
             let target = dest.join(name);
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent)?;
@@ -360,7 +357,7 @@ impl Fs {
     fn models_below(&self, st: &State, prefix: &str) -> Vec<(Name, String)> {
         let below = format!("{prefix}/");
         let names: Vec<Name> =
-            st.index.models().map(|m| m.name.clone()).chain(st.pending_models.iter().cloned()).collect();
+            st.index.models().map(|m| m.name.clone()).chain(st.folders.keys().cloned()).collect();
         let mut out: Vec<(Name, String)> = names
             .into_iter()
             .filter_map(|n| n.display_shortest().strip_prefix(&below).map(|rest| (n.clone(), rest.to_string())))
@@ -434,7 +431,7 @@ impl Fs {
 
     /// A layer file into the trash (a hard link to its blob), or a scratch file (moved).
     fn trash_file(&self, st: &mut State, model: &Name, file: &str, dest: &Path) -> Result<Item> {
-        if let Some(s) = st.scratch.remove(&(model.clone(), file.to_string())) {
+        if let Some(s) = st.folder_mut(model).and_then(|f| f.scratch.remove(file)) {
             fs::rename(&s.path, dest)?;
             return Ok(Item { kind: "file".into(), model: model.to_string(), ..Default::default() });
         }
@@ -522,7 +519,8 @@ impl Fs {
                 let (f, temp) = self.store.temp_file()?;
                 drop(f);
                 fs::rename(&path, &temp)?;
-                st.scratch.insert((m.clone(), full.clone()), ScratchFile { path: temp });
+                st.folder_entry(m).scratch.insert(full.clone(), ScratchFile { path: temp });
+                st.mark_written(m, &full);
                 st.inodes.rekey(&Node::Trash(uid, rel), &Node::File(m.clone(), full));
             }
             _ => return Err(FsError::new(libc::EXDEV, format!("{name} cannot be restored there"))),
@@ -587,18 +585,20 @@ impl Fs {
                 }
             }
         }
-        let was_pending = !st.pending_models.insert(to.clone());
+        let was_pending = st.folders.contains_key(to);
         for (rel, temp) in &scratch {
-            st.scratch.insert((to.clone(), rel.clone()), ScratchFile { path: temp.clone() });
+            st.folder_entry(to).scratch.insert(rel.clone(), ScratchFile { path: temp.clone() });
         }
         if let Some(m) = m
             && let Err(e) = self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)
         {
-            for (rel, _) in &scratch {
-                st.scratch.remove(&(to.clone(), rel.clone()));
+            if let Some(f) = st.folder_mut(to) {
+                for (rel, _) in &scratch {
+                    f.scratch.remove(rel);
+                }
             }
             if !was_pending {
-                st.pending_models.remove(to);
+                st.folders.remove(to);
             }
             undo_moves(&moved);
             return Err(e);

@@ -2,8 +2,9 @@
 //!
 //! A directory at display path `P` plays up to three roles at once, because Ollama's short
 //! names overlap: `myuser/` holds the models of namespace `myuser` *and* the namespaces
-//! of a host called `myuser`. The root also lists the other hosts. `library/` and
-//! `registry.ollama.ai/` are hidden aliases that spell the defaults out.
+//! of a host called `myuser`. The root also lists the other hosts. Lookup and listing
+//! agree: a name exists exactly when its folder lists it (no `library/`,
+//! `registry.ollama.ai/` or tagless aliases; the CLI and API keep Ollama's short names).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,14 +103,9 @@ impl State {
         }
     }
 
-    /// Files a freshly made model does not show yet (see `State::fresh`).
-    pub(super) fn hidden(&self, model: &Name, file: &str) -> bool {
-        self.fresh.get(model).is_some_and(|f| self.clock.since(f.at) < super::FRESH_WINDOW && !f.written.contains(file))
-    }
-
     /// What the mount shows for a model: its work in progress, else its manifest in the store.
     pub(super) fn view(&self, model: &Name) -> Option<&Arc<Model>> {
-        self.work.get(model).or_else(|| self.index.get(model))
+        self.work(model).or_else(|| self.index.get(model))
     }
 
     pub(super) fn is_published(&self, model: &Name) -> bool {
@@ -117,13 +113,15 @@ impl State {
     }
 
     /// The files of a model folder as the mount names them: pinned names win (see
-    /// `State::pins`), and a draft has no `manifest.json` (nothing is in the store) unless
-    /// one written into it waits for its blobs.
+    /// `Folder::pins`); a draft has no `manifest.json` (nothing is in the store) unless one
+    /// written into it waits for its blobs or was taken as its view; a folder made in the
+    /// mount shows only what was written into it.
     pub(super) fn files_of(&self, model: &Name) -> Vec<LayerFile> {
+        let folder = self.folder(model);
         let mut files = Vec::new();
         if let Some(m) = self.view(model) {
             files = layout::files(&m.manifest);
-            if let Some(pins) = self.pins.get(model)
+            if let Some(pins) = folder.and_then(|f| f.pins.as_ref())
                 && pins.len() == m.manifest.layers.len()
             {
                 for f in &mut files {
@@ -133,114 +131,116 @@ impl State {
                 }
             }
         }
+        let waiting = folder.is_some_and(|f| f.waiting.is_some());
         if !self.is_published(model) {
-            files.retain(|f| f.source != Source::Manifest);
+            // A draft shows a manifest.json only when one was written into it.
+            let written = folder.is_some_and(|f| f.written.as_ref().is_some_and(|w| w.contains(layout::MANIFEST_FILE)));
+            if !written || waiting {
+                files.retain(|f| f.source != Source::Manifest);
+            }
+        }
+        if waiting && !files.iter().any(|f| f.source == Source::Manifest) {
             // A manifest.json written into a draft shows as written while it waits for
             // its blobs (copy tools set its mode and times by path after closing it).
-            if self.waiting.contains_key(model) {
-                files.push(LayerFile {
-                    name: layout::MANIFEST_FILE.to_string(),
-                    kind: Kind::Text,
-                    source: Source::Manifest,
-                });
-            }
+            files.push(LayerFile { name: layout::MANIFEST_FILE.to_string(), kind: Kind::Text, source: Source::Manifest });
+        }
+        if let Some(f) = folder {
+            files.retain(|file| f.shows(&file.name));
         }
         files
     }
 
     /// The `manifest.json` a draft shows while it waits for its blobs.
     pub(super) fn waiting_manifest_json(&self, model: &Name, name: &str) -> Option<&super::writer::WaitingManifest> {
-        if name != layout::MANIFEST_FILE || self.is_published(model) {
+        if name != layout::MANIFEST_FILE {
             return None;
         }
-        self.waiting.get(model)
+        self.waiting(model)
     }
 
     pub(super) fn model_exists(&self, n: &Name) -> bool {
-        self.index.get(n).is_some() || self.pending_models.contains(n)
+        self.index.get(n).is_some() || self.folders.contains_key(n)
     }
 
-    /// Does a prefix directory exist at `path` (it holds something, or was made by mkdir)?
+    /// The name model `n` is listed under (its folder's, or `model:tag`).
+    pub(super) fn entry_of(&self, n: &Name) -> String {
+        self.folder(n).map(|f| f.entry.clone()).unwrap_or_else(|| n.entry())
+    }
+
+    /// Does a prefix directory exist at `path`? Exactly when its parent lists it.
     pub(super) fn dir_exists(&self, path: &str) -> bool {
         if path.is_empty() {
             return true;
         }
-        if self.pending_dirs.contains(path) {
-            return true;
-        }
-        let Some(s) = scope(path) else { return false };
-        if s.models.iter().any(|(h, ns)| {
-            self.index.models_in(h, ns).next().is_some()
-                || self.pending_models.iter().any(|n| &n.host == h && &n.namespace == ns)
-        }) {
-            return true;
-        }
-        if let Some(h) = &s.namespaces_of
-            && (self.index.has_host(h) || self.pending_models.iter().any(|n| &n.host == h))
-        {
-            return true;
-        }
-        let prefix = format!("{path}/");
-        self.pending_dirs.range(prefix.clone()..).next().is_some_and(|p| p.starts_with(&prefix))
+        let (parent, last) = path.rsplit_once('/').unwrap_or(("", path));
+        self.dir_exists(parent) && matches!(self.lookup_in_dir(parent, last), Some(Node::Dir(p)) if p == path)
     }
 
-    /// Look a name up in a prefix directory, without listing it.
+    /// Does any model of host `h` (namespace `ns`, when given) exist, in the store or as a
+    /// folder of the mount?
+    fn has_models(&self, h: &str, ns: Option<&str>) -> bool {
+        let in_store = match ns {
+            Some(ns) => self.index.models_in(h, ns).next().is_some(),
+            None => self.index.has_host(h),
+        };
+        in_store || self.folders.keys().any(|n| n.host == h && ns.is_none_or(|ns| n.namespace == ns))
+    }
+
+    /// Look a name up in a prefix directory, without listing it: exactly what
+    /// `dir_children` would list under that name, and nothing else (no aliases).
     pub(super) fn lookup_in_dir(&self, path: &str, name: &str) -> Option<Node> {
         let s = scope(path)?;
-        let child = join(path, name);
-        let is_host_here = s.hosts && name.contains(':') && (self.index.has_host(name) || self.dir_has_pending(&child));
-        // A draft with a name that is not a model name (`New Folder`, `x:latest (copy)`).
+        // Model folders the mount keeps are listed under their own entries.
         for (h, ns) in &s.models {
-            let d = Name::draft(h, ns, name);
-            if self.pending_models.contains(&d) {
-                return Some(Node::Model(d));
+            if let Some(n) = self.folders.iter().find(|(n, f)| &n.host == h && &n.namespace == ns && f.entry == name) {
+                return Some(Node::Model(n.0.clone()));
             }
         }
-        if name.contains(':') && !is_host_here {
-            for hn in &s.models {
-                if let Some(n) = model_name_in(name, hn)
-                    && self.model_exists(&n)
-                {
-                    return Some(Node::Model(n));
-                }
-            }
-            return None;
-        }
-        if scope(&child).is_some() && self.dir_exists(&child) {
-            return Some(Node::Dir(child));
-        }
-        // A colon-less name that is not a prefix means NAME:latest.
-        for (h, ns) in &s.models {
-            if let Ok(n) = Name::from_parts(h, ns, name, crate::name::DEFAULT_TAG)
-                && self.model_exists(&n)
+        // Published models are listed as `model:tag` unless their folder has another entry.
+        for hn in &s.models {
+            if let Some(n) = model_name_in(name, hn)
+                && self.index.get(&n).is_some()
+                && !self.folders.contains_key(&n)
             {
                 return Some(Node::Model(n));
             }
+        }
+        let child = join(path, name);
+        if self.pending_dirs.contains(&child) || self.dir_has_pending(&child) {
+            return Some(Node::Dir(child));
+        }
+        if let Some(h) = &s.namespaces_of
+            && !(s.hide_library && name == DEFAULT_NAMESPACE)
+            && self.has_models(h, Some(name))
+        {
+            return Some(Node::Dir(child));
+        }
+        if s.hosts && name != DEFAULT_HOST && self.has_models(name, None) {
+            return Some(Node::Dir(child));
         }
         None
     }
 
     fn dir_has_pending(&self, path: &str) -> bool {
         let prefix = format!("{path}/");
-        self.pending_dirs.contains(path)
-            || self.pending_dirs.range(prefix.clone()..).next().is_some_and(|p| p.starts_with(&prefix))
+        self.pending_dirs.range(prefix.clone()..).next().is_some_and(|p| p.starts_with(&prefix))
     }
 
     /// Every entry of a prefix directory, sorted by name.
     pub(super) fn dir_children(&self, path: &str) -> BTreeMap<String, Node> {
         let mut out = BTreeMap::new();
         let Some(s) = scope(path) else { return out };
-        for (h, ns) in &s.models {
-            for m in self.index.models_in(h, ns) {
-                out.insert(format!("{}:{}", m.name.model, m.name.tag), Node::Model(m.name.clone()));
-            }
-            for n in self.pending_models.iter().filter(|n| &n.host == h && &n.namespace == ns) {
-                out.insert(n.entry(), Node::Model(n.clone()));
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+        for p in self.pending_dirs.range(prefix.clone()..).take_while(|p| p.starts_with(&prefix)) {
+            let rest = &p[prefix.len()..];
+            let first = rest.split('/').next().unwrap_or(rest);
+            if !first.is_empty() {
+                out.insert(first.to_string(), Node::Dir(join(path, first)));
             }
         }
         if let Some(h) = &s.namespaces_of {
-            let pending_ns = self.pending_models.iter().filter(|n| &n.host == h).map(|n| &n.namespace);
-            for ns in self.index.namespaces_of(h).chain(pending_ns) {
+            let mount_ns = self.folders.keys().filter(|n| &n.host == h).map(|n| &n.namespace);
+            for ns in self.index.namespaces_of(h).chain(mount_ns) {
                 if s.hide_library && ns == DEFAULT_NAMESPACE {
                     continue;
                 }
@@ -248,19 +248,22 @@ impl State {
             }
         }
         if s.hosts {
-            let pending_hosts = self.pending_models.iter().map(|n| &n.host);
-            for h in self.index.hosts().chain(pending_hosts) {
+            let mount_hosts = self.folders.keys().map(|n| &n.host);
+            for h in self.index.hosts().chain(mount_hosts) {
                 if h != DEFAULT_HOST {
                     out.insert(h.clone(), Node::Dir(h.clone()));
                 }
             }
         }
-        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
-        for p in self.pending_dirs.range(prefix.clone()..).take_while(|p| p.starts_with(&prefix)) {
-            let rest = &p[prefix.len()..];
-            let first = rest.split('/').next().unwrap_or(rest);
-            if !first.is_empty() {
-                out.insert(first.to_string(), Node::Dir(join(path, first)));
+        // Models last: a model entry wins over a folder of the same name (as lookup does).
+        for (h, ns) in &s.models {
+            for m in self.index.models_in(h, ns) {
+                if !self.folders.contains_key(&m.name) {
+                    out.insert(m.name.entry(), Node::Model(m.name.clone()));
+                }
+            }
+            for (n, f) in self.folders.iter().filter(|(n, _)| &n.host == h && &n.namespace == ns) {
+                out.insert(f.entry.clone(), Node::Model(n.clone()));
             }
         }
         out
@@ -275,26 +278,17 @@ impl State {
                 out.push((name, node));
             }
         };
-        {
-            for f in self.files_of(model) {
-                if self.hidden(model, &f.name) {
-                    continue;
-                }
-                let Some(rest) = f.name.strip_prefix(&prefix) else {
-                    continue;
-                };
-                match rest.split_once('/') {
-                    Some((dir, _)) => {
-                        push(&mut out, dir.to_string(), Node::Sub(model.clone(), format!("{prefix}{dir}")))
-                    }
-                    None => push(&mut out, rest.to_string(), self.file_node(model, &f)),
-                }
+        for f in self.files_of(model) {
+            let Some(rest) = f.name.strip_prefix(&prefix) else {
+                continue;
+            };
+            match rest.split_once('/') {
+                Some((dir, _)) => push(&mut out, dir.to_string(), Node::Sub(model.clone(), format!("{prefix}{dir}"))),
+                None => push(&mut out, rest.to_string(), self.file_node(model, &f)),
             }
         }
-        for (m, path) in &self.pending_subs {
-            if m != model {
-                continue;
-            }
+        let Some(folder) = self.folder(model) else { return out };
+        for path in &folder.subs {
             if let Some(rest) = path.strip_prefix(&prefix) {
                 let first = rest.split('/').next().unwrap_or(rest);
                 if !first.is_empty() {
@@ -302,9 +296,8 @@ impl State {
                 }
             }
         }
-        for (m, name) in self.scratch.keys().chain(self.creating.iter()).chain(self.staged.keys()) {
-            if m == model
-                && let Some(rest) = name.strip_prefix(&prefix)
+        for name in folder.scratch.keys().chain(folder.creating.iter()).chain(folder.staged.keys()) {
+            if let Some(rest) = name.strip_prefix(&prefix)
                 && !rest.contains('/')
             {
                 push(&mut out, rest.to_string(), Node::File(model.clone(), name.clone()));
@@ -328,25 +321,22 @@ impl State {
     /// Look up `name` inside a model folder (`sub` = "" for the model folder itself).
     pub(super) fn lookup_in_model(&self, model: &Name, sub: &str, name: &str) -> Option<Node> {
         let full = if sub.is_empty() { name.to_string() } else { format!("{sub}/{name}") };
-        let key = (model.clone(), full.clone());
-        if self.scratch.contains_key(&key) || self.creating.contains(&key) || self.staged.contains_key(&key) {
+        if let Some(f) = self.folder(model)
+            && (f.scratch.contains_key(&full) || f.creating.contains(&full) || f.staged.contains_key(&full))
+        {
             return Some(Node::File(model.clone(), full));
         }
-        {
-            let files = self.files_of(model);
-            if let Some(f) = files.iter().find(|f| f.name == full) {
-                if self.hidden(model, &full) {
-                    return None;
-                }
-                return Some(self.file_node(model, f));
-            }
-            let dir_prefix = format!("{full}/");
-            if files.iter().any(|f| f.name.starts_with(&dir_prefix)) {
-                return Some(Node::Sub(model.clone(), full));
-            }
+        let files = self.files_of(model);
+        if let Some(f) = files.iter().find(|f| f.name == full) {
+            return Some(self.file_node(model, f));
         }
         let dir_prefix = format!("{full}/");
-        if self.pending_subs.iter().any(|(m, p)| m == model && (*p == full || p.starts_with(&dir_prefix))) {
+        if files.iter().any(|f| f.name.starts_with(&dir_prefix)) {
+            return Some(Node::Sub(model.clone(), full));
+        }
+        let folder = self.folder(model)?;
+        let below = |p: &String| *p == full || p.starts_with(&dir_prefix);
+        if folder.subs.iter().any(below) || folder.scratch.keys().chain(folder.creating.iter()).any(|p| p.starts_with(&dir_prefix)) {
             return Some(Node::Sub(model.clone(), full));
         }
         None

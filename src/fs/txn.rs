@@ -1,11 +1,10 @@
-//! Models are transactions: the mount shows work in progress, the store only ever holds
-//! complete models (docs/SEMANTICS.md, "Transactions").
-//!
-//! Every change to a model folder produces the manifest the folder should now show. If that
-//! manifest is a complete model (`Store::check_complete`) it is published by one atomic
-//! manifest write; otherwise it stays in the mount as *work*: a draft (nothing in the store)
-//! or a held change (the store keeps the last complete manifest, and its blobs). Blobs that
-//! only work uses are held by hard links (`Store::hold`), so no prune can take them.
+//! The one transaction path: every change to the store made through the mount (a file's
+//! close, a link, a rename, `rm`, the trash, the API in the mount) ends here. A folder's
+//! new manifest is checked complete → written atomically → indexed → holds synced →
+//! unused blobs pruned → logged; an incomplete one stays in the mount as work (a draft, or
+//! a held change while the store keeps the last complete manifest) (docs/SEMANTICS.md,
+//! "Transactions"). Blobs that only work uses are held by hard links (`Store::hold`), so
+//! no prune can take them.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,7 +37,8 @@ impl State {
                 .count() as u32
         };
         let mut n = self.index.refs(d).weights;
-        for (name, view) in &self.work {
+        for (name, f) in &self.folders {
+            let Some(view) = &f.work else { continue };
             if let Some(published) = self.index.get(name) {
                 n = n.saturating_sub(count(published));
             }
@@ -50,7 +50,7 @@ impl State {
     /// Give a model's layers fixed names (their current ones) before a change that would
     /// renumber them.
     pub(super) fn pin_names(&mut self, model: &Name) {
-        if self.pins.contains_key(model) {
+        if self.folder(model).is_some_and(|f| f.pins.is_some()) {
             return;
         }
         let names: Vec<String> = self
@@ -62,16 +62,17 @@ impl State {
             })
             .collect();
         if self.view(model).is_some_and(|m| m.manifest.layers.len() == names.len()) {
-            self.pins.insert(model.clone(), names);
+            self.folder_entry(model).pins = Some(names);
         }
     }
 
     /// Every blob work in progress needs: drafts, held changes, manifest.json writes
     /// waiting for their blobs.
     fn work_digests(&self) -> HashSet<Digest> {
-        let mut out: HashSet<Digest> = self.work.values().flat_map(|m| m.manifest.digests()).collect();
-        for w in self.waiting.values() {
-            if let Ok(m) = Manifest::parse(&w.bytes) {
+        let mut out = HashSet::new();
+        for f in self.folders.values() {
+            out.extend(f.work.iter().flat_map(|m| m.manifest.digests()));
+            if let Some(m) = f.waiting.as_ref().and_then(|w| Manifest::parse(&w.bytes).ok()) {
                 out.extend(m.digests());
             }
         }
@@ -127,7 +128,7 @@ impl Fs {
             match outcome {
                 // Back to exactly what the store has: the held change is over.
                 Ok(()) if unchanged => {
-                    st.work.remove(model);
+                    st.set_work(model, None);
                     let released = self.sync_holds(st);
                     self.prune_unused(st, released);
                     return Ok(());
@@ -146,10 +147,7 @@ impl Fs {
             bytes: bytes.into(),
             stamp: Stamp::default(),
         };
-        st.work.insert(model.clone(), Arc::new(view));
-        if !published {
-            st.pending_models.insert(model.clone());
-        }
+        st.set_work(model, Some(Arc::new(view)));
         let released = self.sync_holds(st);
         self.prune_unused(st, released);
         Ok(())
@@ -187,8 +185,9 @@ impl Fs {
     /// `rm manifest.json`: the model leaves the store; its folder stays as a draft with
     /// its remaining files (held), so deleting them in any order succeeds.
     pub(super) fn unpublish(&self, st: &mut State, model: &Name) -> Result<()> {
-        if !st.is_published(model) && st.waiting.remove(model).is_some() {
+        if !st.is_published(model) && st.take_waiting(model).is_some() {
             // A draft's waiting manifest.json: removing it stops the wait.
+            st.mark_gone(model, crate::layout::MANIFEST_FILE);
             let released = self.sync_holds(st);
             self.prune_unused(st, released);
             return Ok(());
@@ -196,18 +195,18 @@ impl Fs {
         let Some(view) = st.view(model).cloned() else {
             return Err(super::enoent(model));
         };
-        st.waiting.remove(model);
-        st.fresh.remove(model);
+        st.take_waiting(model);
         let Some(published) = st.index.get(model).cloned() else {
             return Err(super::enoent(model)); // a draft has no manifest.json to remove
         };
         // Hold the folder's remaining files before the prune below can see them unused.
-        st.work.insert(model.clone(), view);
-        st.pending_models.insert(model.clone());
         st.pin_names(model);
+        st.set_work(model, Some(view));
+        st.mark_gone(model, crate::layout::MANIFEST_FILE);
         self.sync_holds(st);
         let removed = self.store.remove_manifest(model)?;
         st.index.remove(model);
+        log::info!("{} left the store (manifest.json removed in the mount)", model.display_shortest());
         let mut candidates: Vec<Digest> = published.manifest.digests().collect();
         if let Some(m) = removed {
             candidates.extend(m.digests());
@@ -216,59 +215,85 @@ impl Fs {
         Ok(())
     }
 
-    /// A model folder is gone for good (rmdir of a draft, deleted by another process or
-    /// over the API): its scratch files, work and names go with it.
-    pub(super) fn forget_model_folder(&self, st: &mut State, model: &Name) {
-        let scratch: Vec<(Name, String)> = st.scratch.keys().filter(|(m, _)| m == model).cloned().collect();
-        for key in scratch {
-            if let Some(s) = st.scratch.remove(&key) {
-                let _ = std::fs::remove_file(&s.path);
-            }
+    /// Write a model's manifest (only a complete model passes `Store::write_manifest`),
+    /// update the index, end any work on it, prune what the old version alone used.
+    pub(super) fn install(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
+        let old = st.index.get(model).cloned();
+        if old.as_ref().is_some_and(|o| *o.bytes == *bytes) && st.work(model).is_none() {
+            return Ok(());
         }
-        let staged: Vec<(Name, String)> = st.staged.keys().filter(|(m, _)| m == model).cloned().collect();
-        for key in staged {
-            if let Some((d, _)) = st.staged.remove(&key) {
-                self.store.release(&d);
-            }
-        }
-        st.work.remove(model);
-        st.pins.remove(model);
-        st.fresh.remove(model);
-        st.waiting.remove(model);
-        st.pending_models.remove(model);
-        st.pending_subs.retain(|(m, _)| m != model);
-        st.vacated.retain(|(m, _), _| m != model);
+        self.store.write_manifest(model, &bytes)?;
+        self.installed(st, model, bytes)
     }
 
-    /// Move everything the mount keeps about a model folder to a new name (`mv`).
-    pub(super) fn move_model_folder(&self, st: &mut State, from: &Name, to: &Name) {
-        let scratch: Vec<(Name, String)> = st.scratch.keys().filter(|(m, _)| m == from).cloned().collect();
-        for (m, f) in scratch {
-            if let Some(s) = st.scratch.remove(&(m.clone(), f.clone())) {
-                st.inodes.rekey(&super::Node::File(m, f.clone()), &super::Node::File(to.clone(), f.clone()));
-                st.scratch.insert((to.clone(), f), s);
+    /// The index and holds after the store took `bytes` as `model`'s manifest.
+    pub(super) fn installed(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
+        let old = st.index.get(model).cloned();
+        let stamp = std::fs::metadata(self.store.manifest_path(model)).map(|m| Stamp::of(&m)).unwrap_or_default();
+        let id = crate::store::manifest::model_id(&bytes);
+        st.index.put(model.clone(), bytes, stamp);
+        st.touch(model);
+        let mut candidates: Vec<Digest> =
+            st.folder_mut(model).and_then(|f| f.work.take()).map(|w| w.manifest.digests().collect()).unwrap_or_default();
+        candidates.extend(self.sync_holds(st));
+        let what = if old.is_some() { "replaced" } else { "published" };
+        log::info!("{what} {} (id {}) through the mount", model.display_shortest(), &id[..12.min(id.len())]);
+        if let Some(old) = old {
+            candidates.extend(old.manifest.digests());
+        }
+        self.prune_unused(st, candidates);
+        Ok(())
+    }
+
+    /// Ollama's rule: remove blobs that no readable manifest references any more. Blobs
+    /// that work in progress holds are kept; so are blobs a manifest written by another
+    /// process uses that this mount has not read yet (checked on disk, under the store's
+    /// write lock, so two ollamafs processes never prune each other's blobs).
+    pub(super) fn prune_unused(&self, st: &mut State, candidates: Vec<Digest>) {
+        if self.opts.no_prune {
+            return;
+        }
+        let mut unused: Vec<Digest> =
+            candidates.into_iter().filter(|d| st.index.refs(d).any == 0 && !st.holding.contains(d)).collect();
+        unused.sort();
+        unused.dedup();
+        if unused.is_empty() {
+            return;
+        }
+        let _lock = self.store.lock_writes();
+        let (found, _) = self.store.scan();
+        let mut elsewhere = HashSet::new();
+        for f in found {
+            if st.index.known_stamp(&f.name) != Some(f.stamp)
+                && let Ok(bytes) = std::fs::read(&f.path)
+                && let Ok(m) = Manifest::parse(&bytes)
+            {
+                elsewhere.extend(m.digests());
             }
         }
-        if let Some(w) = st.work.remove(from) {
-            let moved = Model {
-                name: to.clone(),
-                bytes: w.bytes.clone(),
-                manifest: w.manifest.clone(),
-                id: w.id.clone(),
-                stamp: w.stamp,
-            };
-            st.work.insert(to.clone(), Arc::new(moved));
+        for d in self.store.prune_locked(unused, &elsewhere) {
+            st.blob_meta.remove(&d);
+            log::info!("pruned unused blob {d}");
         }
-        if let Some(p) = st.pins.remove(from) {
-            st.pins.insert(to.clone(), p);
+    }
+
+    /// A model leaves the store and its folder leaves the mount (the API's delete, `rmdir`
+    /// of a folder whose files are all gone).
+    pub(super) fn delete_model(&self, st: &mut State, model: &Name) -> Result<()> {
+        let old = st.index.get(model).cloned();
+        let removed = match old {
+            Some(_) => self.store.remove_manifest(model)?,
+            None => None,
+        };
+        st.index.remove(model);
+        self.forget_model_folder(st, model);
+        let mut candidates = self.sync_holds(st);
+        candidates.extend(old.iter().flat_map(|m| m.manifest.digests()));
+        candidates.extend(removed.iter().flat_map(|m| m.digests()));
+        if old.is_some() {
+            log::info!("deleted {}", model.display_shortest());
         }
-        let subs: Vec<(Name, String)> = st.pending_subs.iter().filter(|(m, _)| m == from).cloned().collect();
-        for (m, sub) in subs {
-            st.pending_subs.remove(&(m, sub.clone()));
-            st.pending_subs.insert((to.clone(), sub));
-        }
-        st.fresh.remove(from);
-        st.vacated.retain(|(m, _), _| m != from);
-        st.keep_parent_of(from);
+        self.prune_unused(st, candidates);
+        Ok(())
     }
 }
