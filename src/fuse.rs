@@ -108,6 +108,12 @@ fn ttl_for(a: &Attr) -> Duration {
     if a.kind == FileKind::Symlink || a.transient { Duration::ZERO } else { TTL }
 }
 
+/// How long the kernel may keep a name: a weights entry is looked up again on every path
+/// walk, so the core knows which folder a write-open of the shared inode came through.
+fn entry_ttl_for(a: &Attr) -> Duration {
+    if a.shared { Duration::ZERO } else { ttl_for(a) }
+}
+
 impl FuseFs {
     fn reply_opened(&self, o: Opened, reply: ReplyOpen) {
         let mut flags = FopenFlags::empty();
@@ -177,13 +183,13 @@ impl Filesystem for FuseFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&ttl_for(&a), &to_file_attr(&a), Generation(0)),
+        match self.fs.lookup_from(req.pid(), parent.0, name) {
+            Ok(a) => reply.entry_with_ttls(&ttl_for(&a), &entry_ttl_for(&a), &to_file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -301,8 +307,8 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open_from(req.pid(), ino.0, flags.0) {
             Ok(o) => self.reply_opened(o, reply),
             Err(e) => reply.error(errno(e)),
         }
@@ -389,7 +395,7 @@ impl Filesystem for FuseFs {
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let res = self.fs.readdirplus(ino.0, fh.0, offset, |offset, name, attr| {
-            reply.add(INodeNo(attr.ino), offset, name, &ttl_for(attr), &to_file_attr(attr), Generation(0))
+            reply.add(INodeNo(attr.ino), offset, name, &entry_ttl_for(attr), &to_file_attr(attr), Generation(0))
         });
         match res {
             Ok(()) => reply.ok(),

@@ -13,10 +13,28 @@ impl Fs {
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        self.lookup_from(0, parent, name)
+    }
+
+    /// A lookup made by process `pid`. A weights inode is shared by every model showing
+    /// its blob, so `open` cannot tell from the inode which folder a write-open came
+    /// through: the lookup just before it (the kernel revalidates weights entries on
+    /// every path walk) says so.
+    pub fn lookup_from(&self, pid: u32, parent: u64, name: &str) -> Result<Attr> {
         let mut st = self.lock();
         let node = self.lookup_node(&st, parent, name)?;
         let attr = self.attr_of(&mut st, &node)?;
         st.inodes.remember(&node);
+        if let Node::Blob(_) = node
+            && let Ok(parent_node) = self.parent_node(&st, parent)
+            && let Some((model, sub)) = self.as_model_dir(&st, &parent_node)
+        {
+            let mut hints = crate::sync::lock(&self.weights_lookups);
+            if hints.len() > 4096 {
+                hints.clear();
+            }
+            hints.insert(pid, (attr.ino, model, tree::join(&sub, name)));
+        }
         Ok(attr)
     }
 
@@ -80,7 +98,7 @@ impl Fs {
             .collect();
         writers.into_iter().find_map(|w| {
             let w = crate::sync::lock(&w);
-            (w.ino == ino && w.dirty).then_some(w.len)
+            (w.ino == ino && w.dirty && !w.replaces_shared).then_some(w.len)
         })
     }
 
@@ -113,6 +131,7 @@ impl Fs {
             mtime,
             ctime: mtime,
             transient: false,
+            shared: false,
         }
     }
 
@@ -169,6 +188,7 @@ impl Fs {
                 let mut a = self.base_attr(ino, FileKind::File, size, mtime);
                 a.perm = 0o444;
                 a.nlink = links.max(1);
+                a.shared = true;
                 Ok(a)
             }
             Node::File(model, name) => {

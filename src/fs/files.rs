@@ -123,10 +123,26 @@ impl Fs {
         }
         let m = st.view(model).cloned().ok_or_else(|| enoent(name))?;
         let f = st.files_of(model).into_iter().find(|f| f.name == name).ok_or_else(|| enoent(name))?;
-        if f.kind == Kind::Weights {
-            return Err(FsError::new(libc::EPERM, "weights are immutable: rm it or cp -f to replace the layer"));
-        }
         let truncate = flags & libc::O_TRUNC != 0;
+        if f.kind == Kind::Weights {
+            // Replace is a replace: O_TRUNC starts a new version of this layer, committed
+            // in the same position at close (the store keeps the old one until then, and
+            // for other models and open readers). Without O_TRUNC the file opens (GLib
+            // opens O_RDWR, then truncates) but writing into weights is refused.
+            let Source::Layer(i) = f.source else { return Err(enoent(name)) };
+            let l = &m.manifest.layers[i];
+            let d = l.digest().ok_or_else(|| FsError::new(libc::EIO, format!("invalid digest {:?}", l.digest)))?;
+            let len = self.blob_meta(st, &d).map(|b| b.size).unwrap_or(l.size.max(0) as u64);
+            let mut w = match truncate {
+                true => Writer::empty(ino, model.clone(), name.to_string(), false),
+                false => Writer::of_blob(ino, model.clone(), name.to_string(), d, len),
+            };
+            w.sealed = !truncate;
+            w.replaces_shared = true;
+            log::debug!("{name} of {} opened to be replaced", model.display_shortest());
+            let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
+            return Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: true });
+        }
         let w = match (f.source, truncate) {
             (_, true) => Writer::empty(ino, model.clone(), name.to_string(), false),
             (Source::Manifest, false) => {
@@ -167,6 +183,9 @@ impl Fs {
                 let mut w = crate::sync::lock(&w);
                 if let Some(errno) = w.failed {
                     return Err(FsError::new(errno, "an earlier write to this file failed"));
+                }
+                if w.sealed {
+                    return Err(FsError::new(libc::EPERM, "weights are written whole: open with O_TRUNC to replace"));
                 }
                 if offset == 0
                     && w.is_untouched()
@@ -287,6 +306,33 @@ impl Fs {
             }
         }
         out
+    }
+
+    /// The folder and file a write-open of weights inode `ino` (blob `d`) came through:
+    /// the one this process just looked up, else the only folder showing the blob.
+    pub(super) fn weights_opened_through(&self, st: &State, pid: u32, ino: u64, d: &Digest) -> Result<(Name, String)> {
+        let shows = |m: &Name, file: &str| st.lookup_in_model(m, "", file) == Some(Node::Blob(*d));
+        if let Some((i, m, file)) = crate::sync::lock(&self.weights_lookups).get(&pid).cloned()
+            && i == ino
+            && shows(&m, &file)
+        {
+            return Ok((m, file));
+        }
+        let mut showing = Vec::new();
+        let names: std::collections::BTreeSet<Name> =
+            st.index.models().map(|m| m.name.clone()).chain(st.folders.keys().cloned()).collect();
+        for n in names {
+            for f in st.files_of(&n) {
+                if st.file_node(&n, &f) == Node::Blob(*d) {
+                    showing.push((n.clone(), f.name));
+                }
+            }
+        }
+        match showing.len() {
+            1 => Ok(showing.remove(0)),
+            0 => Err(enoent(d)),
+            n => Err(FsError::new(libc::EPERM, format!("blob {d} is shown by {n} model files; open it by its path"))),
+        }
     }
 
     /// The blob an open source file shows, when it is an unchanged blob.

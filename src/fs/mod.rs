@@ -137,6 +137,10 @@ pub struct Attr {
     /// Not to be cached by the kernel at all: a layer file being written is a temporary
     /// inode that becomes the blob's shared inode at close.
     pub transient: bool,
+    /// A weights inode, shared by every model showing the blob: its entries are looked up
+    /// again on every path walk, so a write-open is known to come through one folder
+    /// (see `Fs::lookup_from`).
+    pub shared: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -231,6 +235,8 @@ pub struct Fs {
     started: SystemTime,
     /// SHA-256 of the first 64 KiB of weights blobs (None: unreadable), for re-imports.
     prefixes: Mutex<HashMap<Digest, Option<[u8; 32]>>>,
+    /// The last weights file each process looked up: (inode, model, file name).
+    weights_lookups: Mutex<HashMap<u32, (u64, Name, String)>>,
 }
 
 pub const TTL: Duration = Duration::from_millis(500);
@@ -257,6 +263,7 @@ impl Fs {
             opts,
             started: SystemTime::now(),
             prefixes: Mutex::new(HashMap::new()),
+            weights_lookups: Mutex::new(HashMap::new()),
         }
     }
 
@@ -338,6 +345,7 @@ pub(super) fn scratch_attr(ino: u64, meta: &std::fs::Metadata) -> Attr {
         mtime: time(meta.mtime(), meta.mtime_nsec()),
         ctime: time(meta.ctime(), meta.ctime_nsec()),
         transient: false,
+        shared: false,
     }
 }
 

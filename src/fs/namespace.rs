@@ -230,7 +230,15 @@ impl Fs {
             _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
         };
         let full = join(&sub, name);
-        st.mark_gone(&model, &full);
+        let res = self.unlink_file(&mut st, &model, &full);
+        if res.is_ok() {
+            st.mark_gone(&model, &full);
+        }
+        res
+    }
+
+    fn unlink_file(&self, st: &mut State, model: &Name, full: &str) -> Result<()> {
+        let (model, full) = (model.clone(), full.to_string());
         if let Some(s) = st.folder_mut(&model).and_then(|f| f.scratch.remove(&full)) {
             // Open descriptors keep working on the unlinked file, as on any filesystem.
             let _ = std::fs::remove_file(&s.path);
@@ -250,13 +258,13 @@ impl Fs {
         }
         if let Some((d, _)) = st.folder_mut(&model).and_then(|f| f.staged.remove(&full)) {
             self.store.release(&d);
-            self.prune_unused(&mut st, vec![d]);
+            self.prune_unused(st, vec![d]);
             return Ok(());
         }
         if full == MANIFEST_FILE && (st.is_published(&model) || st.waiting(&model).is_some()) {
-            return self.unpublish(&mut st, &model);
+            return self.unpublish(st, &model);
         }
-        self.remove_layer(&mut st, &model, &full)
+        self.remove_layer(st, &model, &full)
     }
 
     /// A layer file leaves a model folder (unlink, trash): the model is published without

@@ -19,6 +19,11 @@ impl Fs {
 
     /// Open a file. Writes are handled in `write.rs`; here reads and the dispatch.
     pub fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
+        self.open_from(0, ino, flags)
+    }
+
+    /// An open by process `pid` (see `lookup_from`).
+    pub fn open_from(&self, pid: u32, ino: u64, flags: i32) -> Result<Opened> {
         let acc = flags & libc::O_ACCMODE;
         let writing = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         let mut st = self.lock();
@@ -26,10 +31,11 @@ impl Fs {
         match &node {
             Node::Blob(d) => {
                 if writing {
-                    return Err(FsError::new(
-                        libc::EPERM,
-                        "weights are immutable: rm it or cp -f to replace the layer",
-                    ));
+                    if self.opts.read_only {
+                        return Err(FsError::new(libc::EROFS, "read-only mount"));
+                    }
+                    let (model, file) = self.weights_opened_through(&st, pid, ino, d)?;
+                    return self.open_writer(&mut st, ino, &model, &file, flags);
                 }
                 drop(st);
                 let file = self

@@ -176,6 +176,11 @@ pub struct Writer {
     /// A copy tool's temp file (rsync's `.model.gguf.XXXXXX`): its content becomes a blob
     /// at close, and a layer when it is renamed onto a layer name (`State::staged`).
     pub(super) staged: bool,
+    /// Weights opened without O_TRUNC: nothing may be written until truncated to 0.
+    pub(super) sealed: bool,
+    /// Opened through a weights inode that other models share: its growing length is not
+    /// the shared inode's (see `Fs::writer_len`).
+    pub(crate) replaces_shared: bool,
 }
 
 impl Writer {
@@ -197,6 +202,8 @@ impl Writer {
             failed: None,
             touched: false,
             staged: false,
+            sealed: false,
+            replaces_shared: false,
         }
     }
 
@@ -218,6 +225,8 @@ impl Writer {
             failed: None,
             touched: false,
             staged: false,
+            sealed: false,
+            replaces_shared: false,
         }
     }
 
@@ -339,6 +348,12 @@ impl Writer {
     pub(super) fn truncate(&mut self, store: &Store, size: u64) -> io::Result<()> {
         if size == self.len {
             return Ok(());
+        }
+        if self.sealed {
+            if size != 0 {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            self.sealed = false; // truncated to nothing: a replacement starts
         }
         if size == 0 {
             if let Some((_, p)) = self.temp.take() {
