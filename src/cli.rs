@@ -105,10 +105,13 @@ pub enum Command {
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
     },
-    /// Hash every blob and check every manifest
+    /// Hash every blob and check every manifest; report blobs nothing uses (orphans)
     Verify {
         #[command(flatten)]
         store: StoreArg,
+        /// Remove the orphan blobs found (not while another tool is pulling into the store)
+        #[arg(long)]
+        prune: bool,
     },
 }
 
@@ -217,11 +220,31 @@ fn run(cmd: Command) -> Result<(), StoreError> {
         Command::Pull { store, insecure, name } => transfer(open_or_make(&store)?, &name, insecure, true),
         Command::Push { store, insecure, name } => transfer(open(&store)?, &name, insecure, false),
         Command::Serve { store, listen, no_prune, verbose } => serve_api(&store, listen.as_deref(), no_prune, verbose),
-        Command::Verify { store } => {
+        Command::Verify { store, prune } => {
             let s = open(&store)?;
             let report = run_verify(&s);
             for w in &report.warnings {
                 eprintln!("warning: {w}");
+            }
+            let orphan_bytes: u64 = report.orphans.iter().map(|(_, n)| n).sum();
+            if prune && !report.orphans.is_empty() {
+                let removed = verify::prune_orphans(&s, &report.orphans);
+                println!("pruned {} orphan blob(s)", removed.len());
+            } else {
+                for (d, n) in &report.orphans {
+                    eprintln!(
+                        "orphan: blobs/{} ({}): no manifest, trash item or running mount uses it",
+                        d.blob_file_name(),
+                        human_bytes(*n as i64)
+                    );
+                }
+                if !report.orphans.is_empty() {
+                    eprintln!(
+                        "{} orphan blob(s), {}: `ollamafs verify --prune` removes them",
+                        report.orphans.len(),
+                        human_bytes(orphan_bytes as i64)
+                    );
+                }
             }
             for p in &report.problems {
                 eprintln!("problem: {p}");

@@ -37,10 +37,11 @@ fn cp_r_is_a_manifest_copy_with_no_data_moved() {
         assert_eq!(manifest_bytes(&m.store, rel), src, "{rel} is not a byte copy");
     }
     let a = fs::metadata(m.p("llama3.2:latest/model.gguf")).unwrap();
-    let b = fs::metadata(m.p("plain:latest/model.gguf")).unwrap();
+    // A colon-less folder made by the copy keeps its name; the model is plain:latest.
+    let b = fs::metadata(m.p("plain/model.gguf")).unwrap();
     assert_eq!(a.ino(), b.ino());
     assert_eq!(b.nlink(), 5);
-    assert!(m.p("plain").join("model.gguf").exists(), "colon-less name resolves");
+    assert!(!m.p("plain:latest").exists(), "listed as plain, so no plain:latest beside it");
     let o = ollamafs(&m.store, &["ls"]);
     assert!(stdout(&o).contains("plain:latest"));
     let _ = info;
@@ -235,12 +236,18 @@ fn weights_are_immutable_but_replaceable() {
     ollamafs::fixture::write_gguf_file(&gguf, "phi3", 15, 2 << 20).unwrap();
     sh_ok(&format!("cp -r {} {}", q(&m.p("llama3.2:latest")), q(&m.p("swap:v1"))));
     let before = manifest_bytes(&m.store, "registry.ollama.ai/library/swap/v1");
-    let o = sh(&format!("cp {} {}", q(&gguf), q(&m.p("swap:v1/model.gguf"))));
+    // Writing into weights without O_TRUNC is refused and changes nothing.
+    let o = sh(&format!("printf x | dd of={} conv=notrunc status=none", q(&m.p("swap:v1/model.gguf"))));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("Operation not permitted"), "{}", stderr(&o));
     assert_eq!(manifest_bytes(&m.store, "registry.ollama.ai/library/swap/v1"), before);
-    sh_ok(&format!("cp -f {} {}", q(&gguf), q(&m.p("swap:v1/model.gguf"))));
+    // A copy onto the file replaces the layer (cp opens it with O_TRUNC).
+    sh_ok(&format!("cp {} {}", q(&gguf), q(&m.p("swap:v1/model.gguf"))));
     sh_ok(&format!("cmp {} {}", q(&gguf), q(&m.p("swap:v1/model.gguf"))));
+    assert_ne!(manifest_bytes(&m.store, "registry.ollama.ai/library/swap/v1"), before);
+    let replaced = manifest_bytes(&m.store, "registry.ollama.ai/library/swap/v1");
+    sh_ok(&format!("cp -f {} {}", q(&gguf), q(&m.p("swap:v1/model.gguf"))));
+    assert_eq!(manifest_bytes(&m.store, "registry.ollama.ai/library/swap/v1"), replaced, "same content: no change");
     // The original still has its weights; same position in the layer list.
     let v: serde_json::Value =
         serde_json::from_str(&manifest_bytes(&m.store, "registry.ollama.ai/library/swap/v1")).unwrap();

@@ -449,7 +449,17 @@ impl Fs {
         }
         let _ = (mode, mtime); // layers and models keep the blob's metadata
         if let Some(size) = size {
+            let writer = fh.and_then(|fh| match self.handles().get(&fh) {
+                Some(Handle::Write(w)) => Some(w.clone()),
+                _ => None,
+            });
             match &node {
+                // A replacement being written (or GLib's truncate to 0 that starts one).
+                Node::Blob(_) if writer.is_some() => {
+                    if let Some(w) = writer {
+                        crate::sync::lock(&w).truncate(&self.store, size)?;
+                    }
+                }
                 Node::Blob(_) => return Err(FsError::new(libc::EPERM, "weights are immutable")),
                 Node::File(m, name) => {
                     let writer = fh.and_then(|fh| match self.handles().get(&fh) {

@@ -182,6 +182,9 @@ pub(crate) struct State {
     /// Scratch files unlinked while open, by inode: they keep working through their
     /// descriptors (fstat, fchmod, ftruncate) until the last one closes.
     orphans: HashMap<u64, Arc<File>>,
+    /// Trash items moved out of `files/` to be deleted (GVFS' `expunged/`), by (uid, path
+    /// in the trash): the blobs to prune once they are gone.
+    expunging: HashMap<(u32, String), Vec<Digest>>,
 }
 
 /// What an open file reads from.
@@ -256,6 +259,7 @@ impl Fs {
                 holding: HashSet::new(),
                 clock: opts.clock.clone(),
                 orphans: HashMap::new(),
+                expunging: HashMap::new(),
                 prepared: None,
             }),
             handles: Mutex::new(HashMap::new()),

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use super::*;
 use crate::fixture;
 
+mod folders;
+
 struct T {
     _dir: tempfile::TempDir,
     fs: Fs,
@@ -580,78 +582,3 @@ fn large_writes_are_hashed_on_their_thread_and_a_truncate_starts_over() {
     assert!(m.layers.iter().any(|l| l.digest() == Some(d)), "and the model shows it");
 }
 
-/// `cp -r A B` (files in inode order, manifest.json last) then `rm -r B` in listing order.
-#[test]
-fn a_copy_made_a_moment_ago_can_be_removed_file_by_file() {
-    let t = setup(Options::default());
-    let before = blobs(&t);
-    t.fs.mkdir(ROOT_INO, "soak:v1", 0o755).unwrap();
-    let mut files: Vec<(u64, String)> = names(&t, "llama3.2:latest")
-        .into_iter()
-        .map(|n| (walk(&t, &format!("llama3.2:latest/{n}")).unwrap().ino, n))
-        .collect();
-    files.sort();
-    for (_, n) in &files {
-        cp_file(&t, &format!("llama3.2:latest/{n}"), "soak:v1", n).unwrap();
-    }
-    assert_eq!(manifest(&t, "soak:v1"), manifest(&t, fixture::LLAMA));
-    let dir = walk(&t, "soak:v1").unwrap().ino;
-    for n in names(&t, "soak:v1") {
-        eprintln!("{:?}", names(&t, "soak:v1"));
-        t.fs.unlink(dir, &n).unwrap_or_else(|e| panic!("rm {n}: {e:?}"));
-    }
-    t.fs.rmdir(ROOT_INO, "soak:v1").unwrap();
-    assert!(!on_disk(&t, "soak:v1"));
-    assert_eq!(blobs(&t), before);
-    assert_eq!(walk(&t, "soak:v1").unwrap_err().errno, libc::ENOENT);
-}
-
-/// A GGUF of `size` bytes (header, then zeros) other than the fixture's weights.
-fn other_gguf(arch: &str, size: u64) -> Vec<u8> {
-    let header = fixture::gguf_header(arch, 15, &[("token_embd.weight", vec![2048, 1024])], None);
-    let mut data = header.clone();
-    data.resize(size.max(fixture::data_end(&header)) as usize, 0);
-    data
-}
-
-/// Write `data` into an existing file opened by path (lookup, then open with `flags`).
-fn rewrite(t: &T, path: &str, flags: i32, data: &[u8]) -> Result<()> {
-    let ino = walk(t, path)?.ino;
-    let o = t.fs.open(ino, libc::O_WRONLY | flags)?;
-    if !data.is_empty() {
-        t.fs.write(o.fh, 0, data)?;
-    }
-    t.fs.flush(o.fh)?;
-    t.fs.release(o.fh)
-}
-
-#[test]
-fn o_trunc_onto_weights_replaces_the_layer_in_that_model_only() {
-    let t = setup(Options::default());
-    let custom_before = manifest(&t, fixture::CUSTOM);
-    let old = manifest(&t, fixture::LLAMA);
-    let old_m = crate::store::Manifest::parse(&old).unwrap();
-    // The same content: nothing changes, not even the manifest's bytes.
-    let same = std::fs::read(t.fs.store.blob_path(&t.info.big_model)).unwrap();
-    rewrite(&t, "llama3.2:latest/model.gguf", libc::O_TRUNC, &same).unwrap();
-    assert_eq!(manifest(&t, fixture::LLAMA), old);
-    // A truncated GGUF is held: the store keeps the whole old layer.
-    let new = other_gguf("qwen2", 1 << 20);
-    rewrite(&t, "llama3.2:latest/model.gguf", libc::O_TRUNC, &new[..new.len() / 2]).unwrap();
-    assert_eq!(manifest(&t, fixture::LLAMA), old, "an incomplete replacement never reaches the store");
-    // A whole one replaces the layer in the same position.
-    rewrite(&t, "llama3.2:latest/model.gguf", libc::O_TRUNC, &new).unwrap();
-    let m = crate::store::Manifest::parse(&manifest(&t, fixture::LLAMA)).unwrap();
-    let pos = |m: &crate::store::Manifest| m.layers.iter().position(|l| l.media_type.ends_with(".model")).unwrap();
-    assert_eq!(pos(&m), pos(&old_m));
-    assert_eq!(m.layers.len(), old_m.layers.len());
-    let d = m.layers[pos(&m)].digest().unwrap();
-    assert_eq!(std::fs::read(t.fs.store.blob_path(&d)).unwrap(), new);
-    assert_eq!(manifest(&t, fixture::CUSTOM), custom_before, "the other model keeps the shared blob");
-    assert!(t.fs.store.blob_path(&t.info.big_model).exists());
-    assert_eq!(walk(&t, "llama3.2:latest/model.gguf").unwrap().ino, walk(&t, "llama3.2:latest/model.gguf").unwrap().ino);
-    assert_ne!(walk(&t, "llama3.2:latest/model.gguf").unwrap().ino, walk(&t, "myuser/llama3.2:custom/model.gguf").unwrap().ino);
-    // Through the other folder (the shared inode, told apart by the lookup before the open).
-    rewrite(&t, "myuser/llama3.2:custom/model.gguf", libc::O_TRUNC, &new).unwrap();
-    assert!(!t.fs.store.blob_path(&t.info.big_model).exists(), "no model uses the old weights: pruned");
-}
