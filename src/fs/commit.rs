@@ -131,13 +131,14 @@ impl Fs {
 
     pub(super) fn write_manifest_locked(&self, st: &mut State, model: &Name, bytes: Vec<u8>) -> Result<()> {
         let missing = self.check_manifest(model, &bytes)?;
-        st.mark_written(model, MANIFEST_FILE);
         if model.is_draft_only() {
             // A draft that can never be published takes the manifest as its view, byte for
             // byte, so that renaming it to a model name publishes exactly these bytes.
             let m = Manifest::parse(&bytes).map_err(|e| einval(e.to_string()))?;
             st.folder_entry(model).pins = None;
-            return self.publish_or_hold(st, model, m, bytes, Publish::NeverDraft);
+            self.publish_or_hold(st, model, m, bytes, Publish::NeverDraft)?;
+            st.now_exactly_its_manifest(model);
+            return Ok(());
         }
         if missing.is_empty() {
             st.take_waiting(model);
@@ -146,8 +147,10 @@ impl Fs {
             if let Some(f) = st.folder_mut(model) {
                 f.pins = None;
             }
+            st.now_exactly_its_manifest(model);
             return Ok(());
         }
+        st.mark_written(model, MANIFEST_FILE);
         log::info!("manifest.json of {} waits for {} blob(s)", model.display_shortest(), missing.len());
         let at = st.clock.system_now();
         st.folder_entry(model).waiting = Some(WaitingManifest { bytes, missing, at });

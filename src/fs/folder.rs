@@ -117,6 +117,19 @@ impl State {
         }
     }
 
+    /// A `manifest.json` was written into the folder: it shows exactly that manifest from
+    /// now on, so files written before that it does not name leave the listing.
+    pub(super) fn now_exactly_its_manifest(&mut self, n: &Name) {
+        let names: std::collections::BTreeSet<String> = match self.view(n) {
+            Some(m) => crate::layout::files(&m.manifest).into_iter().map(|f| f.name).collect(),
+            None => Default::default(),
+        };
+        self.mark_written(n, crate::layout::MANIFEST_FILE);
+        if let Some(w) = self.folders.get_mut(n).and_then(|f| f.written.as_mut()) {
+            w.retain(|f| names.contains(f) || f == crate::layout::MANIFEST_FILE);
+        }
+    }
+
     /// A file left a folder: a folder made here no longer lists it.
     pub(super) fn mark_gone(&mut self, n: &Name, file: &str) {
         let now = self.clock.system_now();

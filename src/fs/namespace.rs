@@ -239,6 +239,11 @@ impl Fs {
 
     fn unlink_file(&self, st: &mut State, model: &Name, full: &str) -> Result<()> {
         let (model, full) = (model.clone(), full.to_string());
+        // Only what the folder lists can be removed (a folder made here never listed its
+        // generated config.json).
+        if st.lookup_in_model(&model, "", &full).is_none() {
+            return Err(enoent(&full));
+        }
         if let Some(s) = st.folder_mut(&model).and_then(|f| f.scratch.remove(&full)) {
             // Open descriptors keep working on the unlinked file, as on any filesystem.
             let _ = std::fs::remove_file(&s.path);
@@ -263,6 +268,10 @@ impl Fs {
         }
         if full == MANIFEST_FILE && (st.is_published(&model) || st.waiting(&model).is_some()) {
             return self.unpublish(st, &model);
+        }
+        if full == MANIFEST_FILE {
+            // A draft's manifest.json, taken as its view: the file goes, its layers stay.
+            return Ok(());
         }
         self.remove_layer(st, &model, &full)
     }
@@ -363,15 +372,10 @@ impl Fs {
                 return Err(enoent(from));
             }
             self.move_model_folder(st, from, to, entry);
-            // A complete draft under its new name is published, and then shows the
-            // model's files (Nautilus' F2 on a pasted copy).
+            // A complete draft under its new name is published (Nautilus' F2 on a pasted
+            // copy); it still shows the files written into it.
             if let Some((m, bytes)) = st.work(to).map(|w| (w.manifest.clone(), w.bytes.to_vec())) {
                 self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)?;
-                if st.is_published(to)
-                    && let Some(f) = st.folder_mut(to)
-                {
-                    f.written = None;
-                }
             }
             return Ok(());
         }

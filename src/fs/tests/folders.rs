@@ -30,7 +30,7 @@ fn a_copy_made_a_moment_ago_can_be_removed_file_by_file() {
 }
 
 /// A GGUF of `size` bytes (header, then zeros) other than the fixture's weights.
-fn other_gguf(arch: &str, size: u64) -> Vec<u8> {
+pub(super) fn other_gguf(arch: &str, size: u64) -> Vec<u8> {
     let header = fixture::gguf_header(arch, 15, &[("token_embd.weight", vec![2048, 1024])], None);
     let mut data = header.clone();
     data.resize(size.max(fixture::data_end(&header)) as usize, 0);
@@ -38,7 +38,7 @@ fn other_gguf(arch: &str, size: u64) -> Vec<u8> {
 }
 
 /// Write `data` into an existing file opened by path (lookup, then open with `flags`).
-fn rewrite(t: &T, path: &str, flags: i32, data: &[u8]) -> Result<()> {
+pub(super) fn rewrite(t: &T, path: &str, flags: i32, data: &[u8]) -> Result<()> {
     let ino = walk(t, path)?.ino;
     let o = t.fs.open(ino, libc::O_WRONLY | flags)?;
     if !data.is_empty() {

@@ -7,6 +7,7 @@ use super::*;
 use crate::fixture;
 
 mod folders;
+mod model;
 
 struct T {
     _dir: tempfile::TempDir,

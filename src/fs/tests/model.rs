@@ -1,0 +1,310 @@
+//! Model-based test of the core (as mountpoint-s3 tests its file system against a
+//! reference): random sequences of the operations file tools make run against `Fs` (no
+//! kernel), and after every step the invariants hold:
+//! * the store holds only complete models;
+//! * every name `lookup` finds is listed by `readdir`, and the other way round;
+//! * each folder shows exactly the files written into it, and is in the store exactly when
+//!   the small reference model below says so;
+//! * every file a folder shows can be read to its last byte (no blob it uses is gone);
+//! * when the sequence ends (unmount), no blob is left that nothing uses.
+//!
+//! `OLLAMAFS_LONG_PROPTEST=1` runs many more cases than CI does.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// Folder names: two model names and a file manager's draft name.
+const FOLDERS: [&str; 3] = ["a:1", "b:1", "c (copy)"];
+/// Names that must exist exactly when listed (aliases, colon-less spellings).
+const PROBES: [&str; 6] = ["a", "b", "library", "registry.ollama.ai", "llama3.2", "c"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Weights {
+    A,
+    B,
+    /// A GGUF cut short: never a complete model.
+    Cut,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Mkdir(usize),
+    /// create + write + close of `model.gguf`.
+    AddWeights(usize, Weights),
+    /// open with O_TRUNC + write + close of an existing `model.gguf`.
+    ReplaceWeights(usize, Weights),
+    AddText(usize),
+    /// `cp llama3.2:latest/manifest.json DIR/`.
+    CopyManifest(usize),
+    Unlink(usize, usize),
+    Rmdir(usize),
+    Rename(usize, usize),
+    /// `gio trash DIR`, then GVFS' empty: move into expunged/ and delete there.
+    TrashAndEmpty(usize),
+}
+
+/// The files of the fixture's `llama3.2:latest`, whose manifest.json `CopyManifest` copies.
+const LLAMA_FILES: [&str; 7] =
+    ["model.gguf", "template", "license", "license-2", "params.json", "config.json", "manifest.json"];
+
+const FILES: [&str; 4] = ["model.gguf", "system", "manifest.json", "config.json"];
+
+fn op() -> impl Strategy<Value = Op> {
+    let f = 0..FOLDERS.len();
+    let w = prop_oneof![Just(Weights::A), Just(Weights::B), Just(Weights::Cut)];
+    prop_oneof![
+        3 => f.clone().prop_map(Op::Mkdir),
+        3 => (f.clone(), w.clone()).prop_map(|(i, w)| Op::AddWeights(i, w)),
+        2 => (f.clone(), w).prop_map(|(i, w)| Op::ReplaceWeights(i, w)),
+        2 => f.clone().prop_map(Op::AddText),
+        2 => f.clone().prop_map(Op::CopyManifest),
+        3 => (f.clone(), 0..FILES.len()).prop_map(|(i, n)| Op::Unlink(i, n)),
+        2 => f.clone().prop_map(Op::Rmdir),
+        2 => (f.clone(), f.clone()).prop_map(|(a, b)| Op::Rename(a, b)),
+        1 => f.prop_map(Op::TrashAndEmpty),
+    ]
+}
+
+/// What the reference predicts for one folder.
+#[derive(Clone, Debug, Default)]
+struct RefFolder {
+    /// The files written into it that are still there.
+    names: BTreeSet<String>,
+    /// Its view is a complete model (whole weights written, or a whole manifest).
+    complete: bool,
+    /// Its manifest is in the store.
+    on_disk: bool,
+}
+
+fn publishable(folder: &str) -> bool {
+    folder.contains(':') && !folder.contains(' ')
+}
+
+struct Run {
+    t: T,
+    contents: BTreeMap<&'static str, Vec<u8>>,
+    reference: BTreeMap<usize, RefFolder>,
+    trashed: usize,
+}
+
+impl Run {
+    fn new() -> Run {
+        let t = setup(Options::default());
+        let mut contents = BTreeMap::new();
+        let a = folders::other_gguf("qwen2", 0);
+        contents.insert("cut", a[..a.len() - 1000].to_vec());
+        contents.insert("a", a);
+        contents.insert("b", folders::other_gguf("phi3", 0));
+        contents.insert("system", b"be brief\n".to_vec());
+        Run { t, contents, reference: BTreeMap::new(), trashed: 0 }
+    }
+
+    fn weights(&self, w: Weights) -> Vec<u8> {
+        self.contents[match w {
+            Weights::A => "a",
+            Weights::B => "b",
+            Weights::Cut => "cut",
+        }]
+        .clone()
+    }
+
+    /// Apply `op` to the file system and to the reference.
+    fn step(&mut self, op: &Op) {
+        let (weights_a, weights_b) = match *op {
+            Op::AddWeights(_, w) | Op::ReplaceWeights(_, w) => (self.weights(w), ()),
+            _ => (Vec::new(), ()),
+        };
+        let _ = weights_b;
+        let t = &self.t;
+        let r = &mut self.reference;
+        match *op {
+            Op::Mkdir(i) => {
+                let res = t.fs.mkdir(ROOT_INO, FOLDERS[i], 0o755);
+                assert_eq!(res.is_ok(), !r.contains_key(&i), "mkdir {}: {res:?}", FOLDERS[i]);
+                r.entry(i).or_default();
+            }
+            Op::AddWeights(i, w) => {
+                let Some(f) = r.get_mut(&i) else { return };
+                let res = super::write_new(t, FOLDERS[i], "model.gguf", &weights_a);
+                assert_eq!(res.is_ok(), !f.names.contains("model.gguf"), "{op:?}: {res:?}");
+                if res.is_ok() {
+                    f.names.insert("model.gguf".into());
+                    f.complete = w != Weights::Cut;
+                    f.on_disk |= f.complete && publishable(FOLDERS[i]);
+                }
+            }
+            Op::ReplaceWeights(i, w) => {
+                let Some(f) = r.get_mut(&i) else { return };
+                if !f.names.contains("model.gguf") {
+                    return;
+                }
+                folders::rewrite(t, &format!("{}/model.gguf", FOLDERS[i]), libc::O_TRUNC, &weights_a)
+                    .unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
+                f.complete = w != Weights::Cut;
+                f.on_disk |= f.complete && publishable(FOLDERS[i]);
+            }
+            Op::AddText(i) => {
+                let Some(f) = r.get_mut(&i) else { return };
+                let res = super::write_new(t, FOLDERS[i], "system", &self.contents["system"]);
+                assert_eq!(res.is_ok(), !f.names.contains("system"), "{op:?}: {res:?}");
+                f.names.insert("system".into());
+                f.on_disk |= f.complete && publishable(FOLDERS[i]);
+            }
+            Op::CopyManifest(i) => {
+                let Some(f) = r.get_mut(&i) else { return };
+                let res = cp_file(t, "llama3.2:latest/manifest.json", FOLDERS[i], "manifest.json");
+                assert_eq!(res.is_ok(), !f.names.contains("manifest.json"), "{op:?}: {res:?}");
+                if res.is_ok() {
+                    // The folder becomes exactly that manifest: files it does not name go.
+                    f.names.retain(|n| LLAMA_FILES.contains(&n.as_str()));
+                    f.names.insert("manifest.json".into());
+                    f.complete = true;
+                    f.on_disk = publishable(FOLDERS[i]);
+                }
+            }
+            Op::Unlink(i, n) => {
+                let Some(f) = r.get_mut(&i) else { return };
+                let dir = walk(t, FOLDERS[i]).unwrap().ino;
+                let res = t.fs.unlink(dir, FILES[n]);
+                assert_eq!(res.is_ok(), f.names.contains(FILES[n]), "{op:?}: {res:?}");
+                if res.is_ok() {
+                    f.names.remove(FILES[n]);
+                    match FILES[n] {
+                        "manifest.json" => f.on_disk = false,
+                        "model.gguf" | "config.json" => f.complete = false,
+                        _ => {}
+                    }
+                }
+            }
+            Op::Rmdir(i) => {
+                let Some(f) = r.get(&i) else { return };
+                let res = t.fs.rmdir(ROOT_INO, FOLDERS[i]);
+                assert_eq!(res.is_ok(), f.names.is_empty(), "{op:?}: {res:?}");
+                if res.is_ok() {
+                    r.remove(&i);
+                }
+            }
+            Op::Rename(a, b) => {
+                if a == b || !r.contains_key(&a) {
+                    return;
+                }
+                let dest_busy = r.get(&b).is_some_and(|f| !f.names.is_empty() || f.on_disk);
+                let res = t.fs.rename(ROOT_INO, FOLDERS[a], ROOT_INO, FOLDERS[b], 0);
+                let from_published = r[&a].on_disk;
+                // A published model cannot take a name that is not a model name.
+                let allowed = !dest_busy && (publishable(FOLDERS[b]) || !from_published);
+                assert_eq!(res.is_ok(), allowed, "{op:?}: {res:?}");
+                if res.is_ok() {
+                    let mut f = r.remove(&a).unwrap_or_default();
+                    f.on_disk = publishable(FOLDERS[b]) && (f.on_disk || f.complete);
+                    r.insert(b, f);
+                }
+            }
+            Op::TrashAndEmpty(i) => {
+                if !r.contains_key(&i) {
+                    return;
+                }
+                let _ = t.fs.mkdir(ROOT_INO, ".Trash-0", 0o700);
+                let files = walk(t, ".Trash-0/files").unwrap().ino;
+                let item = format!("item{}", self.trashed);
+                self.trashed += 1;
+                t.fs.rename(ROOT_INO, FOLDERS[i], files, &item, 0).unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
+                r.remove(&i);
+                let trash = walk(t, ".Trash-0").unwrap().ino;
+                let _ = t.fs.mkdir(trash, "expunged", 0o700);
+                let expunged = walk(t, ".Trash-0/expunged").unwrap().ino;
+                t.fs.rename(files, &item, expunged, &item, 0).unwrap();
+                remove_tree(t, &format!(".Trash-0/expunged/{item}"));
+                t.fs.rmdir(expunged, &item).unwrap();
+            }
+        }
+    }
+
+    /// The invariants, after every step.
+    fn check(&self, after: &Op) {
+        let t = &self.t;
+        // Only complete models in the store.
+        let (found, problems) = t.fs.store.scan();
+        assert!(problems.is_empty(), "after {after:?}: {problems:?}");
+        for f in &found {
+            let m = crate::store::Manifest::parse(&std::fs::read(&f.path).unwrap()).unwrap();
+            assert!(t.fs.store.check_complete(&m).is_ok(), "after {after:?}: {} is incomplete", f.name);
+        }
+        // Lookup = listing at the root.
+        let root = names(t, "");
+        for n in &root {
+            assert!(walk(t, n).is_ok(), "after {after:?}: {n} is listed but not found");
+        }
+        for n in FOLDERS.iter().chain(PROBES.iter()) {
+            assert_eq!(walk(t, n).is_ok(), root.contains(&n.to_string()), "after {after:?}: {n}");
+        }
+        for (i, name) in FOLDERS.iter().enumerate() {
+            let want = self.reference.get(&i);
+            assert_eq!(root.contains(&name.to_string()), want.is_some(), "after {after:?}: {name} listed");
+            let n = crate::name::Name::parse(name).ok();
+            let on_disk = n.as_ref().is_some_and(|n| t.fs.store.manifest_path(n).exists());
+            assert_eq!(on_disk, want.is_some_and(|f| f.on_disk), "after {after:?}: {name} in the store");
+            let Some(want) = want else { continue };
+            // The folder shows what was written into it, and every file reads to its end.
+            let shown: BTreeSet<String> = names(t, name).into_iter().collect();
+            assert_eq!(shown, want.names, "after {after:?}: files of {name}");
+            for file in &shown {
+                let path = format!("{name}/{file}");
+                let a = walk(t, &path).unwrap_or_else(|e| panic!("after {after:?}: {path}: {e:?}"));
+                if a.size > 0 {
+                    let o = t.fs.open(a.ino, libc::O_RDONLY).unwrap();
+                    let last = t.fs.read(o.fh, a.size - 1, 1).unwrap_or_else(|e| panic!("{path}: {e:?}"));
+                    assert_eq!(last.len(), 1, "after {after:?}: {path} is shorter than it says");
+                    t.fs.release(o.fh).unwrap();
+                }
+            }
+        }
+    }
+
+    /// Unmount: nothing is left that nothing uses.
+    fn finish(self) {
+        self.t.fs.shutdown();
+        let report = crate::store::verify::verify(&self.t.fs.store, |_| {});
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert!(report.orphans.is_empty(), "orphan blobs after unmount: {:?}", report.orphans);
+    }
+}
+
+/// `rm -r` of a folder in the trash, depth first (what GVFS does in `expunged/`).
+fn remove_tree(t: &T, path: &str) {
+    let dir = walk(t, path).unwrap();
+    for n in names(t, path) {
+        let child = format!("{path}/{n}");
+        if walk(t, &child).unwrap().kind == FileKind::Dir {
+            remove_tree(t, &child);
+            t.fs.rmdir(dir.ino, &n).unwrap();
+        } else {
+            t.fs.unlink(dir.ino, &n).unwrap();
+        }
+    }
+}
+
+fn run(ops: &[Op]) {
+    let mut r = Run::new();
+    for op in ops {
+        r.step(op);
+        r.check(op);
+    }
+    r.finish();
+}
+
+fn cases() -> u32 {
+    if std::env::var_os("OLLAMAFS_LONG_PROPTEST").is_some() { 2000 } else { 48 }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_folder_work_keeps_the_invariants(ops in proptest::collection::vec(op(), 1..24)) {
+        run(&ops);
+    }
+}
