@@ -123,6 +123,17 @@ impl FuseFs {
         if o.direct_io {
             flags |= FopenFlags::FOPEN_DIRECT_IO;
         }
+        // A writer on a weights inode that readers hold in passthrough mode must share it.
+        if let Some((digest, _)) = &o.shares_blob_inode
+            && self.passthrough.load(Ordering::Relaxed)
+        {
+            let mut b = crate::sync::lock(&self.backing);
+            if let Some(id) = b.by_blob.get(digest).and_then(Weak::upgrade) {
+                b.by_fh.insert(o.fh, id.clone());
+                reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), &id);
+                return;
+            }
+        }
         if let Some((digest, file)) = o.passthrough
             && self.passthrough.load(Ordering::Relaxed)
         {

@@ -71,7 +71,7 @@ impl Fs {
         let mut w = Writer::empty(ino, model, full, true);
         w.staged = staging;
         let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
-        Ok((attr, Opened { fh, keep_cache: false, passthrough: None, direct_io: true }))
+        Ok((attr, Opened { fh, keep_cache: false, passthrough: None, direct_io: true, shares_blob_inode: None }))
     }
 
     pub(super) fn create_scratch(
@@ -105,7 +105,7 @@ impl Fs {
         oo.custom_flags(flags & libc::O_APPEND);
         let f = oo.open(path)?;
         let fh = self.add_handle(Handle::Scratch(Arc::new(f), ino));
-        Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false })
+        Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false, shares_blob_inode: None })
     }
 
     /// Open an existing per-model file for writing (text layers, config, manifest).
@@ -119,7 +119,7 @@ impl Fs {
                 w.dirty = false;
             }
             let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
-            return Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: true });
+            return Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: true, shares_blob_inode: None });
         }
         let m = st.view(model).cloned().ok_or_else(|| enoent(name))?;
         let f = st.files_of(model).into_iter().find(|f| f.name == name).ok_or_else(|| enoent(name))?;
@@ -141,7 +141,8 @@ impl Fs {
             w.replaces_shared = true;
             log::debug!("{name} of {} opened to be replaced", model.display_shortest());
             let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
-            return Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: true });
+            let blob = self.store.open_blob(&d).ok().map(|f| (d, Arc::new(f)));
+            return Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: true, shares_blob_inode: blob });
         }
         let w = match (f.source, truncate) {
             (_, true) => Writer::empty(ino, model.clone(), name.to_string(), false),
@@ -164,7 +165,7 @@ impl Fs {
             }
         };
         let fh = self.add_handle(Handle::Write(Arc::new(Mutex::new(w))));
-        Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: true })
+        Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: true, shares_blob_inode: None })
     }
 
     fn handle(&self, fh: u64) -> Result<HandleRef> {

@@ -211,6 +211,11 @@ pub struct Opened {
     /// stores the data anyway, and copying it into pages nobody reads again made an
     /// import cost two page-cache writes instead of one.
     pub direct_io: bool,
+    /// A writer on the shared inode of this blob. The kernel keeps one I/O mode per inode,
+    /// so while readers have it open in passthrough mode, the writer must be opened the same
+    /// way (on the blob, read-only): GLib's Replace only checks the file it opens and writes
+    /// a temp file it renames over it, so it works; writes through it fail (EBADF).
+    pub shares_blob_inode: Option<(Digest, Arc<File>)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -230,7 +235,7 @@ pub type EntryInvalidator = Box<dyn Fn(u64, &str) + Send + Sync>;
 pub struct Fs {
     pub(crate) store: Arc<Store>,
     /// Set by the FUSE adapter; used for changes the kernel did not make itself (the API).
-    invalidator: std::sync::OnceLock<EntryInvalidator>,
+    invalidator: std::sync::OnceLock<Arc<dyn Fn(u64, &str) + Send + Sync>>,
     state: Mutex<State>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -281,7 +286,7 @@ impl Fs {
     }
 
     pub fn set_entry_invalidator(&self, f: EntryInvalidator) {
-        let _ = self.invalidator.set(f);
+        let _ = self.invalidator.set(Arc::from(f));
     }
 
     pub fn model_count(&self) -> usize {

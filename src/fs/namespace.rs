@@ -299,6 +299,19 @@ impl Fs {
         // Data work (hashing a scratch file that becomes a layer, copying a layer out to a
         // scratch name) happens before the state lock is taken for the change itself.
         self.prepare_file_rename(parent, name, newparent, newname)?;
+        let res = self.rename_locked(parent, name, newparent, newname, flags);
+        if res.is_ok() {
+            let st = self.lock();
+            let became_weights = self.lookup_node(&st, newparent, newname).is_ok_and(|n| matches!(n, Node::Blob(_)));
+            drop(st);
+            if became_weights {
+                self.invalidate_entry_later(newparent, newname);
+            }
+        }
+        res
+    }
+
+    fn rename_locked(&self, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<()> {
         let mut st = self.lock();
         let src = self.lookup_node(&st, parent, name)?;
         let dest_parent = self.parent_node(&st, newparent)?;

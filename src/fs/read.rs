@@ -50,7 +50,7 @@ impl Fs {
                 let file = Arc::new(file);
                 let fh = self.add_handle(Handle::Blob(file.clone(), Arc::default(), *d));
                 let passthrough = self.opts.passthrough.then_some((*d, file));
-                Ok(Opened { fh, keep_cache: true, passthrough, direct_io: false })
+                Ok(Opened { fh, keep_cache: true, passthrough, direct_io: false, shares_blob_inode: None })
             }
             Node::File(model, name) => {
                 if let Some(s) = st.scratch_file(model, name).cloned() {
@@ -63,7 +63,7 @@ impl Fs {
                         return Err(FsError::new(libc::EBUSY, "a finished temp file: rename it onto its layer"));
                     }
                     let fh = self.add_handle(self.blob_handle(&d)?);
-                    return Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false });
+                    return Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false, shares_blob_inode: None });
                 }
                 if writing {
                     if self.opts.read_only {
@@ -78,6 +78,7 @@ impl Fs {
                         keep_cache: false,
                         passthrough: None,
                         direct_io: false,
+                        shares_blob_inode: None,
                     });
                 }
                 let m = st.view(model).cloned().ok_or_else(|| enoent(name))?;
@@ -92,7 +93,7 @@ impl Fs {
                     Source::Layer(i) => self.layer_handle(&m.manifest.layers[i])?,
                 };
                 // Text is per model and may change under the same inode: no keep-cache.
-                Ok(Opened { fh: self.add_handle(handle), keep_cache: false, passthrough: None, direct_io: false })
+                Ok(Opened { fh: self.add_handle(handle), keep_cache: false, passthrough: None, direct_io: false, shares_blob_inode: None })
             }
             Node::Dir(_) | Node::Model(_) | Node::Sub(..) => Err(FsError::new(libc::EISDIR, "is a folder")),
             Node::Link(_) => Err(FsError::new(libc::ELOOP, "symlink")),

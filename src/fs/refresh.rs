@@ -37,6 +37,18 @@ impl Fs {
         }
     }
 
+    /// Drop a kernel entry once the request that changed it has finished (the kernel holds
+    /// the folder's lock until then): a file renamed onto a weights name must come back as
+    /// the blob's shared inode, not as the renamed one the kernel kept.
+    pub(crate) fn invalidate_entry_later(&self, parent: u64, name: &str) {
+        let Some(f) = self.invalidator.get().cloned() else { return };
+        let name = name.to_string();
+        let spawned = std::thread::Builder::new().name("invalidate".into()).spawn(move || f(parent, &name));
+        if let Err(e) = spawned {
+            log::debug!("an entry was not invalidated: {e}");
+        }
+    }
+
     /// Pick up every change made on disk by other processes (a full stat-only scan).
     pub fn refresh(&self) -> bool {
         let (found, _) = self.store.scan();

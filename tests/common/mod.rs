@@ -82,10 +82,12 @@ pub fn fixture_store(big: u64) -> (tempfile::TempDir, PathBuf, fixture::Info) {
     (dir, root, info)
 }
 
-/// `ollamafs verify` must pass.
+/// `ollamafs verify` must pass, with no orphan blob (one that no manifest, trash item or
+/// running mount uses).
 pub fn assert_verifies(store: &Path) {
     let o = ollamafs(store, &["verify"]);
     assert!(o.status.success(), "verify failed:\n{}{}", stdout(&o), stderr(&o));
+    assert!(!stderr(&o).contains("orphan"), "verify found orphans:\n{}", stderr(&o));
 }
 
 /// Is real FUSE usable here? Under CI=true it must be; elsewhere the mount tests skip loudly.
