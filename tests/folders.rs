@@ -45,7 +45,8 @@ for i in src.enumerate_children('standard::name', Gio.FileQueryInfoFlags.NOFOLLO
 "#;
 
 fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     v.sort();
     v
 }
@@ -56,7 +57,11 @@ fn listing(dir: &Path) -> Vec<String> {
 fn a_draft_shows_exactly_what_was_written() {
     let Some((_d, m, _)) = mounted_fixture(&[]) else { return };
     let draft = m.p("r (copy)");
-    sh_ok(&format!("mkdir {0} && cp {1} {0}/ && stat {0}/manifest.json", q(&draft), q(&m.p("llama3.2:latest/manifest.json"))));
+    sh_ok(&format!(
+        "mkdir {0} && cp {1} {0}/ && stat {0}/manifest.json",
+        q(&draft),
+        q(&m.p("llama3.2:latest/manifest.json"))
+    ));
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(listing(&draft), ["manifest.json"]);
     assert_eq!(fs::read(draft.join("manifest.json")).unwrap(), fs::read(m.p("llama3.2:latest/manifest.json")).unwrap());
@@ -127,7 +132,10 @@ fn a_moved_folder_keeps_its_waiting_manifest() {
     let Some((d, m, _)) = mounted_fixture(&[]) else { return };
     let text = "a system prompt the store does not have\n";
     let mut v: serde_json::Value = serde_json::from_str(&manifest_bytes(&m.store, LLAMA)).unwrap();
-    let digest = format!("sha256:{}", sh_ok(&format!("printf %s {} | sha256sum", q(Path::new(text)))).split(' ').next().unwrap());
+    let digest = format!(
+        "sha256:{}",
+        sh_ok(&format!("printf %s {} | sha256sum", q(Path::new(text)))).split(' ').next().unwrap()
+    );
     v["layers"].as_array_mut().unwrap().push(serde_json::json!({
         "mediaType": "application/vnd.ollama.image.system", "digest": digest, "size": text.len()
     }));

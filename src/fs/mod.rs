@@ -14,6 +14,7 @@ mod namespace;
 mod prefetch;
 mod read;
 mod refresh;
+mod rename;
 mod trash;
 mod tree;
 mod txn;
@@ -178,7 +179,7 @@ pub(crate) struct State {
     holding: HashSet<Digest>,
     clock: Clock,
     /// Data work a file rename did before taking this lock (see `prepare_file_rename`).
-    prepared: Option<namespace::Prepared>,
+    prepared: Option<rename::Prepared>,
     /// Scratch files unlinked while open, by inode: they keep working through their
     /// descriptors (fstat, fchmod, ftruncate) until the last one closes.
     orphans: HashMap<u64, Arc<File>>,

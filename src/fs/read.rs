@@ -63,7 +63,13 @@ impl Fs {
                         return Err(FsError::new(libc::EBUSY, "a finished temp file: rename it onto its layer"));
                     }
                     let fh = self.add_handle(self.blob_handle(&d)?);
-                    return Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false, shares_blob_inode: None });
+                    return Ok(Opened {
+                        fh,
+                        keep_cache: false,
+                        passthrough: None,
+                        direct_io: false,
+                        shares_blob_inode: None,
+                    });
                 }
                 if writing {
                     if self.opts.read_only {
@@ -93,7 +99,13 @@ impl Fs {
                     Source::Layer(i) => self.layer_handle(&m.manifest.layers[i])?,
                 };
                 // Text is per model and may change under the same inode: no keep-cache.
-                Ok(Opened { fh: self.add_handle(handle), keep_cache: false, passthrough: None, direct_io: false, shares_blob_inode: None })
+                Ok(Opened {
+                    fh: self.add_handle(handle),
+                    keep_cache: false,
+                    passthrough: None,
+                    direct_io: false,
+                    shares_blob_inode: None,
+                })
             }
             Node::Dir(_) | Node::Model(_) | Node::Sub(..) => Err(FsError::new(libc::EISDIR, "is a folder")),
             Node::Link(_) => Err(FsError::new(libc::ELOOP, "symlink")),

@@ -142,7 +142,11 @@ impl State {
         if waiting && !files.iter().any(|f| f.source == Source::Manifest) {
             // A manifest.json written into a draft shows as written while it waits for
             // its blobs (copy tools set its mode and times by path after closing it).
-            files.push(LayerFile { name: layout::MANIFEST_FILE.to_string(), kind: Kind::Text, source: Source::Manifest });
+            files.push(LayerFile {
+                name: layout::MANIFEST_FILE.to_string(),
+                kind: Kind::Text,
+                source: Source::Manifest,
+            });
         }
         if let Some(f) = folder {
             files.retain(|file| f.shows(&file.name));
@@ -336,7 +340,9 @@ impl State {
         }
         let folder = self.folder(model)?;
         let below = |p: &String| *p == full || p.starts_with(&dir_prefix);
-        if folder.subs.iter().any(below) || folder.scratch.keys().chain(folder.creating.iter()).any(|p| p.starts_with(&dir_prefix)) {
+        if folder.subs.iter().any(below)
+            || folder.scratch.keys().chain(folder.creating.iter()).any(|p| p.starts_with(&dir_prefix))
+        {
             return Some(Node::Sub(model.clone(), full));
         }
         None

@@ -233,8 +233,11 @@ impl Fs {
         let id = crate::store::manifest::model_id(&bytes);
         st.index.put(model.clone(), bytes, stamp);
         st.touch(model);
-        let mut candidates: Vec<Digest> =
-            st.folder_mut(model).and_then(|f| f.work.take()).map(|w| w.manifest.digests().collect()).unwrap_or_default();
+        let mut candidates: Vec<Digest> = st
+            .folder_mut(model)
+            .and_then(|f| f.work.take())
+            .map(|w| w.manifest.digests().collect())
+            .unwrap_or_default();
         candidates.extend(self.sync_holds(st));
         let what = if old.is_some() { "replaced" } else { "published" };
         log::info!("{what} {} (id {}) through the mount", model.display_shortest(), &id[..12.min(id.len())]);

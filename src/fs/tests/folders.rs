@@ -72,8 +72,14 @@ fn o_trunc_onto_weights_replaces_the_layer_in_that_model_only() {
     assert_eq!(std::fs::read(t.fs.store.blob_path(&d)).unwrap(), new);
     assert_eq!(manifest(&t, fixture::CUSTOM), custom_before, "the other model keeps the shared blob");
     assert!(t.fs.store.blob_path(&t.info.big_model).exists());
-    assert_eq!(walk(&t, "llama3.2:latest/model.gguf").unwrap().ino, walk(&t, "llama3.2:latest/model.gguf").unwrap().ino);
-    assert_ne!(walk(&t, "llama3.2:latest/model.gguf").unwrap().ino, walk(&t, "myuser/llama3.2:custom/model.gguf").unwrap().ino);
+    assert_eq!(
+        walk(&t, "llama3.2:latest/model.gguf").unwrap().ino,
+        walk(&t, "llama3.2:latest/model.gguf").unwrap().ino
+    );
+    assert_ne!(
+        walk(&t, "llama3.2:latest/model.gguf").unwrap().ino,
+        walk(&t, "myuser/llama3.2:custom/model.gguf").unwrap().ino
+    );
     // Through the other folder (the shared inode, told apart by the lookup before the open).
     rewrite(&t, "myuser/llama3.2:custom/model.gguf", libc::O_TRUNC, &new).unwrap();
     assert!(!t.fs.store.blob_path(&t.info.big_model).exists(), "no model uses the old weights: pruned");
@@ -113,7 +119,11 @@ fn a_moved_folder_keeps_its_waiting_manifest() {
     let t = setup(Options::default());
     let text = b"a system prompt that is not in the store yet\n";
     let mut m = crate::store::Manifest::parse(&manifest(&t, fixture::HF)).unwrap();
-    m.layers.push(crate::store::Layer::new("application/vnd.ollama.image.system", Digest::of_bytes(text), text.len() as u64));
+    m.layers.push(crate::store::Layer::new(
+        "application/vnd.ollama.image.system",
+        Digest::of_bytes(text),
+        text.len() as u64,
+    ));
     let bytes = m.to_go_json();
     t.fs.mkdir(ROOT_INO, "wait:v1", 0o755).unwrap();
     super::write_new(&t, "wait:v1", "manifest.json", &bytes).unwrap();

@@ -582,4 +582,3 @@ fn large_writes_are_hashed_on_their_thread_and_a_truncate_starts_over() {
     let m = crate::store::Manifest::parse(&manifest(&t, "myuser/llama3.2:custom")).unwrap();
     assert!(m.layers.iter().any(|l| l.digest() == Some(d)), "and the model shows it");
 }
-

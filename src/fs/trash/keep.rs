@@ -60,7 +60,14 @@ impl Fs {
     /// its scratch files. Then it leaves the store; its blobs stay (they have links).
     /// All or nothing: the folder is built before the store changes, and taken apart
     /// again (scratch files moved back) if any step fails.
-    pub(in crate::fs) fn trash_model(&self, st: &mut State, model: &Name, dest: &Path, uid: u32, rel: &str) -> Result<Item> {
+    pub(in crate::fs) fn trash_model(
+        &self,
+        st: &mut State,
+        model: &Name,
+        dest: &Path,
+        uid: u32,
+        rel: &str,
+    ) -> Result<Item> {
         let mut moved = Vec::new();
         let built = self.build_trash_folder(st, model, dest, &mut moved);
         let published = st.index.get(model).cloned();
@@ -142,8 +149,7 @@ impl Fs {
     /// inside it.
     pub(in crate::fs) fn models_below(&self, st: &State, prefix: &str) -> Vec<(Name, String)> {
         let below = format!("{prefix}/");
-        let names: Vec<Name> =
-            st.index.models().map(|m| m.name.clone()).chain(st.folders.keys().cloned()).collect();
+        let names: Vec<Name> = st.index.models().map(|m| m.name.clone()).chain(st.folders.keys().cloned()).collect();
         let mut out: Vec<(Name, String)> = names
             .into_iter()
             .filter_map(|n| n.display_shortest().strip_prefix(&below).map(|rest| (n.clone(), rest.to_string())))
@@ -156,7 +162,14 @@ impl Fs {
     /// A prefix folder (`myuser/`) into the trash: each of its models as `trash_model`
     /// moves one, below one folder. All or nothing: if one model cannot go, the ones
     /// already moved are restored.
-    pub(in crate::fs) fn trash_folder(&self, st: &mut State, prefix: &str, dest: &Path, uid: u32, rel: &str) -> Result<Item> {
+    pub(in crate::fs) fn trash_folder(
+        &self,
+        st: &mut State,
+        prefix: &str,
+        dest: &Path,
+        uid: u32,
+        rel: &str,
+    ) -> Result<Item> {
         let models = self.models_below(st, prefix);
         let dirs_before = st.pending_dirs.clone();
         fs::create_dir(dest)?;
@@ -242,5 +255,4 @@ impl Fs {
             Err(e) => Err(FsError::new(libc::EIO, format!("blob {d} cannot be kept in the trash: {e}"))),
         }
     }
-
 }

@@ -89,7 +89,14 @@ impl Fs {
     /// Publish a trashed model folder again under `to`, byte for byte. All or nothing: if
     /// a file cannot be moved or the manifest cannot be written, everything moved goes
     /// back and the item stays whole in the trash.
-    pub(in crate::fs) fn restore_model(&self, st: &mut State, dir: &Path, to: &Name, uid: u32, item_rel: &str) -> Result<()> {
+    pub(in crate::fs) fn restore_model(
+        &self,
+        st: &mut State,
+        dir: &Path,
+        to: &Name,
+        uid: u32,
+        item_rel: &str,
+    ) -> Result<()> {
         if st.model_exists(to) {
             return Err(FsError::new(libc::EEXIST, to.display_shortest()));
         }
