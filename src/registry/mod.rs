@@ -477,6 +477,7 @@ pub fn push(
 
 #[cfg(test)]
 mod tests {
+    use super::client::challenge_params;
     use super::*;
 
     #[test]
