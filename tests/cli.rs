@@ -81,6 +81,15 @@ fn rm_deletes_and_prunes() {
     let o = ollamafs(&store, &["rm", "--no-prune", "llama3.2"]);
     assert!(o.status.success());
     assert_eq!(blobs(&store), before);
+    // What --no-prune left is reported as orphans (not a problem: exit 0), and
+    // `verify --prune` removes exactly those.
+    let o = ollamafs(&store, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("orphan blob(s)"), "{}", stderr(&o));
+    assert!(blobs(&store).contains(&info.big_model.blob_file_name()));
+    let o = ollamafs(&store, &["verify", "--prune"]);
+    assert!(stdout(&o).contains("pruned"), "{}", stdout(&o));
+    assert!(!blobs(&store).contains(&info.big_model.blob_file_name()), "llama3.2's own weights were orphans");
     assert_verifies(&store);
 }
 

@@ -5,25 +5,8 @@
 mod common;
 use common::*;
 use std::fs;
-use std::path::Path;
 
 const LLAMA: &str = "registry.ollama.ai/library/llama3.2/latest";
-
-fn q(p: &Path) -> String {
-    format!("'{}'", p.display())
-}
-
-/// Run a Python snippet with GLib (`gi`); `sys.argv[1:]` are the paths given.
-fn glib(py: &str, dir: &Path, code: &str, args: &[&Path]) -> String {
-    let script = dir.join("glib_snippet.py");
-    fs::write(
-        &script,
-        format!("import gi, sys\ngi.require_version('Gio', '2.0')\nfrom gi.repository import Gio, GLib\n{code}"),
-    )
-    .unwrap();
-    let args: Vec<String> = args.iter().map(|a| q(a)).collect();
-    sh_ok(&format!("{py} {} {}", q(&script), args.join(" ")))
-}
 
 /// Nautilus pastes a model into the same folder: `g_file_make_directory` of
 /// "llama3.2:latest (copy)", then `g_file_copy` of every file (GLib tries FICLONE, then

@@ -10,22 +10,6 @@ use std::time::{Duration, SystemTime};
 
 const LLAMA: &str = "registry.ollama.ai/library/llama3.2/latest";
 
-fn q(p: &Path) -> String {
-    format!("'{}'", p.display())
-}
-
-/// Run a Python snippet with GLib (`gi`); `sys.argv[1:]` are the paths given.
-fn glib(py: &str, dir: &Path, code: &str, args: &[&Path]) -> String {
-    let script = dir.join("glib_snippet.py");
-    fs::write(
-        &script,
-        format!("import gi, sys\ngi.require_version('Gio', '2.0')\nfrom gi.repository import Gio, GLib\n{code}"),
-    )
-    .unwrap();
-    let args: Vec<String> = args.iter().map(|a| q(a)).collect();
-    sh_ok(&format!("{py} {} {}", q(&script), args.join(" ")))
-}
-
 /// GLib copies a folder as Nautilus and Thunar do: make the folder (or, when it exists,
 /// merge into it), then `g_file_copy` each file in listing order, with OVERWRITE when the
 /// user chose "Replace All".

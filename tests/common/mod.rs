@@ -307,3 +307,20 @@ pub fn mounted_fixture(extra: &[&str]) -> Option<(tempfile::TempDir, Mount, fixt
     let m = Mount::start(&store, &dir.path().join("mnt"), extra);
     Some((dir, m, info))
 }
+
+/// A path quoted for `sh`.
+pub fn q(p: &Path) -> String {
+    format!("'{}'", p.display())
+}
+
+/// Run a Python snippet with GLib (`gi`); `sys.argv[1:]` are the paths given.
+pub fn glib(py: &str, dir: &Path, code: &str, args: &[&Path]) -> String {
+    let script = dir.join("glib_snippet.py");
+    fs::write(
+        &script,
+        format!("import gi, sys\ngi.require_version('Gio', '2.0')\nfrom gi.repository import Gio, GLib\n{code}"),
+    )
+    .unwrap();
+    let args: Vec<String> = args.iter().map(|a| q(a)).collect();
+    sh_ok(&format!("{py} {} {}", q(&script), args.join(" ")))
+}
