@@ -240,7 +240,7 @@ impl Fs {
                 }
             }
             Node::Link(_) => {
-                let mut a = self.base_attr(ino, FileKind::Symlink, 0, SystemTime::now());
+                let mut a = self.base_attr(ino, FileKind::Symlink, 0, self.opts.clock.system_now());
                 a.nlink = 1;
                 Ok(a)
             }

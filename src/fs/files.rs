@@ -63,7 +63,7 @@ impl Fs {
         st.mark_written(&model, &full);
         let node = Node::File(model.clone(), full.clone());
         let ino = st.inodes.remember(&node);
-        let mut attr = self.base_attr(ino, FileKind::File, 0, std::time::SystemTime::now());
+        let mut attr = self.base_attr(ino, FileKind::File, 0, st.clock.system_now());
         // A temporary inode: at close a weights file becomes its blob's shared inode, so
         // the kernel must not keep this one (`stat` after `cp` shows the final inode).
         attr.transient = true;

@@ -270,8 +270,8 @@ impl Fs {
             }),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            started: opts.clock.system_now(),
             opts,
-            started: SystemTime::now(),
             prefixes: Mutex::new(HashMap::new()),
             weights_lookups: Mutex::new(HashMap::new()),
         }
