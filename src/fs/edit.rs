@@ -51,7 +51,7 @@ impl State {
     pub(super) fn edit(&self, model: &Name) -> Edit {
         let m = self.view(model).map(|m| m.manifest.clone()).unwrap_or_else(|| Manifest::new(empty_config(), vec![]));
         let names = self
-            .files_of(model)
+            .all_files_of(model)
             .into_iter()
             .filter(|f| matches!(f.source, Source::Layer(_)))
             .map(|f| f.name)

@@ -195,7 +195,7 @@ impl Fs {
     /// (waiting manifest, held change, scratch files, names). Its inodes follow.
     pub(super) fn move_model_folder(&self, st: &mut State, from: &Name, to: &Name, entry: String) {
         // Every inode the kernel may hold below the folder follows it.
-        let mut names: Vec<String> = st.files_of(from).into_iter().map(|f| f.name).collect();
+        let mut names: Vec<String> = st.all_files_of(from).into_iter().map(|f| f.name).collect();
         let mut subs: Vec<String> = Vec::new();
         if let Some(f) = st.folders.get(from) {
             names.extend(f.scratch.keys().chain(f.staged.keys()).chain(f.creating.iter()).cloned());

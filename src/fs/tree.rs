@@ -112,11 +112,21 @@ impl State {
         self.index.get(model).is_some()
     }
 
-    /// The files of a model folder as the mount names them: pinned names win (see
-    /// `Folder::pins`); a draft has no `manifest.json` (nothing is in the store) unless one
-    /// written into it waits for its blobs or was taken as its view; a folder made in the
-    /// mount shows only what was written into it.
+    /// The files a model folder lists: of `all_files_of`, those a folder made in the
+    /// mount had written into it.
     pub(super) fn files_of(&self, model: &Name) -> Vec<LayerFile> {
+        let mut files = self.all_files_of(model);
+        if let Some(f) = self.folder(model) {
+            files.retain(|file| f.shows(&file.name));
+        }
+        files
+    }
+
+    /// Every file of a model folder's manifest as the mount names them, listed or not
+    /// (what a change, a move or the trash must account for): pinned names win (see
+    /// `Folder::pins`); a draft has a `manifest.json` only when one was written into it
+    /// (waiting for its blobs, or taken as its view).
+    pub(super) fn all_files_of(&self, model: &Name) -> Vec<LayerFile> {
         let folder = self.folder(model);
         let mut files = Vec::new();
         if let Some(m) = self.view(model) {
@@ -131,25 +141,20 @@ impl State {
                 }
             }
         }
-        let waiting = folder.is_some_and(|f| f.waiting.is_some());
         if !self.is_published(model) {
-            // A draft shows a manifest.json only when one was written into it.
-            let written = folder.is_some_and(|f| f.written.as_ref().is_some_and(|w| w.contains(layout::MANIFEST_FILE)));
-            if !written || waiting {
-                files.retain(|f| f.source != Source::Manifest);
+            files.retain(|f| f.source != Source::Manifest);
+            // Copy tools set a waiting manifest.json's mode and times by path right after
+            // closing it, so it is there as written.
+            let written = |f: &super::folder::Folder| {
+                f.waiting.is_some() || f.written.as_ref().is_some_and(|w| w.contains(layout::MANIFEST_FILE))
+            };
+            if folder.is_some_and(written) {
+                files.push(LayerFile {
+                    name: layout::MANIFEST_FILE.to_string(),
+                    kind: Kind::Text,
+                    source: Source::Manifest,
+                });
             }
-        }
-        if waiting && !files.iter().any(|f| f.source == Source::Manifest) {
-            // A manifest.json written into a draft shows as written while it waits for
-            // its blobs (copy tools set its mode and times by path after closing it).
-            files.push(LayerFile {
-                name: layout::MANIFEST_FILE.to_string(),
-                kind: Kind::Text,
-                source: Source::Manifest,
-            });
-        }
-        if let Some(f) = folder {
-            files.retain(|file| f.shows(&file.name));
         }
         files
     }

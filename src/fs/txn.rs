@@ -54,7 +54,7 @@ impl State {
             return;
         }
         let names: Vec<String> = self
-            .files_of(model)
+            .all_files_of(model)
             .into_iter()
             .filter_map(|f| match f.source {
                 crate::layout::Source::Layer(_) => Some(f.name),

@@ -218,3 +218,22 @@ fn verify_reports_orphans_and_prune_removes_only_them() {
     assert_eq!(crate::store::verify::prune_orphans(&t.fs.store, &report.orphans), [d]);
     assert_eq!(blobs(&t), before);
 }
+
+/// A model made in the mount (its generated config.json never listed) goes to the trash
+/// and comes back whole: the config blob is kept in the trash like every other layer.
+#[test]
+fn a_model_made_here_survives_the_trash_with_its_unlisted_config() {
+    let t = setup(Options::default());
+    t.fs.mkdir(ROOT_INO, "made:v1", 0o755).unwrap();
+    super::write_new(&t, "made:v1", "model.gguf", &other_gguf("qwen2", 0)).unwrap();
+    let before = manifest(&t, "made:v1");
+    assert_eq!(names(&t, "made:v1"), ["model.gguf"], "the generated config.json is not listed");
+    t.fs.mkdir(ROOT_INO, ".Trash-0", 0o700).unwrap();
+    let files = walk(&t, ".Trash-0/files").unwrap().ino;
+    t.fs.rename(ROOT_INO, "made:v1", files, "made:v1", 0).unwrap();
+    assert!(!super::on_disk(&t, "made:v1"));
+    t.fs.rename(files, "made:v1", ROOT_INO, "made:v1", 0).unwrap();
+    assert_eq!(manifest(&t, "made:v1"), before, "restored byte for byte, config included");
+    let report = crate::store::verify::verify(&t.fs.store, |_| {});
+    assert!(report.is_clean(), "{:?}", report.problems);
+}

@@ -85,7 +85,7 @@ impl Fs {
         };
         // The kernel keeps the folder's cached entries: its files' inodes now stand for
         // their place in the trash (a weights inode stays the blob's: same bytes).
-        let mut names: Vec<String> = st.files_of(model).into_iter().map(|f| f.name).collect();
+        let mut names: Vec<String> = st.all_files_of(model).into_iter().map(|f| f.name).collect();
         if let Some(f) = st.folder_mut(model) {
             // Moved into the trash folder already: not to be removed with the folder.
             names.extend(std::mem::take(&mut f.scratch).into_keys());
@@ -117,7 +117,7 @@ impl Fs {
         fs::create_dir(dest)?;
         let mut digests = Vec::new();
         if let Some(view) = st.view(model) {
-            for f in st.files_of(model) {
+            for f in st.all_files_of(model) {
                 let layer = match f.source {
                     Source::Layer(i) => &view.manifest.layers[i],
                     Source::Config => &view.manifest.config,
