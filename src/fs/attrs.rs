@@ -145,25 +145,16 @@ impl Fs {
                 Ok(self.base_attr(ino, FileKind::Dir, 0, self.started))
             }
             Node::Model(n) => {
-                // A folder the mount changed dates from its last change here; one it only
-                // shows, from its manifest.
-                let mut a = match (st.index.get(n), st.folder(n)) {
-                    (_, Some(f)) => {
-                        let mut a = self.base_attr(ino, FileKind::Dir, 0, f.changed);
-                        a.atime = f.changed;
-                        a
-                    }
-                    (Some(m), None) => self.base_attr(ino, FileKind::Dir, 0, m.mtime()),
-                    (None, None) => return Err(enoent(n)),
+                // A folder the mount changed dates from its last change here (or a later
+                // write of its manifest by another process); one it only shows, from its
+                // manifest.
+                let published = st.index.get(n).map(|m| m.mtime());
+                let mtime = match st.folder(n) {
+                    Some(f) if f.work.is_none() => published.map_or(f.changed, |p| p.max(f.changed)),
+                    Some(f) => f.changed,
+                    None => published.ok_or_else(|| enoent(n))?,
                 };
-                if let (Some(m), Some(f)) = (st.index.get(n), st.folder(n))
-                    && f.work.is_none()
-                    && m.mtime() > f.changed
-                {
-                    a.mtime = m.mtime();
-                    a.ctime = m.mtime();
-                }
-                Ok(a)
+                Ok(self.base_attr(ino, FileKind::Dir, 0, mtime))
             }
             Node::Sub(n, sub) => {
                 if !st.model_exists(n) {

@@ -194,7 +194,6 @@ impl Fs {
         if skey == dkey {
             return Ok(());
         }
-        st.folder_entry(dm);
         let res = self.move_file(st, &skey, &dkey);
         if res.is_ok() {
             st.mark_gone(sm, sname);
@@ -212,7 +211,9 @@ impl Fs {
             if !is_layer_name(dname) {
                 return Err(FsError::new(libc::EXDEV, format!("{sname} can only become a layer")));
             }
-            st.folder_entry(sm).staged.remove(sname);
+            if let Some(f) = st.folder_mut(sm) {
+                f.staged.remove(sname);
+            }
             let res = match dname {
                 MANIFEST_FILE => {
                     self.store.read_blob(&d).map_err(Into::into).and_then(|b| self.write_manifest_locked(st, dm, b))

@@ -170,6 +170,7 @@ fn write_path_dedupes_and_stores_new_content() {
 fn weights_refuse_writes_and_bad_names_are_einval() {
     let t = setup(Options::default());
     let w = walk(&t, "llama3.2:latest/model.gguf").unwrap();
+    let before = manifest(&t, fixture::LLAMA);
     // Opening weights to write without O_TRUNC works (GLib opens O_RDWR, then truncates),
     // but writing into them is refused.
     let o = t.fs.open(w.ino, libc::O_WRONLY).unwrap();
@@ -177,7 +178,7 @@ fn weights_refuse_writes_and_bad_names_are_einval() {
     let set = SetAttr { size: Some(10), ..Default::default() };
     assert_eq!(t.fs.setattr(w.ino, Some(o.fh), set).unwrap_err().errno, libc::EPERM);
     t.fs.release(o.fh).unwrap();
-    assert_eq!(manifest(&t, fixture::LLAMA), manifest(&t, fixture::LLAMA));
+    assert_eq!(manifest(&t, fixture::LLAMA), before, "a refused write changes nothing");
     assert_eq!(
         t.fs.setattr(w.ino, None, SetAttr { size: Some(0), ..Default::default() }).unwrap_err().errno,
         libc::EPERM

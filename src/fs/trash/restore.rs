@@ -149,8 +149,14 @@ impl Fs {
             }
         }
         let was_pending = st.folders.contains_key(to);
+        // The folder comes back even when it held nothing (an empty draft), listing what its
+        // trash folder held; a model published again lists all its files.
+        let folder = st.make_folder(to, to.entry());
         for (rel, temp) in &scratch {
-            st.folder_entry(to).scratch.insert(rel.clone(), ScratchFile { path: temp.clone() });
+            folder.scratch.insert(rel.clone(), ScratchFile { path: temp.clone() });
+        }
+        for (rel, _) in &files {
+            st.mark_written(to, rel);
         }
         if let Some(m) = m
             && let Err(e) = self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)
@@ -165,6 +171,11 @@ impl Fs {
             }
             undo_moves(&moved);
             return Err(e);
+        }
+        if st.is_published(to)
+            && let Some(f) = st.folder_mut(to)
+        {
+            f.written = None;
         }
         for (rel, _) in &files {
             st.inodes.rekey(&Node::Trash(uid, join(item_rel, rel)), &Node::File(to.clone(), rel.clone()));
