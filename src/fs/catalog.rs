@@ -62,7 +62,7 @@ impl Catalog for Fs {
         let name = self.store.resolve_spelling(raw)?;
         let mut st = self.lock();
         let res = if st.index.get(&name).is_some() {
-            self.delete_model(&mut st, &name).map_err(to_store)
+            self.delete_model(&mut st, &name, "deleted over the API").map_err(to_store)
         } else {
             // A manifest the index does not hold (it does not parse): removed, its blobs kept.
             match self.store.remove_manifest(&name) {

@@ -188,7 +188,7 @@ impl Fs {
                 // What the folder listed was all there was to remove: a published model
                 // whose files were all removed (a folder made here never listed its
                 // generated config.json) leaves the store with it.
-                self.delete_model(&mut st, m)?;
+                self.delete_model(&mut st, m, "deleted (rmdir in the mount)")?;
                 st.keep_parent_of(m);
                 Ok(())
             }

@@ -12,7 +12,7 @@ use super::txn::Publish;
 use super::{Fs, FsError, Node, Result, ScratchFile, State, enoent};
 use crate::layout::{CONFIG_FILE, MANIFEST_FILE};
 use crate::name::Name;
-use crate::store::{Digest, Stamp, hash_file};
+use crate::store::{Digest, hash_file};
 
 impl Fs {
     pub fn rename(&self, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<()> {
@@ -118,13 +118,10 @@ impl Fs {
             return Ok(());
         }
         let m = st.index.get(from).cloned().ok_or_else(|| enoent(from))?;
-        self.store.write_manifest(to, &m.bytes)?;
-        let stamp = std::fs::metadata(self.store.manifest_path(to)).map(|m| Stamp::of(&m)).unwrap_or_default();
-        st.index.put(to.clone(), m.bytes.to_vec(), stamp);
-        self.store.remove_manifest(from)?;
-        st.index.remove(from);
+        // The new name first, then the old one goes: a failure leaves the model in the store.
+        self.install(st, to, m.bytes.to_vec())?;
+        self.leave_store(st, from, &format!("moved to {} through the mount", to.display_shortest()))?;
         self.move_model_folder(st, from, to, entry);
-        log::info!("moved {} to {} through the mount", from.display_shortest(), to.display_shortest());
         Ok(())
     }
 

@@ -196,23 +196,29 @@ impl Fs {
             return Err(super::enoent(model));
         };
         st.take_waiting(model);
-        let Some(published) = st.index.get(model).cloned() else {
+        if !st.is_published(model) {
             return Err(super::enoent(model)); // a draft has no manifest.json to remove
-        };
+        }
         // Hold the folder's remaining files before the prune below can see them unused.
         st.pin_names(model);
         st.set_work(model, Some(view));
         st.mark_gone(model, crate::layout::MANIFEST_FILE);
         self.sync_holds(st);
-        let removed = self.store.remove_manifest(model)?;
-        st.index.remove(model);
-        log::info!("{} left the store (manifest.json removed in the mount)", model.display_shortest());
-        let mut candidates: Vec<Digest> = published.manifest.digests().collect();
-        if let Some(m) = removed {
-            candidates.extend(m.digests());
-        }
+        let candidates = self.leave_store(st, model, "left the store (manifest.json removed in the mount)")?;
         self.prune_unused(st, candidates);
         Ok(())
+    }
+
+    /// A model's manifest leaves the store and the index (logged `what`). Returns the
+    /// blobs the old manifest used, as prune candidates. The folder is left to the caller.
+    pub(super) fn leave_store(&self, st: &mut State, model: &Name, what: &str) -> Result<Vec<Digest>> {
+        let Some(old) = st.index.get(model).cloned() else { return Ok(Vec::new()) };
+        let removed = self.store.remove_manifest(model)?;
+        st.index.remove(model);
+        log::info!("{} {what}", model.display_shortest());
+        let mut candidates: Vec<Digest> = old.manifest.digests().collect();
+        candidates.extend(removed.iter().flat_map(|m| m.digests()));
+        Ok(candidates)
     }
 
     /// Write a model's manifest (only a complete model passes `Store::write_manifest`),
@@ -281,21 +287,11 @@ impl Fs {
     }
 
     /// A model leaves the store and its folder leaves the mount (the API's delete, `rmdir`
-    /// of a folder whose files are all gone).
-    pub(super) fn delete_model(&self, st: &mut State, model: &Name) -> Result<()> {
-        let old = st.index.get(model).cloned();
-        let removed = match old {
-            Some(_) => self.store.remove_manifest(model)?,
-            None => None,
-        };
-        st.index.remove(model);
+    /// of a folder whose files are all gone, the trash once its folder is built there).
+    pub(super) fn delete_model(&self, st: &mut State, model: &Name, what: &str) -> Result<()> {
+        let mut candidates = self.leave_store(st, model, what)?;
         self.forget_model_folder(st, model);
-        let mut candidates = self.sync_holds(st);
-        candidates.extend(old.iter().flat_map(|m| m.manifest.digests()));
-        candidates.extend(removed.iter().flat_map(|m| m.digests()));
-        if old.is_some() {
-            log::info!("deleted {}", model.display_shortest());
-        }
+        candidates.extend(self.sync_holds(st));
         self.prune_unused(st, candidates);
         Ok(())
     }

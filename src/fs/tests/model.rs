@@ -76,10 +76,43 @@ fn op() -> impl Strategy<Value = Op> {
 struct RefFolder {
     /// The files written into it that are still there.
     names: BTreeSet<String>,
-    /// Its view is a complete model (whole weights written, or a whole manifest).
-    complete: bool,
+    /// Its view has a weights layer: `Some(true)` whole, `Some(false)` cut short.
+    weights: Option<bool>,
+    /// Its view has a config (written, copied, or generated from the weights' header
+    /// when a file arrives in a draft).
+    config: bool,
     /// Its manifest is in the store.
     on_disk: bool,
+    /// It lists every file of its manifest (restored from the trash as a published
+    /// model), so `manifest.json` is listed exactly while the model is in the store.
+    shows_all: bool,
+}
+
+impl RefFolder {
+    fn complete(&self) -> bool {
+        self.weights == Some(true) && self.config
+    }
+
+    /// A file arrived: a draft with weights gets a generated config, and a complete
+    /// model under a model name is published.
+    fn file_arrived(&mut self, folder: &str) {
+        if !self.on_disk && self.weights.is_some() {
+            self.config = true;
+        }
+        self.on_disk |= self.complete() && publishable(folder);
+    }
+
+    /// The files the folder should list.
+    fn expected(&self) -> BTreeSet<String> {
+        let mut out = self.names.clone();
+        if self.shows_all {
+            match self.on_disk {
+                true => out.insert("manifest.json".into()),
+                false => out.remove("manifest.json"),
+            };
+        }
+        out
+    }
 }
 
 fn publishable(folder: &str) -> bool {
@@ -131,39 +164,43 @@ impl Run {
             Op::AddWeights(i, w) => {
                 let Some(f) = r.get_mut(&i) else { return };
                 let res = super::write_new(t, FOLDERS[i], "model.gguf", &weights);
-                assert_eq!(res.is_ok(), !f.names.contains("model.gguf"), "{op:?}: {res:?}");
+                assert_eq!(res.is_ok(), !f.expected().contains("model.gguf"), "{op:?}: {res:?}");
                 if res.is_ok() {
                     f.names.insert("model.gguf".into());
-                    f.complete = w != Weights::Cut;
-                    f.on_disk |= f.complete && publishable(FOLDERS[i]);
+                    f.weights = Some(w != Weights::Cut);
+                    f.file_arrived(FOLDERS[i]);
                 }
             }
             Op::ReplaceWeights(i, w) => {
                 let Some(f) = r.get_mut(&i) else { return };
-                if !f.names.contains("model.gguf") {
+                if !f.expected().contains("model.gguf") {
                     return;
                 }
                 folders::rewrite(t, &format!("{}/model.gguf", FOLDERS[i]), libc::O_TRUNC, &weights)
                     .unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
-                f.complete = w != Weights::Cut;
-                f.on_disk |= f.complete && publishable(FOLDERS[i]);
+                f.weights = Some(w != Weights::Cut);
+                f.file_arrived(FOLDERS[i]);
             }
             Op::AddText(i) => {
                 let Some(f) = r.get_mut(&i) else { return };
                 let res = super::write_new(t, FOLDERS[i], "system", &self.contents["system"]);
-                assert_eq!(res.is_ok(), !f.names.contains("system"), "{op:?}: {res:?}");
+                assert_eq!(res.is_ok(), !f.expected().contains("system"), "{op:?}: {res:?}");
                 f.names.insert("system".into());
-                f.on_disk |= f.complete && publishable(FOLDERS[i]);
+                f.file_arrived(FOLDERS[i]);
             }
             Op::CopyManifest(i) => {
                 let Some(f) = r.get_mut(&i) else { return };
                 let res = cp_file(t, "llama3.2:latest/manifest.json", FOLDERS[i], "manifest.json");
-                assert_eq!(res.is_ok(), !f.names.contains("manifest.json"), "{op:?}: {res:?}");
+                assert_eq!(res.is_ok(), !f.expected().contains("manifest.json"), "{op:?}: {res:?}");
                 if res.is_ok() {
                     // The folder becomes exactly that manifest: files it does not name go.
                     f.names.retain(|n| LLAMA_FILES.contains(&n.as_str()));
+                    if f.shows_all {
+                        f.names = LLAMA_FILES.iter().map(|n| n.to_string()).collect();
+                    }
                     f.names.insert("manifest.json".into());
-                    f.complete = true;
+                    f.weights = Some(true);
+                    f.config = true;
                     f.on_disk = publishable(FOLDERS[i]);
                 }
             }
@@ -171,12 +208,13 @@ impl Run {
                 let Some(f) = r.get_mut(&i) else { return };
                 let dir = walk(t, FOLDERS[i]).unwrap().ino;
                 let res = t.fs.unlink(dir, FILES[n]);
-                assert_eq!(res.is_ok(), f.names.contains(FILES[n]), "{op:?}: {res:?}");
+                assert_eq!(res.is_ok(), f.expected().contains(FILES[n]), "{op:?}: {res:?}");
                 if res.is_ok() {
                     f.names.remove(FILES[n]);
                     match FILES[n] {
                         "manifest.json" => f.on_disk = false,
-                        "model.gguf" | "config.json" => f.complete = false,
+                        "model.gguf" => f.weights = None,
+                        "config.json" => f.config = false,
                         _ => {}
                     }
                 }
@@ -184,7 +222,7 @@ impl Run {
             Op::Rmdir(i) => {
                 let Some(f) = r.get(&i) else { return };
                 let res = t.fs.rmdir(ROOT_INO, FOLDERS[i]);
-                assert_eq!(res.is_ok(), f.names.is_empty(), "{op:?}: {res:?}");
+                assert_eq!(res.is_ok(), f.expected().is_empty(), "{op:?}: {res:?}");
                 if res.is_ok() {
                     r.remove(&i);
                 }
@@ -193,7 +231,7 @@ impl Run {
                 if a == b || !r.contains_key(&a) {
                     return;
                 }
-                let dest_busy = r.get(&b).is_some_and(|f| !f.names.is_empty() || f.on_disk);
+                let dest_busy = r.get(&b).is_some_and(|f| !f.expected().is_empty() || f.on_disk);
                 let res = t.fs.rename(ROOT_INO, FOLDERS[a], ROOT_INO, FOLDERS[b], 0);
                 let from_published = r[&a].on_disk;
                 // A published model cannot take a name that is not a model name.
@@ -201,7 +239,7 @@ impl Run {
                 assert_eq!(res.is_ok(), allowed, "{op:?}: {res:?}");
                 if res.is_ok() {
                     let mut f = r.remove(&a).unwrap_or_default();
-                    f.on_disk = publishable(FOLDERS[b]) && (f.on_disk || f.complete);
+                    f.on_disk = publishable(FOLDERS[b]) && (f.on_disk || f.complete());
                     r.insert(b, f);
                 }
             }
@@ -232,7 +270,7 @@ impl Run {
                 t.fs.rename(ROOT_INO, FOLDERS[i], files, &item, 0).unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
                 t.fs.rename(files, &item, ROOT_INO, FOLDERS[i], 0).unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
                 // Restored as the folder showed it: a complete view is published again.
-                f.on_disk = f.complete && publishable(FOLDERS[i]);
+                f.on_disk = f.complete() && publishable(FOLDERS[i]);
                 assert!(
                     !before.is_some_and(|b| f.on_disk
                         && n_on_disk(t, FOLDERS[i]) != Some(b)
@@ -242,6 +280,7 @@ impl Run {
                 // It now lists every file of its manifest: nothing written is lost.
                 let shown: BTreeSet<String> = names(t, FOLDERS[i]).into_iter().collect();
                 assert!(f.names.is_subset(&shown), "{op:?}: {:?} lost from {shown:?}", f.names);
+                f.shows_all = f.on_disk;
                 f.names = shown;
             }
         }
@@ -274,7 +313,7 @@ impl Run {
             let Some(want) = want else { continue };
             // The folder shows what was written into it, and every file reads to its end.
             let shown: BTreeSet<String> = names(t, name).into_iter().collect();
-            assert_eq!(shown, want.names, "after {after:?}: files of {name}");
+            assert_eq!(shown, want.expected(), "after {after:?}: files of {name}");
             for file in &shown {
                 let path = format!("{name}/{file}");
                 let a = walk(t, &path).unwrap_or_else(|e| panic!("after {after:?}: {path}: {e:?}"));
@@ -346,6 +385,23 @@ fn regressions() {
     run(&[Op::Mkdir(2), Op::TrashAndRestore(2)]);
     // A restored empty folder listed a generated config.json once weights came.
     run(&[Op::Mkdir(1), Op::TrashAndRestore(1), Op::AddWeights(1, Weights::A)]);
+    // A model restored from the trash lists all its files, manifest.json while published.
+    run(&[
+        Op::Mkdir(0),
+        Op::CopyManifest(0),
+        Op::TrashAndRestore(0),
+        Op::Unlink(0, 2),
+        Op::ReplaceWeights(0, Weights::A),
+    ]);
+    // A draft whose config.json was removed gets a generated one with its next file.
+    run(&[
+        Op::Mkdir(2),
+        Op::AddWeights(2, Weights::A),
+        Op::TrashAndRestore(2),
+        Op::Unlink(2, 3),
+        Op::AddText(2),
+        Op::Rename(2, 0),
+    ]);
     // Found while the test was written: a hidden generated config.json could be removed;
     // `rm manifest.json` of a draft whose view it was failed; a manifest.json write left
     // files it does not name in the listing.

@@ -69,13 +69,13 @@ impl Fs {
         rel: &str,
     ) -> Result<Item> {
         let mut moved = Vec::new();
+        // The folder's names, before the model leaves: the kernel keeps the folder's cached
+        // entries, whose inodes then stand for their place in the trash (a weights inode
+        // stays the blob's: same bytes).
+        let mut names: Vec<String> = st.all_files_of(model).into_iter().map(|f| f.name).collect();
+        names.extend(st.folder(model).into_iter().flat_map(|f| f.scratch.keys().cloned()));
         let built = self.build_trash_folder(st, model, dest, &mut moved);
-        let published = st.index.get(model).cloned();
-        let left_store = match (&built, &published) {
-            (Ok(_), Some(_)) => self.store.remove_manifest(model).map(|_| ()).map_err(FsError::from),
-            _ => Ok(()),
-        };
-        let digests = match built.and_then(|d| left_store.map(|()| d)) {
+        let digests = match built {
             Ok(d) => d,
             Err(e) => {
                 undo_moves(&moved);
@@ -83,25 +83,23 @@ impl Fs {
                 return Err(e);
             }
         };
-        // The kernel keeps the folder's cached entries: its files' inodes now stand for
-        // their place in the trash (a weights inode stays the blob's: same bytes).
-        let mut names: Vec<String> = st.all_files_of(model).into_iter().map(|f| f.name).collect();
-        if let Some(f) = st.folder_mut(model) {
-            // Moved into the trash folder already: not to be removed with the folder.
-            names.extend(std::mem::take(&mut f.scratch).into_keys());
+        // Its scratch files are in the trash folder now: not to be removed with the folder.
+        let scratch = st.folder_mut(model).map(|f| std::mem::take(&mut f.scratch));
+        if !st.is_published(model) {
+            log::info!("draft {} moved to the trash", model.display_shortest());
+        }
+        if let Err(e) = self.delete_model(st, model, "moved to the trash") {
+            if let (Some(f), Some(s)) = (st.folder_mut(model), scratch) {
+                f.scratch = s;
+            }
+            undo_moves(&moved);
+            let _ = fs::remove_dir_all(dest);
+            return Err(e);
         }
         for name in names {
             st.inodes.rekey(&Node::File(model.clone(), name.clone()), &Node::Trash(uid, join(rel, &name)));
         }
-        if published.is_some() {
-            st.index.remove(model);
-        }
-        self.forget_model_folder(st, model);
         st.keep_parent_of(model);
-        let mut candidates = self.sync_holds(st);
-        candidates.extend(published.iter().flat_map(|m| m.manifest.digests()));
-        self.prune_unused(st, candidates);
-        log::info!("{} moved to the trash", model.display_shortest());
         Ok(Item { kind: "model".into(), model: model.to_string(), digests, members: vec![] })
     }
 
