@@ -283,11 +283,6 @@ impl Fs {
         self.commit_edit(st, model, e, Publish::NeverDraft)
     }
 
-    pub(super) fn replace_or_add(&self, st: &mut State, model: &Name, file: &str, d: Digest, len: u64) -> Result<()> {
-        st.folder_entry(model);
-        self.apply_layer(st, model, file, d, len)
-    }
-
     pub(super) fn layer_of(&self, st: &State, model: &Name, file: &str) -> Result<(Digest, u64)> {
         if file == MANIFEST_FILE {
             return Err(einval("manifest.json can only be copied, not moved"));
@@ -317,7 +312,7 @@ impl Fs {
             _ => return Err(FsError::new(libc::EPERM, "only layer files can be linked")),
         };
         st.mark_written(&dm, &dname);
-        self.replace_or_add(&mut st, &dm, &dname, d, len)?;
+        self.apply_layer(&mut st, &dm, &dname, d, len)?;
         let new_node = st.lookup_in_model(&dm, "", &dname).ok_or_else(|| enoent(&dname))?;
         let attr = self.attr_of(&mut st, &new_node)?;
         st.inodes.remember(&new_node);

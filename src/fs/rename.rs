@@ -220,8 +220,8 @@ impl Fs {
                     .read_blob(&d)
                     .map_err(Into::into)
                     .and_then(|b| check_config_json(dm, &b))
-                    .and_then(|()| self.replace_or_add(st, dm, dname, d, len)),
-                _ => self.replace_or_add(st, dm, dname, d, len),
+                    .and_then(|()| self.apply_layer(st, dm, dname, d, len)),
+                _ => self.apply_layer(st, dm, dname, d, len),
             };
             self.store.release(&d);
             // A manifest.json that went through a temp file is not a blob of any model.
@@ -260,7 +260,7 @@ impl Fs {
             self.store.adopt_blob_held(&s.path, &file, &digest, len)?;
             st.folder_entry(sm).scratch.remove(sname);
             st.blob_meta.remove(&digest);
-            let res = self.replace_or_add(st, dm, dname, digest, len);
+            let res = self.apply_layer(st, dm, dname, digest, len);
             self.store.release(&digest);
             return res;
         }
@@ -276,7 +276,7 @@ impl Fs {
                 e.set(dname, d, len, at)?;
                 return self.commit_edit(st, sm, e, Publish::IfComplete);
             }
-            self.replace_or_add(st, dm, dname, d, len)?;
+            self.apply_layer(st, dm, dname, d, len)?;
             let mut e = st.edit(sm);
             if let Some(i) = e.remove(sname) {
                 st.folder_entry(sm).vacated.insert(skey.1, i);

@@ -63,7 +63,7 @@ impl Fs {
                     .ok_or_else(|| einval("trash item without a blob"))?;
                 self.relink_blob(&d, &path);
                 let len = fs::metadata(&path)?.len();
-                self.replace_or_add(st, m, &full, d, len)?;
+                self.apply_layer(st, m, &full, d, len)?;
                 fs::remove_file(&path)?;
                 st.inodes.rekey(&Node::Trash(uid, rel), &Node::File(m.clone(), full));
             }
