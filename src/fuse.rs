@@ -15,7 +15,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, FileKind, Fs, FsError, Opened, SetAttr, TTL};
+use crate::fs::{Attr, Caller, FileKind, Fs, FsError, Opened, SetAttr, TTL};
 use crate::store::Digest;
 
 /// One kernel backing file per blob, shared by every open of it (fuser's passthrough example).
@@ -86,7 +86,7 @@ fn to_file_attr(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 1 << 20,
         flags: 0,
     }
@@ -97,7 +97,16 @@ fn kind(k: FileKind) -> FileType {
         FileKind::Dir => FileType::Directory,
         FileKind::File => FileType::RegularFile,
         FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
     }
+}
+
+/// Who asked: what they create is theirs.
+fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid() }
 }
 
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
@@ -252,12 +261,33 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.fs.mkdir(parent.0, name, mode & !umask) {
+        match self.fs.mkdir_as(caller(req), parent.0, name, mode & !umask) {
+            Ok(a) => reply.entry(&TTL, &to_file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let mode = (mode & libc::S_IFMT) | (mode & !libc::S_IFMT & !umask);
+        match self.fs.mknod_as(caller(req), parent.0, name, mode, rdev as u64) {
             Ok(a) => reply.entry(&TTL, &to_file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
@@ -279,13 +309,13 @@ impl Filesystem for FuseFs {
         reply_empty(reply, self.fs.rmdir(parent.0, name));
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let (name, target) = match (name_str(link_name), target.to_str()) {
             (Ok(n), Some(t)) => (n, t),
             _ => return reply.error(Errno::EINVAL),
         };
-        match self.fs.symlink(parent.0, name, target) {
-            Ok(a) => reply.entry(&Duration::ZERO, &to_file_attr(&a), Generation(0)),
+        match self.fs.symlink_as(caller(req), parent.0, name, target) {
+            Ok(a) => reply.entry(&ttl_for(&a), &to_file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -505,7 +535,7 @@ impl Filesystem for FuseFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -518,7 +548,7 @@ impl Filesystem for FuseFs {
             Err(e) => return reply.error(e),
         };
         // With POSIX ACLs on, the kernel leaves the umask to us.
-        match self.fs.create(parent.0, name, mode & !umask, flags) {
+        match self.fs.create_as(caller(req), parent.0, name, mode & !umask, flags) {
             Ok((a, o)) => {
                 let flags = if o.direct_io { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() };
                 reply.created(&ttl_for(&a), &to_file_attr(&a), Generation(0), FileHandle(o.fh), flags)

@@ -22,9 +22,8 @@ impl Fs {
     /// every path walk) says so.
     pub fn lookup_from(&self, pid: u32, parent: u64, name: &str) -> Result<Attr> {
         let mut st = self.lock();
-        let node = self.lookup_node(&st, parent, name)?;
-        let attr = self.attr_of(&mut st, &node)?;
-        st.inodes.remember(&node);
+        let node = self.lookup_node(&mut st, parent, name)?;
+        let attr = self.remembered_attr(&mut st, &node)?;
         if let Node::Blob(_) = node
             && let Ok(parent_node) = self.parent_node(&st, parent)
             && let Some((model, sub)) = self.as_model_dir(&st, &parent_node)
@@ -38,14 +37,31 @@ impl Fs {
         Ok(attr)
     }
 
-    pub(super) fn lookup_node(&self, st: &State, parent: u64, name: &str) -> Result<Node> {
+    pub(super) fn lookup_node(&self, st: &mut State, parent: u64, name: &str) -> Result<Node> {
+        edit::check_name_length(name)?;
         let parent_node = self.node_of(st, parent)?;
         let found = match &parent_node {
             Node::Dir(p) if p.is_empty() && trash::trash_uid(name).is_some() => trash::trash_uid(name)
                 .and_then(|uid| self.trash_lookup(uid, "", "").map(|_| Node::Trash(uid, String::new()))),
             Node::Dir(p) => st.lookup_in_dir(p, name),
-            Node::Model(m) => st.lookup_in_model(m, "", name),
-            Node::Sub(m, sub) => st.lookup_in_model(m, sub, name),
+            Node::Model(m) | Node::Sub(m, _) => {
+                let sub = match &parent_node {
+                    Node::Sub(_, s) => s.as_str(),
+                    _ => "",
+                };
+                match st.lookup_in_model(m, sub, name) {
+                    Some(n) => Some(n),
+                    None if scratch::is_reserved(&tree::join(sub, name)) => None,
+                    None => match self.scratch_dir(st, &parent_node, false)? {
+                        Some(dir) => self.scratch_lookup(st, &dir, name)?,
+                        None => None,
+                    },
+                }
+            }
+            Node::Scratch(_) => match self.scratch_dir(st, &parent_node, false)? {
+                Some(dir) => self.scratch_lookup(st, &dir, name)?,
+                None => None,
+            },
             Node::Trash(uid, rel) => self.trash_lookup(*uid, rel, name),
             _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
         };
@@ -53,14 +69,18 @@ impl Fs {
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        self.lock().inodes.forget(ino, n);
+        let mut st = self.lock();
+        // A scratch inode the kernel no longer knows is not held open any more.
+        if let Some(Node::Scratch(b)) = st.inodes.forget(ino, n) {
+            st.scratch_fds.remove(&b);
+        }
     }
 
     /// `fstat`: a scratch file answers from its open descriptor, so a file unlinked while
     /// open keeps working until closed (POSIX).
     pub fn getattr_open(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
         if let Some(f) = fh.and_then(|fh| self.scratch_handle(fh)) {
-            return Ok(scratch_attr(ino, &f.metadata()?));
+            return Ok(scratch::stat_attr(ino, &rustix::fs::fstat(&*f)?));
         }
         self.getattr(ino)
     }
@@ -121,12 +141,13 @@ impl Fs {
             blocks: size.div_ceil(512),
             perm: match kind {
                 FileKind::Dir => 0o755,
-                FileKind::File => 0o644,
                 FileKind::Symlink => 0o777,
+                _ => 0o644,
             },
             nlink: if kind == FileKind::Dir { 2 } else { 1 },
             uid,
             gid,
+            rdev: 0,
             atime: mtime,
             mtime,
             ctime: mtime,
@@ -142,7 +163,8 @@ impl Fs {
                 if !st.dir_exists(p) {
                     return Err(enoent(p));
                 }
-                Ok(self.base_attr(ino, FileKind::Dir, 0, self.started))
+                let mtime = st.dir_times.get(p).copied().unwrap_or(self.started);
+                Ok(self.base_attr(ino, FileKind::Dir, 0, mtime))
             }
             Node::Model(n) => {
                 // A folder the mount changed dates from its last change here (or a later
@@ -182,14 +204,8 @@ impl Fs {
                 a.shared = true;
                 Ok(a)
             }
+            Node::Scratch(b) => self.scratch_node_attr(st, ino, *b),
             Node::File(model, name) => {
-                if let Some(s) = st.scratch_file(model, name) {
-                    let meta = std::fs::metadata(&s.path)?;
-                    return Ok(scratch_attr(ino, &meta));
-                }
-                if let Some(f) = st.orphans.get(&ino) {
-                    return Ok(scratch_attr(ino, &f.metadata()?));
-                }
                 if let Some((_, len)) = st.staged_file(model, name) {
                     let mut a = self.base_attr(ino, FileKind::File, len, self.started);
                     a.perm = 0o600;
@@ -288,9 +304,20 @@ impl Fs {
                 };
                 (st.model_children(m, sub), parent)
             }
+            Node::Scratch(b) => {
+                let parent = self.scratch_parent(&st, *b).unwrap_or_else(|| node.clone());
+                (Vec::new(), parent)
+            }
             _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
         };
-        let mut out = Vec::with_capacity(children.len() + 2);
+        // Scratch entries are real: their kinds come from the disk.
+        let scratch = match &node {
+            Node::Model(m) => self.tree_children(&st, m, ""),
+            Node::Sub(m, sub) => self.tree_children(&st, m, sub),
+            Node::Scratch(b) => self.scratch_children(&st, *b)?,
+            _ => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(children.len() + scratch.len() + 2);
         out.push(DirEntry { ino, kind: FileKind::Dir, name: ".".into() });
         let parent_ino = st.inodes.ino_of(&parent);
         out.push(DirEntry { ino: parent_ino, kind: FileKind::Dir, name: "..".into() });
@@ -301,6 +328,10 @@ impl Fs {
                 _ => FileKind::File,
             };
             let ino = st.inodes.ino_of(&child);
+            out.push(DirEntry { ino, kind, name });
+        }
+        for (name, b, kind) in scratch {
+            let ino = st.inodes.ino_of(&Node::Scratch(b));
             out.push(DirEntry { ino, kind, name });
         }
         Ok(out)
@@ -372,6 +403,11 @@ impl Fs {
         let st = self.lock();
         match self.node_of(&st, ino)? {
             Node::Link(t) => Ok(t),
+            Node::Scratch(b) => {
+                let fd = self.scratch_fd(&st, b)?;
+                drop(st);
+                self.scratch_readlink(&fd)
+            }
             _ => Err(FsError::new(libc::EINVAL, "not a symlink")),
         }
     }

@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
@@ -13,7 +12,8 @@ use sha2::{Digest as _, Sha256};
 use super::edit::*;
 use super::tree::{dir_as_model, join};
 use super::writer::*;
-use super::{Attr, FileKind, Fs, FsError, Handle, Node, Opened, Result, ScratchFile, State, enoent};
+use super::scratch::Caller;
+use super::{Attr, FileKind, Fs, FsError, Handle, Node, Opened, Result, State, enoent};
 use crate::layout::{self, Kind, Source};
 use crate::name::Name;
 use crate::store::{Digest, Layer};
@@ -21,12 +21,23 @@ use crate::store::{Digest, Layer};
 impl Fs {
     /// Create a file in a model folder: a layer writer, or a scratch file for other names.
     pub fn create(&self, parent: u64, name: &str, mode: u32, flags: i32) -> Result<(Attr, Opened)> {
+        self.create_as(Caller::daemon(), parent, name, mode, flags)
+    }
+
+    /// create(2) by `who`: a layer writer for the model's names, a scratch file for others.
+    pub fn create_as(&self, who: Caller, parent: u64, name: &str, mode: u32, flags: i32) -> Result<(Attr, Opened)> {
         self.refuse_if_read_only()?;
         check_name_length(name)?;
         let mut st = self.lock();
         let mut parent_node = self.node_of(&st, parent)?;
         if let Node::Trash(uid, rel) = &parent_node {
             return self.trash_create(&mut st, *uid, &join(rel, name), mode, flags);
+        }
+        let scratch_parent = self.parent_node(&st, parent)?;
+        if let Some(dir) = self.scratch_target(&mut st, &scratch_parent, name)? {
+            let made = self.scratch_create(&mut st, &dir, name, mode, flags, who)?;
+            self.touch_parent(&mut st, &scratch_parent);
+            return Ok(made);
         }
         // A colon-less prefix folder with a layer file created in it becomes NAME:latest,
         // still listed under the name it was made with.
@@ -56,7 +67,7 @@ impl Fs {
         }
         let staging = is_staging_name(&full);
         if !is_layer_name(&full) && !staging {
-            return self.create_scratch(&mut st, model, full, mode, flags);
+            return Err(einval(format!("{full:?} is a layer folder's name")));
         }
         let entry = st.entry_of(&model);
         st.make_folder(&model, entry).creating.insert(full.clone());
@@ -74,27 +85,7 @@ impl Fs {
         Ok((attr, Opened { fh, keep_cache: false, passthrough: None, direct_io: true, shares_blob_inode: None }))
     }
 
-    pub(super) fn create_scratch(
-        &self,
-        st: &mut State,
-        model: Name,
-        full: String,
-        mode: u32,
-        flags: i32,
-    ) -> Result<(Attr, Opened)> {
-        let (f, path) = self.store.temp_file()?;
-        drop(f);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))?;
-        st.folder_entry(&model).scratch.insert(full.clone(), ScratchFile { path: path.clone() });
-        st.touch(&model);
-        let node = Node::File(model, full);
-        let attr = self.attr_of(st, &node)?;
-        let ino = st.inodes.remember(&node);
-        let opened = self.open_scratch(&path, flags & !(libc::O_CREAT | libc::O_EXCL), ino)?;
-        Ok((attr, opened))
-    }
-
-    pub(super) fn open_scratch(&self, path: &PathBuf, flags: i32, ino: u64) -> Result<Opened> {
+    pub(super) fn open_scratch(&self, path: &std::path::Path, flags: i32, ino: u64) -> Result<Opened> {
         let acc = flags & libc::O_ACCMODE;
         let mut oo = OpenOptions::new();
         oo.read(true);
@@ -395,12 +386,6 @@ impl Fs {
     pub fn release(&self, fh: u64) -> Result<()> {
         let res = self.flush_handle(fh, true);
         let h = self.handles().remove(&fh);
-        if let Some(Handle::Scratch(_, ino)) = h {
-            let still_open = self.handles().values().any(|h| matches!(h, Handle::Scratch(_, i) if *i == ino));
-            if !still_open {
-                self.lock().orphans.remove(&ino);
-            }
-        }
         if let Some(Handle::Write(w)) = h {
             let w = crate::sync::lock(&w);
             if w.created
@@ -433,20 +418,10 @@ impl Fs {
             self.trash_setattr(*uid, rel, &set)?;
             return self.getattr(ino);
         }
-        if let Node::File(m, name) = &node {
-            let (scratch, orphan) = {
-                let st = self.lock();
-                (st.scratch_file(m, name).cloned(), st.orphans.get(&ino).cloned())
-            };
-            if let Some(s) = scratch {
-                let f = OpenOptions::new().read(true).open(&s.path)?;
-                apply_to_file(&f, &set)?;
-                return self.getattr(ino);
-            }
-            if let Some(f) = orphan {
-                apply_to_file(&f, &set)?;
-                return self.getattr(ino);
-            }
+        if let Node::Scratch(b) = &node {
+            let fd = self.scratch_fd(&self.lock(), *b)?;
+            self.scratch_setattr(&fd, &set)?;
+            return self.getattr(ino);
         }
         let _ = (mode, mtime); // layers and models keep the blob's metadata
         if let Some(size) = size {

@@ -7,11 +7,12 @@
 //! finished temp files, and its times. A move re-keys one entry; a removal drops one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::writer::WaitingManifest;
-use super::{Fs, Node, ScratchFile, State};
+use super::{Fs, Node, State};
 use crate::name::Name;
 use crate::store::Digest;
 use crate::store::index::Model;
@@ -38,8 +39,9 @@ pub(crate) struct Folder {
     pub(super) waiting: Option<WaitingManifest>,
     /// Folders made inside it (`files/…`) that hold nothing yet.
     pub(super) subs: BTreeSet<String>,
-    /// Files under names that are not layers: ordinary files in the store's scratch folder.
-    pub(super) scratch: BTreeMap<String, ScratchFile>,
+    /// Its scratch tree: the real folder holding every entry that is not part of the
+    /// model (see `scratch`). It belongs to the folder, whatever its name becomes.
+    pub(super) tree: Option<PathBuf>,
     /// Layer files made by create and not closed yet (shown while being written).
     pub(super) creating: BTreeSet<String>,
     /// Copy tools' temp files for layers (rsync), closed: their blob (held) and length.
@@ -58,7 +60,7 @@ impl Folder {
             vacated: HashMap::new(),
             waiting: None,
             subs: BTreeSet::new(),
-            scratch: BTreeMap::new(),
+            tree: None,
             creating: BTreeSet::new(),
             staged: BTreeMap::new(),
             changed: now,
@@ -96,6 +98,12 @@ impl State {
     pub(super) fn make_folder(&mut self, n: &Name, entry: String) -> &mut Folder {
         let now = self.clock.system_now();
         self.folders.entry(n.clone()).or_insert_with(|| Folder::new(entry, true, now))
+    }
+
+    /// A prefix folder's entries changed (its mtime and ctime).
+    pub(super) fn touch_dir(&mut self, path: &str) {
+        let now = self.clock.system_now();
+        self.dir_times.insert(path.to_string(), now);
     }
 
     /// The folder changed (a file came, went or was renamed).
@@ -165,10 +173,6 @@ impl State {
         self.folders.get_mut(n).and_then(|f| f.waiting.take())
     }
 
-    pub(super) fn scratch_file(&self, n: &Name, file: &str) -> Option<&ScratchFile> {
-        self.folders.get(n).and_then(|f| f.scratch.get(file))
-    }
-
     pub(super) fn staged_file(&self, n: &Name, file: &str) -> Option<(Digest, u64)> {
         self.folders.get(n).and_then(|f| f.staged.get(file).copied())
     }
@@ -183,8 +187,9 @@ impl Fs {
     /// API, trashed): its scratch files, work and names go with it.
     pub(super) fn forget_model_folder(&self, st: &mut State, model: &Name) {
         let Some(f) = st.folders.remove(model) else { return };
-        for s in f.scratch.values() {
-            let _ = std::fs::remove_file(&s.path);
+        // Open descriptors keep working on what was in it, as on any filesystem.
+        if let Some(t) = &f.tree {
+            let _ = std::fs::remove_dir_all(t);
         }
         for d in f.staged_digests() {
             self.store.release(&d);
@@ -198,7 +203,7 @@ impl Fs {
         let mut names: Vec<String> = st.all_files_of(from).into_iter().map(|f| f.name).collect();
         let mut subs: Vec<String> = Vec::new();
         if let Some(f) = st.folders.get(from) {
-            names.extend(f.scratch.keys().chain(f.staged.keys()).chain(f.creating.iter()).cloned());
+            names.extend(f.staged.keys().chain(f.creating.iter()).cloned());
             subs.extend(f.subs.iter().cloned());
         }
         for n in &names {

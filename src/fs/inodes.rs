@@ -49,9 +49,10 @@ impl Inodes {
         ino
     }
 
-    pub(super) fn forget(&mut self, ino: u64, n: u64) {
+    /// The kernel forgets `n` lookups of `ino`; the node it dropped for good, if any.
+    pub(super) fn forget(&mut self, ino: u64, n: u64) -> Option<Node> {
         if ino == ROOT_INO {
-            return;
+            return None;
         }
         let drop_it = match self.by_ino.get_mut(&ino) {
             Some(e) => {
@@ -64,8 +65,10 @@ impl Inodes {
             // A rename may have handed this node's name to another inode meanwhile.
             if self.by_node.get(&node) == Some(&ino) {
                 self.by_node.remove(&node);
+                return Some(node);
             }
         }
+        None
     }
 
     pub(super) fn node(&self, ino: u64) -> Option<Node> {

@@ -15,6 +15,7 @@ mod prefetch;
 mod read;
 mod refresh;
 mod rename;
+mod scratch;
 mod trash;
 mod tree;
 mod txn;
@@ -24,7 +25,7 @@ mod writer;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +37,7 @@ use crate::store::{Digest, Store, StoreError};
 
 pub use clock::Clock;
 pub use files::SetAttr;
+pub use scratch::Caller;
 use inodes::Inodes;
 use prefetch::Prefetch;
 pub use tree::{join, scope, split};
@@ -112,6 +114,9 @@ pub enum Node {
     Link(String),
     /// A path inside `.Trash-$UID` ("" is that folder itself); see `trash`.
     Trash(u32, String),
+    /// A scratch entry (file, folder, link, fifo, socket) by its inode on the disk below;
+    /// see `scratch`.
+    Scratch(u64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +124,10 @@ pub enum FileKind {
     Dir,
     File,
     Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
 
 /// Attributes as the kernel needs them.
@@ -132,6 +141,8 @@ pub struct Attr {
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
+    /// The device a device node stands for (scratch entries only).
+    pub rdev: u32,
     pub atime: SystemTime,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
@@ -158,12 +169,6 @@ struct BlobMeta {
     mtime: SystemTime,
 }
 
-/// A file created in a model folder under a name that is not a layer.
-#[derive(Debug, Clone)]
-pub(crate) struct ScratchFile {
-    path: PathBuf,
-}
-
 /// Everything the metadata operations share; one lock, never held during data I/O.
 /// Lock order: a writer's lock, then this state lock, then the handle table. The handle
 /// table is never held while another lock is taken.
@@ -173,6 +178,8 @@ pub(crate) struct State {
     blob_meta: HashMap<Digest, BlobMeta>,
     /// Prefix folders made by mkdir that hold no model yet, by display path.
     pending_dirs: BTreeSet<String>,
+    /// When prefix folders' entries last changed through the mount (their mtime).
+    dir_times: HashMap<String, SystemTime>,
     /// Every model folder the mount knows more about than the store (see `folder`).
     folders: BTreeMap<Name, folder::Folder>,
     /// Blobs this mount holds (hard links, see `Store::hold`) for the work above.
@@ -180,9 +187,10 @@ pub(crate) struct State {
     clock: Clock,
     /// Data work a file rename did before taking this lock (see `prepare_file_rename`).
     prepared: Option<rename::Prepared>,
-    /// Scratch files unlinked while open, by inode: they keep working through their
-    /// descriptors (fstat, fchmod, ftruncate) until the last one closes.
-    orphans: HashMap<u64, Arc<File>>,
+    /// Scratch inodes the kernel knows, held open (`O_PATH`) by their inode on the disk.
+    scratch_fds: HashMap<u64, scratch::Fd>,
+    /// The last scratch tree number handed out (`<pid>/folders/<n>`).
+    next_tree: u64,
     /// Trash items moved out of `files/` to be deleted (GVFS' `expunged/`), by (uid, path
     /// in the trash): the blobs to prune once they are gone.
     expunging: HashMap<(u32, String), Vec<Digest>>,
@@ -261,10 +269,12 @@ impl Fs {
                 inodes: Inodes { next: ROOT_INO, ..Default::default() },
                 blob_meta: HashMap::new(),
                 pending_dirs: BTreeSet::new(),
+                dir_times: HashMap::new(),
                 folders: BTreeMap::new(),
                 holding: HashSet::new(),
                 clock: opts.clock.clone(),
-                orphans: HashMap::new(),
+                scratch_fds: HashMap::new(),
+                next_tree: 0,
                 expunging: HashMap::new(),
                 prepared: None,
             }),
@@ -300,8 +310,8 @@ impl Fs {
         let mut st = self.lock();
         let mut waiting = 0;
         for (name, f) in &st.folders {
-            for s in f.scratch.values() {
-                let _ = std::fs::remove_file(&s.path);
+            if let Some(t) = &f.tree {
+                let _ = std::fs::remove_dir_all(t);
             }
             waiting += f.waiting.is_some() as usize;
             if f.work.is_none() {
@@ -333,29 +343,6 @@ impl Fs {
 
     pub fn store_root(&self) -> &Path {
         self.store.root()
-    }
-}
-
-/// A scratch file's attributes are its own (it is an ordinary file).
-pub(super) fn scratch_attr(ino: u64, meta: &std::fs::Metadata) -> Attr {
-    let time = |s: i64, ns: i64| {
-        let d = Duration::new(s.max(0) as u64, ns.clamp(0, 999_999_999) as u32);
-        std::time::UNIX_EPOCH + d
-    };
-    Attr {
-        ino,
-        kind: FileKind::File,
-        size: meta.len(),
-        blocks: meta.blocks(),
-        perm: (meta.mode() & 0o7777) as u16,
-        nlink: 1,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        atime: time(meta.atime(), meta.atime_nsec()),
-        mtime: time(meta.mtime(), meta.mtime_nsec()),
-        ctime: time(meta.ctime(), meta.ctime_nsec()),
-        transient: false,
-        shared: false,
     }
 }
 

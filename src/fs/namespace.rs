@@ -4,7 +4,8 @@
 use super::edit::*;
 use super::tree::{dir_as_model, join, model_parent, scope};
 use super::txn::Publish;
-use super::{Attr, Fs, FsError, Handle, Node, Result, State, enoent};
+use super::scratch::{Caller, Fd, Make, is_layer_folder, is_reserved};
+use super::{Attr, Fs, FsError, Node, Result, State, enoent};
 use crate::layout::MANIFEST_FILE;
 use crate::name::{DEFAULT_TAG, Name, Part, is_valid_part};
 use crate::store::Digest;
@@ -69,10 +70,21 @@ impl Fs {
     }
 
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> Result<Attr> {
+        self.mkdir_as(Caller::daemon(), parent, name, mode)
+    }
+
+    /// mkdir by `who`: a prefix folder, a model folder (or draft), a layer folder inside a
+    /// model (`files/`), or a scratch folder (any other name inside a model folder).
+    pub fn mkdir_as(&self, who: Caller, parent: u64, name: &str, mode: u32) -> Result<Attr> {
         self.refuse_if_read_only()?;
         check_name_length(name)?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
+        if let Some(dir) = self.scratch_target(&mut st, &parent_node, name)? {
+            let attr = self.scratch_make(&mut st, &dir, name, Make::Dir { mode }, who)?;
+            self.touch_parent(&mut st, &parent_node);
+            return Ok(attr);
+        }
         let node = match &parent_node {
             Node::Dir(p) if p.is_empty() && super::trash::trash_uid(name).is_some() => {
                 self.trash_make(super::trash::trash_uid(name).unwrap_or_default())?
@@ -83,9 +95,7 @@ impl Fs {
                 Node::Trash(*uid, child)
             }
             Node::Dir(p) => self.mkdir_in_prefix(&mut st, p, name)?,
-            Node::Model(m)
-                if st.index.get(m).is_none() && model_parent(m).is_empty() && m.display_shortest().contains(':') =>
-            {
+            Node::Model(m) if self.becomes_host(&st, m, name) => {
                 // `mkdir -p localhost:5000/team/...`: the first mkdir looked like a model
                 // (`localhost` tag `5000`); a folder inside it makes it a host prefix.
                 let as_host = format!("{}:{}", m.model, m.tag);
@@ -105,8 +115,8 @@ impl Fs {
                     Node::Sub(_, s) => join(s, name),
                     _ => name.to_string(),
                 };
-                if !(sub == "files" || sub.starts_with("files/")) || name.starts_with('.') {
-                    return Err(einval(format!("only a files/ folder can be made inside a model, not {sub:?}")));
+                if !is_layer_folder(&sub) {
+                    return Err(einval(format!("{sub:?} is a layer's name in a model folder")));
                 }
                 if st.lookup_in_model(m, "", &sub).is_some() {
                     return Err(FsError::new(libc::EEXIST, sub));
@@ -120,6 +130,44 @@ impl Fs {
         let attr = self.attr_of(&mut st, &node)?;
         st.inodes.remember(&node);
         Ok(attr)
+    }
+
+    /// `mkdir -p localhost:5000/team/...`: the first mkdir looked like a model (`localhost`
+    /// tag `5000`); a namespace made inside it while it is empty makes it a host prefix.
+    fn becomes_host(&self, st: &State, m: &Name, name: &str) -> bool {
+        st.index.get(m).is_none()
+            && model_parent(m).is_empty()
+            && m.display_shortest().contains(':')
+            && is_valid_part(Part::Host, &format!("{}:{}", m.model, m.tag))
+            && is_valid_part(Part::Namespace, name)
+            && st.model_children(m, "").is_empty()
+            && self.tree_children(st, m, "").is_empty()
+    }
+
+    /// The real folder a new entry `name` of folder `parent` goes into when it is a scratch
+    /// entry: any name in a scratch folder; in a model folder, a name that is not the
+    /// model's (layers, their temp files, layer folders).
+    pub(super) fn scratch_target(&self, st: &mut State, parent: &Node, name: &str) -> Result<Option<Fd>> {
+        let sub = match parent {
+            Node::Scratch(_) => return self.scratch_dir(st, parent, true),
+            Node::Model(m) if self.becomes_host(st, m, name) => return Ok(None),
+            Node::Model(_) => "",
+            Node::Sub(_, s) => s.as_str(),
+            _ => return Ok(None),
+        };
+        if is_reserved(&join(sub, name)) {
+            return Ok(None);
+        }
+        self.scratch_dir(st, parent, true)
+    }
+
+    /// An entry of folder `parent` came or went: its times move (a scratch folder's are the disk's).
+    pub(super) fn touch_parent(&self, st: &mut State, parent: &Node) {
+        match parent {
+            Node::Model(m) | Node::Sub(m, _) => st.touch(m),
+            Node::Dir(p) => st.touch_dir(p),
+            _ => {}
+        }
     }
 
     pub(super) fn mkdir_in_prefix(&self, st: &mut State, p: &str, name: &str) -> Result<Node> {
@@ -171,8 +219,15 @@ impl Fs {
     pub fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         self.refuse_if_read_only()?;
         let mut st = self.lock();
-        let node = self.lookup_node(&st, parent, name)?;
+        let node = self.lookup_node(&mut st, parent, name)?;
         match &node {
+            Node::Scratch(_) => {
+                let parent_node = self.parent_node(&st, parent)?;
+                let dir = self.scratch_dir(&mut st, &parent_node, false)?.ok_or_else(|| enoent(name))?;
+                self.scratch_remove(&dir, name, true)?;
+                self.touch_parent(&mut st, &parent_node);
+                Ok(())
+            }
             Node::Trash(uid, rel) => self.trash_rmdir(&mut st, *uid, rel),
             Node::Dir(p) => {
                 if !st.dir_children(p).is_empty() {
@@ -182,7 +237,7 @@ impl Fs {
                 Ok(())
             }
             Node::Model(m) => {
-                if !st.model_children(m, "").is_empty() {
+                if !st.model_children(m, "").is_empty() || !self.tree_children(&st, m, "").is_empty() {
                     return Err(FsError::new(libc::ENOTEMPTY, m.display_shortest()));
                 }
                 // What the folder listed was all there was to remove: a published model
@@ -193,11 +248,14 @@ impl Fs {
                 Ok(())
             }
             Node::Sub(m, s) => {
-                if !st.model_children(m, s).is_empty() {
+                if !st.model_children(m, s).is_empty() || !self.tree_children(&st, m, s).is_empty() {
                     return Err(FsError::new(libc::ENOTEMPTY, s.clone()));
                 }
                 if let Some(f) = st.folder_mut(m) {
                     f.subs.remove(s);
+                    if let Some(t) = &f.tree {
+                        let _ = std::fs::remove_dir(t.join(s));
+                    }
                 }
                 st.touch(m);
                 Ok(())
@@ -208,8 +266,17 @@ impl Fs {
 
     pub fn unlink(&self, parent: u64, name: &str) -> Result<()> {
         self.refuse_if_read_only()?;
+        check_name_length(name)?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
+        if let Node::Scratch(_) | Node::Model(_) | Node::Sub(..) = &parent_node
+            && let Ok(Node::Scratch(_)) = self.lookup_node(&mut st, parent, name)
+        {
+            let dir = self.scratch_dir(&mut st, &parent_node, false)?.ok_or_else(|| enoent(name))?;
+            self.scratch_remove(&dir, name, false)?;
+            self.touch_parent(&mut st, &parent_node);
+            return Ok(());
+        }
         let (model, sub) = match &parent_node {
             Node::Model(m) => (m.clone(), String::new()),
             Node::Sub(m, s) => (m.clone(), s.clone()),
@@ -236,20 +303,6 @@ impl Fs {
         // generated config.json).
         if st.lookup_in_model(&model, "", &full).is_none() {
             return Err(enoent(&full));
-        }
-        if let Some(s) = st.folder_mut(&model).and_then(|f| f.scratch.remove(&full)) {
-            // Open descriptors keep working on the unlinked file, as on any filesystem.
-            let _ = std::fs::remove_file(&s.path);
-            if let Some(&ino) = st.inodes.by_node.get(&Node::File(model.clone(), full.clone())) {
-                let open = self.handles().values().find_map(|h| match h {
-                    Handle::Scratch(f, i) if *i == ino => Some(f.clone()),
-                    _ => None,
-                });
-                if let Some(f) = open {
-                    st.orphans.insert(ino, f);
-                }
-            }
-            return Ok(());
         }
         if st.folder_mut(&model).is_some_and(|f| f.creating.remove(&full)) {
             return Ok(()); // the writer's commit sees this and drops its data
@@ -301,6 +354,18 @@ impl Fs {
         let mut st = self.lock();
         let node = self.node_of(&st, ino)?;
         let dest_parent = self.parent_node(&st, newparent)?;
+        if let Node::Scratch(b) = &node {
+            let fd = self.scratch_fd(&st, *b)?;
+            let dir = self.scratch_target(&mut st, &dest_parent, newname)?.ok_or_else(|| {
+                FsError::new(libc::EXDEV, "a scratch file becomes a layer by a rename, not by a link")
+            })?;
+            let attr = self.scratch_link(&mut st, &fd, &dir, newname)?;
+            self.touch_parent(&mut st, &dest_parent);
+            return Ok(attr);
+        }
+        if let Node::Scratch(_) = &dest_parent {
+            return Err(FsError::new(libc::EXDEV, "a layer cannot be linked into a scratch folder: copy it"));
+        }
         let (dm, dsub) = self.as_model_dir(&st, &dest_parent).ok_or_else(|| einval("links go into model folders"))?;
         let dname = join(&dsub, newname);
         if !is_layer_name(&dname) {
@@ -322,10 +387,21 @@ impl Fs {
     /// `ln -s A B` on model folders: B becomes a manifest copy of A, shown as a folder.
     /// The kernel requires the reply to be a symlink, so it gets a short-lived link entry.
     pub fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
+        self.symlink_as(Caller::daemon(), parent, name, target)
+    }
+
+    /// symlink by `who`: in a prefix folder a model copy; in a model or scratch folder
+    /// under a scratch name, a real symlink.
+    pub fn symlink_as(&self, who: Caller, parent: u64, name: &str, target: &str) -> Result<Attr> {
         self.refuse_if_read_only()?;
         check_name_length(name)?;
         let mut st = self.lock();
-        let parent_node = self.node_of(&st, parent)?;
+        let parent_node = self.parent_node(&st, parent)?;
+        if let Some(dir) = self.scratch_target(&mut st, &parent_node, name)? {
+            let attr = self.scratch_make(&mut st, &dir, name, Make::Symlink { target }, who)?;
+            self.touch_parent(&mut st, &parent_node);
+            return Ok(attr);
+        }
         let Node::Dir(p) = &parent_node else {
             return Err(einval("symlinks can only make models, in prefix folders"));
         };
@@ -343,6 +419,20 @@ impl Fs {
         let node = Node::Link(target.to_string());
         let attr = self.attr_of(&mut st, &node)?;
         st.inodes.remember(&node);
+        Ok(attr)
+    }
+
+    /// mknod (fifos, sockets, device nodes, plain files) by `who`: scratch entries only.
+    pub fn mknod_as(&self, who: Caller, parent: u64, name: &str, mode: u32, rdev: u64) -> Result<Attr> {
+        self.refuse_if_read_only()?;
+        check_name_length(name)?;
+        let mut st = self.lock();
+        let parent_node = self.parent_node(&st, parent)?;
+        let Some(dir) = self.scratch_target(&mut st, &parent_node, name)? else {
+            return Err(einval(format!("{name:?}: special files can only be scratch entries of a model folder")));
+        };
+        let attr = self.scratch_make(&mut st, &dir, name, Make::Node { mode, rdev }, who)?;
+        self.touch_parent(&mut st, &parent_node);
         Ok(attr)
     }
 

@@ -52,11 +52,15 @@ impl Fs {
                 let passthrough = self.opts.passthrough.then_some((*d, file));
                 Ok(Opened { fh, keep_cache: true, passthrough, direct_io: false, shares_blob_inode: None })
             }
-            Node::File(model, name) => {
-                if let Some(s) = st.scratch_file(model, name).cloned() {
-                    drop(st);
-                    return self.open_scratch(&s.path, flags, ino);
+            Node::Scratch(b) => {
+                let fd = self.scratch_fd(&st, *b)?;
+                drop(st);
+                if writing && self.opts.read_only {
+                    return Err(FsError::new(libc::EROFS, "read-only mount"));
                 }
+                self.scratch_open(&fd, flags, ino)
+            }
+            Node::File(model, name) => {
                 if let Some((d, _)) = st.staged_file(model, name) {
                     drop(st);
                     if writing {

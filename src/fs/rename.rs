@@ -7,9 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::edit::*;
+use super::scratch::{Fd, is_layer_folder};
 use super::tree::{join, scope};
 use super::txn::Publish;
-use super::{Fs, FsError, Node, Result, ScratchFile, State, enoent};
+use super::{Fs, FsError, Handle, Node, Result, State, enoent};
 use crate::layout::{CONFIG_FILE, MANIFEST_FILE};
 use crate::name::Name;
 use crate::store::{Digest, hash_file};
@@ -17,17 +18,16 @@ use crate::store::{Digest, hash_file};
 impl Fs {
     pub fn rename(&self, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<()> {
         self.refuse_if_read_only()?;
+        check_name_length(name)?;
         check_name_length(newname)?;
-        if flags & libc::RENAME_EXCHANGE != 0 {
-            return Err(einval("RENAME_EXCHANGE is not supported"));
-        }
         // Data work (hashing a scratch file that becomes a layer, copying a layer out to a
         // scratch name) happens before the state lock is taken for the change itself.
         self.prepare_file_rename(parent, name, newparent, newname)?;
         let res = self.rename_locked(parent, name, newparent, newname, flags);
         if res.is_ok() {
-            let st = self.lock();
-            let became_weights = self.lookup_node(&st, newparent, newname).is_ok_and(|n| matches!(n, Node::Blob(_)));
+            let mut st = self.lock();
+            let became_weights =
+                self.lookup_node(&mut st, newparent, newname).is_ok_and(|n| matches!(n, Node::Blob(_)));
             drop(st);
             if became_weights {
                 self.invalidate_entry_later(newparent, newname);
@@ -38,28 +38,92 @@ impl Fs {
 
     fn rename_locked(&self, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<()> {
         let mut st = self.lock();
-        let src = self.lookup_node(&st, parent, name)?;
+        let src = self.lookup_node(&mut st, parent, name)?;
+        let src_parent = self.parent_node(&st, parent)?;
         let dest_parent = self.parent_node(&st, newparent)?;
-        let dest_existing = self.lookup_node(&st, newparent, newname).ok();
+        let dest_existing = self.lookup_node(&mut st, newparent, newname).ok();
         if flags & libc::RENAME_NOREPLACE != 0 && dest_existing.is_some() {
             return Err(FsError::new(libc::EEXIST, newname.to_string()));
         }
-        match (&src, &dest_parent) {
-            // The Trash: in, out, and within.
-            (Node::Trash(u1, from), Node::Trash(u2, p)) if u1 == u2 => {
-                self.trash_rename(&mut st, *u1, from, &join(p, newname))
+        // Between scratch names it is the disk's own rename (any flags).
+        let dest_scratch = match &dest_parent {
+            Node::Trash(..) => None,
+            _ => self.scratch_target(&mut st, &dest_parent, newname)?,
+        };
+        if let (Node::Scratch(_), Some(to)) = (&src, &dest_scratch) {
+            let from = self.scratch_dir(&mut st, &src_parent, false)?.ok_or_else(|| enoent(name))?;
+            self.scratch_rename((&from, name), (to, newname), flags)?;
+            self.touch_parent(&mut st, &src_parent);
+            self.touch_parent(&mut st, &dest_parent);
+            return Ok(());
+        }
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(einval("RENAME_EXCHANGE is only supported between scratch entries"));
+        }
+        let res = self.rename_other(&mut st, (&src, &src_parent, name), (&dest_parent, dest_scratch, newname));
+        if res.is_ok() {
+            self.touch_parent(&mut st, &src_parent);
+            self.touch_parent(&mut st, &dest_parent);
+        }
+        res
+    }
+
+    /// Every rename that is not between two scratch names.
+    fn rename_other(
+        &self,
+        st: &mut State,
+        (src, src_parent, name): (&Node, &Node, &str),
+        (dest_parent, dest_scratch, newname): (&Node, Option<Fd>, &str),
+    ) -> Result<()> {
+        let st = &mut *st;
+        let parent_model = self.as_model_dir(st, src_parent);
+        match (src, dest_parent) {
+            (Node::Scratch(_), Node::Trash(uid, p)) if p == "files" => {
+                let from = self.scratch_dir(st, src_parent, false)?.ok_or_else(|| enoent(name))?;
+                self.trash_scratch(st, src, (&from, name), *uid, newname)
             }
+            (Node::Scratch(b), Node::Model(_) | Node::Sub(..)) => {
+                let (dm, dsub) = self.as_model_dir(st, dest_parent).ok_or_else(|| einval("not a model folder"))?;
+                let dname = join(&dsub, newname);
+                if is_layer_folder(&dname) {
+                    return Err(einval(format!("{dname:?} holds the model's layers")));
+                }
+                let from = self.scratch_dir(st, src_parent, false)?.ok_or_else(|| enoent(name))?;
+                self.commit_scratch_file(st, *b, (&from, name), &dm, &dname)
+            }
+            (Node::File(..) | Node::Blob(_), _) if dest_scratch.is_some() => {
+                let (pm, psub) = parent_model.ok_or_else(|| einval("source is not in a model folder"))?;
+                let to = dest_scratch.ok_or_else(|| enoent(newname))?;
+                self.layer_to_scratch(st, &pm, &join(&psub, name), (&to, newname))
+            }
+            (Node::Scratch(_), _) => Err(FsError::new(libc::EXDEV, format!("{name:?} is a scratch entry; it cannot move there"))),
+            _ => self.rename_model_or_layer(st, src, src_parent, name, dest_parent, newname),
+        }
+    }
+
+    fn rename_model_or_layer(
+        &self,
+        st: &mut State,
+        src: &Node,
+        src_parent: &Node,
+        name: &str,
+        dest_parent: &Node,
+        newname: &str,
+    ) -> Result<()> {
+        match (src, dest_parent) {
+            // The Trash: in, out, and within.
+            (Node::Trash(u1, from), Node::Trash(u2, p)) if u1 == u2 => self.trash_rename(st, *u1, from, &join(p, newname)),
             (_, Node::Trash(uid, p)) if p == "files" => {
-                let parent_model = self.as_model_dir(&st, &self.parent_node(&st, parent)?);
+                let parent_model = self.as_model_dir(st, src_parent);
                 let (pm, src_name) = match &parent_model {
                     Some((m, s)) => (Some(m.clone()), join(s, name)),
                     None => (None, name.to_string()),
                 };
-                self.trash_in(&mut st, &src, pm.as_ref(), &src_name, *uid, newname)
+                self.trash_in(st, src, pm.as_ref(), &src_name, *uid, newname)
             }
             (Node::Trash(uid, from), _) if from.strip_prefix("files/").is_some_and(|n| !n.contains('/')) => {
                 let item = from["files/".len()..].to_string();
-                self.trash_out(&mut st, *uid, &item, &dest_parent, newname)
+                self.trash_out(st, *uid, &item, dest_parent, newname)
             }
             (Node::Trash(..), _) | (_, Node::Trash(..)) => {
                 Err(FsError::new(libc::EXDEV, format!("{name:?} cannot move there")))
@@ -69,19 +133,19 @@ impl Fs {
                     // A published model needs a model name (a draft may take any folder
                     // name; a published model would leave the store).
                     true => self.model_at(p, newname)?,
-                    false => self.model_entry(&st, p, newname)?,
+                    false => self.model_entry(st, p, newname)?,
                 };
-                self.rename_model(&mut st, from, &to, newname.to_string())
+                self.rename_model(st, from, &to, newname.to_string())
             }
-            (Node::Dir(from), Node::Dir(p)) => self.rename_prefix(&mut st, from, &join(p, newname)),
+            (Node::Dir(from), Node::Dir(p)) => self.rename_prefix(st, from, &join(p, newname)),
             (Node::File(..) | Node::Blob(_), Node::Model(_) | Node::Sub(..)) => {
-                let (pm, psub) = match self.as_model_dir(&st, &self.parent_node(&st, parent)?) {
+                let (pm, psub) = match self.as_model_dir(st, src_parent) {
                     Some(x) => x,
                     None => return Err(einval("source is not in a model folder")),
                 };
                 let (dm, dsub) =
-                    self.as_model_dir(&st, &dest_parent).ok_or_else(|| einval("destination is not a model folder"))?;
-                self.rename_file(&mut st, (&pm, &join(&psub, name)), (&dm, &join(&dsub, newname)))
+                    self.as_model_dir(st, dest_parent).ok_or_else(|| einval("destination is not a model folder"))?;
+                self.rename_file(st, (&pm, &join(&psub, name)), (&dm, &join(&dsub, newname)))
             }
             _ => Err(FsError::new(libc::EXDEV, format!("cannot move {name:?} there"))),
         }
@@ -202,7 +266,7 @@ impl Fs {
 
     fn move_file(&self, st: &mut State, skey: &(Name, String), dkey: &(Name, String)) -> Result<()> {
         let (sm, sname, dm, dname) = (&skey.0, skey.1.as_str(), &dkey.0, dkey.1.as_str());
-        let (skey, dkey) = (skey.clone(), dkey.clone());
+        let skey = skey.clone();
         // A staged temp file (rsync) onto a layer name: its blob becomes that layer.
         if let Some((d, len)) = st.staged_file(sm, sname) {
             if !is_layer_name(dname) {
@@ -231,39 +295,6 @@ impl Fs {
         if st.is_creating(sm, sname) {
             return Err(FsError::new(libc::EBUSY, format!("{sname} is still being written")));
         }
-        // A scratch file moving onto a layer name is committed as that layer: its file
-        // is renamed into blobs/, no byte copied.
-        if let Some(s) = st.scratch_file(sm, sname).cloned() {
-            if !is_layer_name(dname) {
-                if let Some(old) = st.folder_entry(dm).scratch.remove(dname) {
-                    let _ = std::fs::remove_file(old.path);
-                }
-                st.folder_entry(sm).scratch.remove(sname);
-                st.folder_entry(dm).scratch.insert(dname.to_string(), s);
-                return Ok(());
-            }
-            if dname == MANIFEST_FILE {
-                // Validated and installed first: on failure the scratch file stays.
-                self.install_manifest_locked(st, dm, std::fs::read(&s.path)?)?;
-                st.folder_entry(sm).scratch.remove(sname);
-                let _ = std::fs::remove_file(&s.path);
-                return Ok(());
-            }
-            if dname == CONFIG_FILE {
-                check_config_json(dm, &std::fs::read(&s.path)?)?;
-            }
-            let (digest, len) = match st.prepared.take() {
-                Some(Prepared::Hashed { path, digest, len }) if path == s.path => (digest, len),
-                _ => hash_file(&s.path)?,
-            };
-            let file = File::open(&s.path)?;
-            self.store.adopt_blob_held(&s.path, &file, &digest, len)?;
-            st.folder_entry(sm).scratch.remove(sname);
-            st.blob_meta.remove(&digest);
-            let res = self.apply_layer(st, dm, dname, digest, len);
-            self.store.release(&digest);
-            return res;
-        }
         // A layer moving: same blob, other name or other model.
         let src_layer = self.layer_of(st, sm, sname)?;
         if is_layer_name(dname) {
@@ -283,8 +314,62 @@ impl Fs {
             }
             return self.commit_edit(st, sm, e, Publish::NeverDraft);
         }
-        // A layer moving to a scratch name (an editor's backup): copy it out, detach it.
-        let (d, _) = src_layer;
+        Err(einval(format!("{dname:?} is not a layer name")))
+    }
+
+    /// A scratch file moves onto a layer name: committed as that layer, its file renamed
+    /// into `blobs/` (no byte copied; a GGUF hashed in one pass before the lock was taken).
+    fn commit_scratch_file(&self, st: &mut State, b: u64, (dir, name): (&Fd, &str), dm: &Name, dname: &str) -> Result<()> {
+        let fd = self.scratch_fd(st, b)?;
+        let meta = rustix::fs::fstat(&*fd)?;
+        if meta.st_mode as u32 & libc::S_IFMT != libc::S_IFREG {
+            return Err(FsError::new(libc::EISDIR, format!("only a file can become layer {dname:?}")));
+        }
+        // Its inode becomes the blob's: no other name or open writer may change it later.
+        // (EXDEV makes `mv` copy it instead, through a layer writer.)
+        let ino = st.inodes.ino_of(&Node::Scratch(b));
+        let writer_open = self.handles().values().any(|h| matches!(h, Handle::Scratch(f, i) if *i == ino && is_writable(f)));
+        if meta.st_nlink > 1 || writer_open {
+            return Err(FsError::new(libc::EXDEV, format!("{name:?} has other links or writers; it is copied, not moved")));
+        }
+        let path = self.scratch_path(dir, name)?;
+        if dname == MANIFEST_FILE {
+            // Validated and installed first: on failure the scratch file stays.
+            self.install_manifest_locked(st, dm, std::fs::read(&path)?)?;
+            let _ = std::fs::remove_file(&path);
+        } else {
+            if dname == CONFIG_FILE {
+                check_config_json(dm, &std::fs::read(&path)?)?;
+            }
+            let (digest, len) = match st.prepared.take() {
+                Some(Prepared::Hashed { path: p, digest, len }) if p == path => (digest, len),
+                _ => hash_file(&path)?,
+            };
+            let file = File::open(&path)?;
+            self.store.adopt_blob_held(&path, &file, &digest, len)?;
+            st.blob_meta.remove(&digest);
+            let res = self.apply_layer(st, dm, dname, digest, len);
+            self.store.release(&digest);
+            res?;
+        }
+        st.mark_written(dm, dname);
+        // The kernel keeps the moved inode under the layer's name.
+        st.inodes.rekey(&Node::Scratch(b), &Node::File(dm.clone(), dname.to_string()));
+        st.scratch_fds.remove(&b);
+        Ok(())
+    }
+
+    /// A layer (or rsync's finished temp file) moves to a scratch name (an editor's backup,
+    /// rsync's `--partial-dir`): a private copy of its blob goes there, the layer leaves.
+    fn layer_to_scratch(&self, st: &mut State, sm: &Name, sname: &str, (dir, dname): (&Fd, &str)) -> Result<()> {
+        if st.is_creating(sm, sname) {
+            return Err(FsError::new(libc::EBUSY, format!("{sname} is still being written")));
+        }
+        let staged = st.staged_file(sm, sname);
+        let d = match staged {
+            Some((d, _)) => d,
+            None => self.layer_of(st, sm, sname)?.0,
+        };
         let path = match st.prepared.take() {
             Some(Prepared::CopiedOut { digest, path }) if digest == d => path,
             other => {
@@ -294,10 +379,28 @@ impl Fs {
                 self.copy_blob_out(&d)?
             }
         };
-        st.folder_entry(dm).scratch.insert(dkey.1, ScratchFile { path });
+        if let Err(e) = self.scratch_adopt(&path, dir, dname) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        st.mark_gone(sm, sname);
+        let old = Node::File(sm.clone(), sname.to_string());
+        if let Ok(Some(new)) = self.scratch_lookup(st, dir, dname)
+            && st.inodes.by_node.contains_key(&old)
+        {
+            st.inodes.rekey(&old, &new);
+        }
+        if staged.is_some() {
+            if let Some(f) = st.folder_mut(sm) {
+                f.staged.remove(sname);
+            }
+            self.store.release(&d);
+            self.prune_unused(st, vec![d]);
+            return Ok(());
+        }
         let mut e = st.edit(sm);
         if let Some(i) = e.remove(sname) {
-            st.folder_entry(sm).vacated.insert(skey.1, i);
+            st.folder_entry(sm).vacated.insert(sname.to_string(), i);
         }
         self.commit_edit(st, sm, e, Publish::NeverDraft)
     }
@@ -308,21 +411,34 @@ impl Fs {
     /// `State::prepared` for the rename (checked there: same file, same blob).
     fn prepare_file_rename(&self, parent: u64, name: &str, newparent: u64, newname: &str) -> Result<()> {
         let job = {
-            let st = self.lock();
-            let (Some((sm, ssub)), Some((_, dsub))) = (
-                self.parent_node(&st, parent).ok().and_then(|n| self.as_model_dir(&st, &n)),
-                self.parent_node(&st, newparent).ok().and_then(|n| self.as_model_dir(&st, &n)),
-            ) else {
+            let mut st = self.lock();
+            let (Ok(src), Ok(sp), Ok(dp)) =
+                (self.lookup_node(&mut st, parent, name), self.parent_node(&st, parent), self.parent_node(&st, newparent))
+            else {
                 return Ok(());
             };
-            let (sname, dname) = (join(&ssub, name), join(&dsub, newname));
-            if let Some(s) = st.scratch_file(&sm, &sname) {
-                let big = is_layer_name(&dname) && dname != MANIFEST_FILE && dname != CONFIG_FILE;
-                big.then(|| Job::Hash(s.path.clone()))
-            } else if !is_layer_name(&dname) && st.staged_file(&sm, &sname).is_none() {
-                self.layer_of(&st, &sm, &sname).ok().map(|(d, _)| Job::CopyOut(d))
-            } else {
-                None
+            let dest_layer = self.as_model_dir(&st, &dp).map(|(_, dsub)| join(&dsub, newname)).filter(|d| is_layer_name(d));
+            let dest_is_scratch = match &dp {
+                Node::Scratch(_) => true,
+                Node::Model(_) | Node::Sub(..) => dest_layer.is_none(),
+                _ => false,
+            };
+            match (&src, dest_layer) {
+                (Node::Scratch(_), Some(dname)) if dname != MANIFEST_FILE && dname != CONFIG_FILE => {
+                    match self.scratch_dir(&mut st, &sp, false)? {
+                        Some(dir) => Some(Job::Hash(self.scratch_path(&dir, name)?)),
+                        None => None,
+                    }
+                }
+                (Node::File(..) | Node::Blob(_), None) if dest_is_scratch => {
+                    let Some((sm, ssub)) = self.as_model_dir(&st, &sp) else { return Ok(()) };
+                    let sname = join(&ssub, name);
+                    match st.staged_file(&sm, &sname) {
+                        Some((d, _)) => Some(Job::CopyOut(d)),
+                        None => self.layer_of(&st, &sm, &sname).ok().map(|(d, _)| Job::CopyOut(d)),
+                    }
+                }
+                _ => None,
             }
         };
         let prepared = match job {
@@ -348,6 +464,10 @@ impl Fs {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
         Ok(path)
     }
+}
+
+fn is_writable(f: &File) -> bool {
+    rustix::fs::fcntl_getfl(f).is_ok_and(|fl| fl.contains(rustix::fs::OFlags::WRONLY) || fl.contains(rustix::fs::OFlags::RDWR))
 }
 
 enum Job {

@@ -278,7 +278,8 @@ impl State {
         out
     }
 
-    /// Entries of a folder inside a model (`sub` = "" for the model folder itself).
+    /// The model's entries of a folder inside a model (`sub` = "" for the model folder
+    /// itself): layer files and layer folders. Its scratch entries are `Fs::tree_children`.
     pub(super) fn model_children(&self, model: &Name, sub: &str) -> Vec<(String, Node)> {
         let mut out: Vec<(String, Node)> = Vec::new();
         let prefix = if sub.is_empty() { String::new() } else { format!("{sub}/") };
@@ -305,7 +306,7 @@ impl State {
                 }
             }
         }
-        for name in folder.scratch.keys().chain(folder.creating.iter()).chain(folder.staged.keys()) {
+        for name in folder.creating.iter().chain(folder.staged.keys()) {
             if let Some(rest) = name.strip_prefix(&prefix)
                 && !rest.contains('/')
             {
@@ -331,7 +332,7 @@ impl State {
     pub(super) fn lookup_in_model(&self, model: &Name, sub: &str, name: &str) -> Option<Node> {
         let full = if sub.is_empty() { name.to_string() } else { format!("{sub}/{name}") };
         if let Some(f) = self.folder(model)
-            && (f.scratch.contains_key(&full) || f.creating.contains(&full) || f.staged.contains_key(&full))
+            && (f.creating.contains(&full) || f.staged.contains_key(&full))
         {
             return Some(Node::File(model.clone(), full));
         }
@@ -346,7 +347,7 @@ impl State {
         let folder = self.folder(model)?;
         let below = |p: &String| *p == full || p.starts_with(&dir_prefix);
         if folder.subs.iter().any(below)
-            || folder.scratch.keys().chain(folder.creating.iter()).any(|p| p.starts_with(&dir_prefix))
+            || folder.creating.iter().any(|p| p.starts_with(&dir_prefix))
         {
             return Some(Node::Sub(model.clone(), full));
         }

@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::super::tree::join;
+use super::super::scratch::{Fd, is_layer_folder};
 use super::super::{Fs, FsError, Node, Result, State};
 use super::{Item, einval, folders_between, undo_moves};
 use crate::layout::{self, Source};
@@ -72,8 +73,7 @@ impl Fs {
         // The folder's names, before the model leaves: the kernel keeps the folder's cached
         // entries, whose inodes then stand for their place in the trash (a weights inode
         // stays the blob's: same bytes).
-        let mut names: Vec<String> = st.all_files_of(model).into_iter().map(|f| f.name).collect();
-        names.extend(st.folder(model).into_iter().flat_map(|f| f.scratch.keys().cloned()));
+        let names: Vec<String> = st.all_files_of(model).into_iter().map(|f| f.name).collect();
         let built = self.build_trash_folder(st, model, dest, &mut moved);
         let digests = match built {
             Ok(d) => d,
@@ -83,15 +83,10 @@ impl Fs {
                 return Err(e);
             }
         };
-        // Its scratch files are in the trash folder now: not to be removed with the folder.
-        let scratch = st.folder_mut(model).map(|f| std::mem::take(&mut f.scratch));
         if !st.is_published(model) {
             log::info!("draft {} moved to the trash", model.display_shortest());
         }
         if let Err(e) = self.delete_model(st, model, "moved to the trash") {
-            if let (Some(f), Some(s)) = (st.folder_mut(model), scratch) {
-                f.scratch = s;
-            }
             undo_moves(&moved);
             let _ = fs::remove_dir_all(dest);
             return Err(e);
@@ -103,8 +98,9 @@ impl Fs {
         Ok(Item { kind: "model".into(), model: model.to_string(), digests, members: vec![] })
     }
 
-    /// The trash folder of a model, built beside the store (which does not change here).
-    /// Scratch files moved into it are recorded in `moved` so a failure can put them back.
+    /// The trash folder of a model, built beside the store (which does not change here):
+    /// its scratch entries first (moved, recorded in `moved` so a failure can put them
+    /// back), then links to its blobs and its manifest.
     pub(in crate::fs) fn build_trash_folder(
         &self,
         st: &State,
@@ -132,13 +128,8 @@ impl Fs {
             // A draft has no manifest.json in the mount, but its view is kept for Restore.
             fs::write(dest.join(layout::MANIFEST_FILE), &view.bytes)?;
         }
-        for (name, s) in st.folder(model).map(|f| &f.scratch).into_iter().flatten() {
-            let target = dest.join(name);
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            fs::rename(&s.path, &target)?;
-            moved.push((s.path.clone(), target));
+        if let Some(tree) = st.folder(model).and_then(|f| f.tree.as_ref()) {
+            move_scratch_entries(tree, dest, "", &|_| false, moved)?;
         }
         Ok(digests)
     }
@@ -226,12 +217,35 @@ impl Fs {
         })
     }
 
-    /// A layer file into the trash (a hard link to its blob), or a scratch file (moved).
-    pub(in crate::fs) fn trash_file(&self, st: &mut State, model: &Name, file: &str, dest: &Path) -> Result<Item> {
-        if let Some(s) = st.folder_mut(model).and_then(|f| f.scratch.remove(file)) {
-            fs::rename(&s.path, dest)?;
-            return Ok(Item { kind: "file".into(), model: model.to_string(), ..Default::default() });
+    /// A scratch entry (file or folder) into the trash: moved there as it is.
+    pub(in crate::fs) fn trash_scratch(
+        &self,
+        st: &mut State,
+        src: &Node,
+        (dir, name): (&Fd, &str),
+        uid: u32,
+        item: &str,
+    ) -> Result<()> {
+        let rel = format!("files/{item}");
+        let dest = self.trash_path(uid, &rel);
+        if fs::symlink_metadata(&dest).is_ok() {
+            return Err(FsError::new(libc::EEXIST, rel));
         }
+        rustix::fs::renameat(&**dir, name, rustix::fs::CWD, &dest)?;
+        let mut ledger = self.ledger(uid);
+        ledger.insert(item.to_string(), Item { kind: "file".into(), ..Default::default() });
+        if let Err(e) = self.save_ledger(uid, &ledger) {
+            log::warn!("trash ledger of user {uid}: {e}");
+        }
+        st.inodes.rekey(src, &Node::Trash(uid, rel));
+        if let Node::Scratch(b) = src {
+            st.scratch_fds.remove(b);
+        }
+        Ok(())
+    }
+
+    /// A layer file into the trash (a hard link to its blob).
+    pub(in crate::fs) fn trash_file(&self, st: &mut State, model: &Name, file: &str, dest: &Path) -> Result<Item> {
         if file == layout::MANIFEST_FILE {
             return Err(einval("manifest.json cannot go to the trash alone: trash the model"));
         }
@@ -253,4 +267,34 @@ impl Fs {
             Err(e) => Err(FsError::new(libc::EIO, format!("blob {d} cannot be kept in the trash: {e}"))),
         }
     }
+}
+
+/// Move the scratch entries of a model folder's tree `from` into folder `to` (layer folders
+/// such as `files/` are merged, not moved: `to` may hold layers there), recording each move.
+/// Names for which `skip` says so (a trash folder's layer files) stay.
+pub(in crate::fs) fn move_scratch_entries(
+    from: &Path,
+    to: &Path,
+    sub: &str,
+    skip: &dyn Fn(&str) -> bool,
+    moved: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<()> {
+    let Ok(entries) = fs::read_dir(from) else { return Ok(()) };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let full = join(sub, &name);
+        let target = to.join(&name);
+        if skip(&full) {
+            continue;
+        }
+        if is_layer_folder(&full) && e.file_type()?.is_dir() {
+            fs::create_dir_all(&target)?;
+            move_scratch_entries(&e.path(), &target, &full, skip, moved)?;
+        } else {
+            fs::rename(e.path(), &target)?;
+            moved.push((e.path(), target));
+        }
+    }
+    Ok(())
 }

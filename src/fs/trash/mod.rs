@@ -28,7 +28,7 @@ mod keep;
 mod restore;
 
 use super::tree::join;
-use super::{Attr, FileKind, Fs, FsError, Node, Opened, Result, State, enoent, scratch_attr};
+use super::{Attr, FileKind, Fs, FsError, Node, Opened, Result, State, enoent};
 use crate::store::Digest;
 
 /// Folder names at the mount root: `.Trash-1000`.
@@ -110,7 +110,8 @@ impl Fs {
 
     pub(super) fn trash_attr(&self, ino: u64, uid: u32, rel: &str) -> Result<Attr> {
         let meta = fs::symlink_metadata(self.trash_path(uid, rel)).map_err(|_| enoent(rel))?;
-        let mut a = scratch_attr(ino, &meta);
+        let stat = rustix::fs::lstat(self.trash_path(uid, rel)).map_err(|_| enoent(rel))?;
+        let mut a = super::scratch::stat_attr(ino, &stat);
         a.nlink = meta.nlink() as u32;
         a.kind = if meta.is_dir() {
             FileKind::Dir

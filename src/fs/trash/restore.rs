@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::super::tree::{join, scope};
 use super::super::txn::Publish;
-use super::super::{Fs, FsError, Node, Result, ScratchFile, State};
+use super::super::{Fs, FsError, Node, Result, State, enoent};
+use super::keep::move_scratch_entries;
 use super::{Item, einval, folders_between, undo_moves, walk_files};
 use crate::layout::{self, Source};
 use crate::name::Name;
@@ -67,17 +68,25 @@ impl Fs {
                 fs::remove_file(&path)?;
                 st.inodes.rekey(&Node::Trash(uid, rel), &Node::File(m.clone(), full));
             }
-            ("file", Node::Model(m) | Node::Sub(m, _)) => {
+            ("file", Node::Model(_) | Node::Sub(..)) => {
                 let full = match dest_parent {
                     Node::Sub(_, s) => join(s, newname),
                     _ => newname.to_string(),
                 };
-                let (f, temp) = self.store.temp_file()?;
-                drop(f);
-                fs::rename(&path, &temp)?;
-                st.folder_entry(m).scratch.insert(full.clone(), ScratchFile { path: temp });
-                st.mark_written(m, &full);
-                st.inodes.rekey(&Node::Trash(uid, rel), &Node::File(m.clone(), full));
+                let to = self
+                    .scratch_target(st, dest_parent, newname)?
+                    .ok_or_else(|| einval(format!("{full:?} is a layer's name; restore it under another")))?;
+                rustix::fs::renameat(rustix::fs::CWD, &path, &*to, newname)?;
+                if let Some(node) = self.scratch_lookup(st, &to, newname)? {
+                    st.inodes.rekey(&Node::Trash(uid, rel.clone()), &node);
+                }
+            }
+            ("file", Node::Scratch(_)) => {
+                let to = self.scratch_dir(st, dest_parent, false)?.ok_or_else(|| enoent(newname))?;
+                rustix::fs::renameat(rustix::fs::CWD, &path, &*to, newname)?;
+                if let Some(node) = self.scratch_lookup(st, &to, newname)? {
+                    st.inodes.rekey(&Node::Trash(uid, rel.clone()), &node);
+                }
             }
             _ => return Err(FsError::new(libc::EXDEV, format!("{name} cannot be restored there"))),
         }
@@ -111,30 +120,27 @@ impl Fs {
         let layer_names: Vec<String> =
             m.as_ref().map(|m| layout::files(m).into_iter().map(|f| f.name).collect()).unwrap_or_default();
         let files = walk_files(dir);
-        // Everything in the folder that is not a layer file goes back as scratch.
+        // Everything in the folder that is not a layer file goes back as scratch, into the
+        // folder's tree.
+        let was_pending = st.folders.contains_key(to);
+        let (tree, new_tree) = match st.folder(to).and_then(|f| f.tree.clone()) {
+            Some(t) => (t, false),
+            None => (self.new_tree_path(st), true),
+        };
         let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
-        let mut scratch: Vec<(String, PathBuf)> = Vec::new();
-        for (rel, path) in &files {
-            if layer_names.contains(rel) || rel == layout::MANIFEST_FILE {
-                continue;
+        let is_layer = |rel: &str| layer_names.iter().any(|l| l == rel) || rel == layout::MANIFEST_FILE;
+        let step = fs::create_dir_all(&tree).map_err(Into::into).and_then(|()| {
+            move_scratch_entries(dir, &tree, "", &is_layer, &mut moved)
+        });
+        let undo = |moved: &[(PathBuf, PathBuf)]| {
+            undo_moves(moved);
+            if new_tree {
+                let _ = fs::remove_dir_all(&tree);
             }
-            let step = self.store.temp_file().and_then(|(f, temp)| {
-                drop(f);
-                fs::rename(path, &temp).inspect_err(|_| {
-                    let _ = fs::remove_file(&temp);
-                })?;
-                Ok(temp)
-            });
-            match step {
-                Ok(temp) => {
-                    moved.push((path.clone(), temp.clone()));
-                    scratch.push((rel.clone(), temp));
-                }
-                Err(e) => {
-                    undo_moves(&moved);
-                    return Err(e.into());
-                }
-            }
+        };
+        if let Err(e) = step {
+            undo(&moved);
+            return Err(e);
         }
         if let Some(m) = &m {
             for f in layout::files(m) {
@@ -148,28 +154,24 @@ impl Fs {
                 }
             }
         }
-        let was_pending = st.folders.contains_key(to);
         // The folder comes back even when it held nothing (an empty draft), listing what its
         // trash folder held; a model published again lists all its files.
-        let folder = st.make_folder(to, to.entry());
-        for (rel, temp) in &scratch {
-            folder.scratch.insert(rel.clone(), ScratchFile { path: temp.clone() });
-        }
+        st.make_folder(to, to.entry()).tree = Some(tree.clone());
         for (rel, _) in &files {
             st.mark_written(to, rel);
         }
         if let Some(m) = m
             && let Err(e) = self.publish_or_hold(st, to, m, bytes, Publish::IfComplete)
         {
-            if let Some(f) = st.folder_mut(to) {
-                for (rel, _) in &scratch {
-                    f.scratch.remove(rel);
-                }
+            if let Some(f) = st.folder_mut(to)
+                && new_tree
+            {
+                f.tree = None;
             }
             if !was_pending {
                 st.folders.remove(to);
             }
-            undo_moves(&moved);
+            undo(&moved);
             return Err(e);
         }
         if st.is_published(to)
@@ -177,7 +179,7 @@ impl Fs {
         {
             f.written = None;
         }
-        for (rel, _) in &files {
+        for (rel, _) in files.iter().filter(|(rel, _)| layer_names.contains(rel)) {
             st.inodes.rekey(&Node::Trash(uid, join(item_rel, rel)), &Node::File(to.clone(), rel.clone()));
         }
         if let Err(e) = fs::remove_dir_all(dir) {
