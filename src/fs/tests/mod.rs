@@ -8,6 +8,7 @@ use crate::fixture;
 
 mod folders;
 mod model;
+mod scratch;
 
 struct T {
     _dir: tempfile::TempDir,
@@ -194,7 +195,8 @@ fn weights_refuse_writes_and_bad_names_are_einval() {
     assert_eq!(t.fs.mkdir(ROOT_INO, "Llama3.2:LATEST", 0o755).unwrap_err().errno, libc::EEXIST, "case twin");
     assert_eq!(t.fs.mkdir(ROOT_INO, "llama3.2:latest", 0o755).unwrap_err().errno, libc::EEXIST);
     let model = walk(&t, "llama3.2:latest").unwrap().ino;
-    assert_eq!(t.fs.mkdir(model, "sub", 0o755).unwrap_err().errno, libc::EINVAL);
+    assert_eq!(t.fs.mkdir(model, "model.gguf", 0o755).unwrap_err().errno, libc::EINVAL, "a layer's name");
+    assert_eq!(t.fs.mkdir(model, "sub", 0o755).unwrap().kind, FileKind::Dir, "a scratch folder");
     assert_eq!(t.fs.create(ROOT_INO, ".DS_Store", 0o644, 0).unwrap_err().errno, libc::EINVAL);
 }
 
