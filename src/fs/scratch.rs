@@ -247,6 +247,20 @@ impl Fs {
         Some(Node::Scratch(up))
     }
 
+    /// The entry `name` just made in `dir` gets exactly the mode asked for (the daemon's
+    /// own umask must not apply: the kernel applied the caller's), keeping the set-group-ID
+    /// bit a folder inherits from a set-group-ID parent.
+    fn exact_mode(&self, dir: &OwnedFd, name: &str, mode: u32) -> Result<()> {
+        let made = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let have = made.st_mode as u32;
+        let inherited = if kind_of_mode(have) == FileKind::Dir { have & libc::S_ISGID } else { 0 };
+        let want = (mode & 0o7777) | inherited;
+        if have & 0o7777 != want {
+            rfs::chmodat(dir, name, Mode::from_raw_mode(want), AtFlags::empty())?;
+        }
+        Ok(())
+    }
+
     /// The entry `name` just made in `dir` becomes the caller's (the daemon makes it).
     fn give_to_caller(&self, dir: &OwnedFd, name: &str, who: Caller) -> Result<()> {
         if !rustix::process::geteuid().is_root() || who == Caller::daemon() {
@@ -275,10 +289,17 @@ impl Fs {
             }
             Make::Symlink { target } => rfs::symlinkat(target, dir, name)?,
         }
-        let made = self.give_to_caller(dir, name, who).and_then(|()| {
-            let node = self.scratch_lookup(st, dir, name)?.ok_or_else(|| super::enoent(name))?;
-            self.remembered_attr(st, &node)
-        });
+        let mode = match what {
+            Make::Dir { mode } | Make::Node { mode, .. } => Some(mode),
+            Make::Symlink { .. } => None,
+        };
+        let made = mode
+            .map_or(Ok(()), |m| self.exact_mode(dir, name, m))
+            .and_then(|()| self.give_to_caller(dir, name, who))
+            .and_then(|()| {
+                let node = self.scratch_lookup(st, dir, name)?.ok_or_else(|| super::enoent(name))?;
+                self.remembered_attr(st, &node)
+            });
         if made.is_err() {
             let flags = if matches!(what, Make::Dir { .. }) { AtFlags::REMOVEDIR } else { AtFlags::empty() };
             let _ = rfs::unlinkat(dir, name, flags);
@@ -305,7 +326,7 @@ impl Fs {
     ) -> Result<(Attr, Opened)> {
         let oflags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rfs::openat(dir, name, oflags, Mode::from_raw_mode(mode & 0o7777))?;
-        let made = self.give_to_caller(dir, name, who).and_then(|()| {
+        let made = self.exact_mode(dir, name, mode).and_then(|()| self.give_to_caller(dir, name, who)).and_then(|()| {
             let node = self.scratch_lookup(st, dir, name)?.ok_or_else(|| super::enoent(name))?;
             self.remembered_attr(st, &node)
         });
