@@ -140,8 +140,7 @@ impl Fs {
             && m.display_shortest().contains(':')
             && is_valid_part(Part::Host, &format!("{}:{}", m.model, m.tag))
             && is_valid_part(Part::Namespace, name)
-            && st.model_children(m, "").is_empty()
-            && self.tree_children(st, m, "").is_empty()
+            && self.folder_is_empty(st, m, "")
     }
 
     /// The real folder a new entry `name` of folder `parent` goes into when it is a scratch
@@ -237,7 +236,7 @@ impl Fs {
                 Ok(())
             }
             Node::Model(m) => {
-                if !st.model_children(m, "").is_empty() || !self.tree_children(&st, m, "").is_empty() {
+                if !self.folder_is_empty(&st, m, "") {
                     return Err(FsError::new(libc::ENOTEMPTY, m.display_shortest()));
                 }
                 // What the folder listed was all there was to remove: a published model
@@ -248,7 +247,7 @@ impl Fs {
                 Ok(())
             }
             Node::Sub(m, s) => {
-                if !st.model_children(m, s).is_empty() || !self.tree_children(&st, m, s).is_empty() {
+                if !self.folder_is_empty(&st, m, s) {
                     return Err(FsError::new(libc::ENOTEMPTY, s.clone()));
                 }
                 if let Some(f) = st.folder_mut(m) {

@@ -160,7 +160,7 @@ impl Fs {
             }
             return Ok(());
         }
-        if st.is_published(to) || (st.model_exists(to) && !st.model_children(to, "").is_empty()) {
+        if st.is_published(to) || (st.model_exists(to) && !self.folder_is_empty(st, to, "")) {
             return Err(FsError::new(libc::ENOTEMPTY, format!("{} exists", to.display_shortest())));
         }
         if !to.is_draft_only() {

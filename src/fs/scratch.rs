@@ -232,6 +232,12 @@ impl Fs {
         list_dir(&dir, |name| is_reserved(&super::tree::join(sub, name)))
     }
 
+    /// Does model folder `m` hold nothing at `sub`, neither layers nor scratch entries?
+    /// (What `rmdir` and a rename onto it need.)
+    pub(super) fn folder_is_empty(&self, st: &State, m: &Name, sub: &str) -> bool {
+        st.model_children(m, sub).is_empty() && self.tree_children(st, m, sub).is_empty()
+    }
+
     /// The parent of scratch folder `b`: another scratch folder, or the model folder whose
     /// tree it is in (for `..`).
     pub(super) fn scratch_parent(&self, st: &State, b: u64) -> Option<Node> {

@@ -46,7 +46,14 @@ enum Op {
     TrashAndEmpty(usize),
     /// `gio trash DIR`, then Restore (a rename back).
     TrashAndRestore(usize),
+    /// rsync `--delay-updates`: weights written into the scratch folder `DIR/.~tmp~/`.
+    Stage(usize, Weights),
+    /// ... then renamed onto `model.gguf`, and the scratch folder removed.
+    CommitStaged(usize),
 }
+
+/// rsync's scratch folder for `--delay-updates`.
+const TMP: &str = ".~tmp~";
 
 /// The files of the fixture's `llama3.2:latest`, whose manifest.json `CopyManifest` copies.
 const LLAMA_FILES: [&str; 7] =
@@ -67,7 +74,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => f.clone().prop_map(Op::Rmdir),
         2 => (f.clone(), f.clone()).prop_map(|(a, b)| Op::Rename(a, b)),
         1 => f.clone().prop_map(Op::TrashAndEmpty),
-        1 => f.prop_map(Op::TrashAndRestore),
+        1 => f.clone().prop_map(Op::TrashAndRestore),
+        2 => (f.clone(), prop_oneof![Just(Weights::A), Just(Weights::B), Just(Weights::Cut)])
+            .prop_map(|(i, w)| Op::Stage(i, w)),
+        2 => f.prop_map(Op::CommitStaged),
     ]
 }
 
@@ -86,6 +96,8 @@ struct RefFolder {
     /// It lists every file of its manifest (restored from the trash as a published
     /// model), so `manifest.json` is listed exactly while the model is in the store.
     shows_all: bool,
+    /// What `.~tmp~/model.gguf` holds (the folder lists `.~tmp~` while in `names`).
+    staged: Option<Weights>,
 }
 
 impl RefFolder {
@@ -150,7 +162,7 @@ impl Run {
     /// Apply `op` to the file system and to the reference.
     fn step(&mut self, op: &Op) {
         let weights = match *op {
-            Op::AddWeights(_, w) | Op::ReplaceWeights(_, w) => self.weights(w),
+            Op::AddWeights(_, w) | Op::ReplaceWeights(_, w) | Op::Stage(_, w) => self.weights(w),
             _ => Vec::new(),
         };
         let t = &self.t;
@@ -193,10 +205,12 @@ impl Run {
                 let res = cp_file(t, "llama3.2:latest/manifest.json", FOLDERS[i], "manifest.json");
                 assert_eq!(res.is_ok(), !f.expected().contains("manifest.json"), "{op:?}: {res:?}");
                 if res.is_ok() {
-                    // The folder becomes exactly that manifest: files it does not name go.
-                    f.names.retain(|n| LLAMA_FILES.contains(&n.as_str()));
+                    // The folder's layers become exactly that manifest's: files it does not
+                    // name go. Its scratch entries are not the manifest's; they stay.
+                    f.names.retain(|n| LLAMA_FILES.contains(&n.as_str()) || n == TMP);
                     if f.shows_all {
-                        f.names = LLAMA_FILES.iter().map(|n| n.to_string()).collect();
+                        f.names.retain(|n| n == TMP);
+                        f.names.extend(LLAMA_FILES.iter().map(|n| n.to_string()));
                     }
                     f.names.insert("manifest.json".into());
                     f.weights = Some(true);
@@ -260,6 +274,32 @@ impl Run {
                 remove_tree(t, &format!(".Trash-0/expunged/{item}"));
                 t.fs.rmdir(expunged, &item).unwrap();
             }
+            Op::Stage(i, w) => {
+                let Some(f) = r.get_mut(&i) else { return };
+                if !f.names.contains(TMP) {
+                    let dir = walk(t, FOLDERS[i]).unwrap().ino;
+                    t.fs.mkdir(dir, TMP, 0o700).unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
+                    f.names.insert(TMP.into());
+                }
+                let path = format!("{}/{TMP}", FOLDERS[i]);
+                let dir = walk(t, &path).unwrap().ino;
+                let _ = t.fs.unlink(dir, "model.gguf");
+                super::write_new(t, &path, "model.gguf", &weights).unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
+                f.staged = Some(w);
+            }
+            Op::CommitStaged(i) => {
+                let Some(f) = r.get_mut(&i) else { return };
+                let Some(w) = f.staged else { return };
+                let dir = walk(t, FOLDERS[i]).unwrap().ino;
+                let tmp = walk(t, &format!("{}/{TMP}", FOLDERS[i])).unwrap().ino;
+                t.fs.rename(tmp, "model.gguf", dir, "model.gguf", 0).unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
+                t.fs.rmdir(dir, TMP).unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
+                f.staged = None;
+                f.names.remove(TMP);
+                f.names.insert("model.gguf".into());
+                f.weights = Some(w != Weights::Cut);
+                f.file_arrived(FOLDERS[i]);
+            }
             Op::TrashAndRestore(i) => {
                 let Some(f) = r.get_mut(&i) else { return };
                 let _ = t.fs.mkdir(ROOT_INO, ".Trash-0", 0o700);
@@ -317,6 +357,9 @@ impl Run {
             for file in &shown {
                 let path = format!("{name}/{file}");
                 let a = walk(t, &path).unwrap_or_else(|e| panic!("after {after:?}: {path}: {e:?}"));
+                if a.kind == FileKind::Dir {
+                    continue;
+                }
                 if a.size > 0 {
                     let o = t.fs.open(a.ino, libc::O_RDONLY).unwrap();
                     let last = t.fs.read(o.fh, a.size - 1, 1).unwrap_or_else(|e| panic!("{path}: {e:?}"));
@@ -408,4 +451,10 @@ fn regressions() {
     run(&[Op::Mkdir(2), Op::AddWeights(2, Weights::A), Op::Unlink(2, 3)]);
     run(&[Op::Mkdir(2), Op::CopyManifest(2), Op::Unlink(2, 2)]);
     run(&[Op::Mkdir(2), Op::AddText(2), Op::CopyManifest(2)]);
+    // Scratch folders (found when they joined the operations): a manifest.json written
+    // into a folder changes its layers, never its scratch entries.
+    run(&[Op::Mkdir(1), Op::Stage(1, Weights::A), Op::CopyManifest(1)]);
+    // A folder onto one that holds only a scratch folder: ENOTEMPTY (it replaced it, and
+    // the scratch folder with it).
+    run(&[Op::Mkdir(1), Op::Mkdir(0), Op::Stage(1, Weights::A), Op::Rename(0, 1)]);
 }
