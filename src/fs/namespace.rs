@@ -129,6 +129,7 @@ impl Fs {
         };
         let attr = self.attr_of(&mut st, &node)?;
         st.inodes.remember(&node);
+        self.touch_parent(&mut st, &parent_node);
         Ok(attr)
     }
 
@@ -218,16 +219,24 @@ impl Fs {
     pub fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         self.refuse_if_read_only()?;
         let mut st = self.lock();
-        let node = self.lookup_node(&mut st, parent, name)?;
+        let res = self.rmdir_locked(&mut st, parent, name);
+        if res.is_ok()
+            && let Ok(p) = self.parent_node(&st, parent)
+        {
+            self.touch_parent(&mut st, &p);
+        }
+        res
+    }
+
+    fn rmdir_locked(&self, st: &mut State, parent: u64, name: &str) -> Result<()> {
+        let node = self.lookup_node(st, parent, name)?;
         match &node {
             Node::Scratch(_) => {
-                let parent_node = self.parent_node(&st, parent)?;
-                let dir = self.scratch_dir(&mut st, &parent_node, false)?.ok_or_else(|| enoent(name))?;
-                self.scratch_remove(&dir, name, true)?;
-                self.touch_parent(&mut st, &parent_node);
-                Ok(())
+                let parent_node = self.parent_node(st, parent)?;
+                let dir = self.scratch_dir(st, &parent_node, false)?.ok_or_else(|| enoent(name))?;
+                self.scratch_remove(&dir, name, true)
             }
-            Node::Trash(uid, rel) => self.trash_rmdir(&mut st, *uid, rel),
+            Node::Trash(uid, rel) => self.trash_rmdir(st, *uid, rel),
             Node::Dir(p) => {
                 if !st.dir_children(p).is_empty() {
                     return Err(FsError::new(libc::ENOTEMPTY, p.clone()));
@@ -236,18 +245,18 @@ impl Fs {
                 Ok(())
             }
             Node::Model(m) => {
-                if !self.folder_is_empty(&st, m, "") {
+                if !self.folder_is_empty(st, m, "") {
                     return Err(FsError::new(libc::ENOTEMPTY, m.display_shortest()));
                 }
                 // What the folder listed was all there was to remove: a published model
                 // whose files were all removed (a folder made here never listed its
                 // generated config.json) leaves the store with it.
-                self.delete_model(&mut st, m, "deleted (rmdir in the mount)")?;
+                self.delete_model(st, m, "deleted (rmdir in the mount)")?;
                 st.keep_parent_of(m);
                 Ok(())
             }
             Node::Sub(m, s) => {
-                if !self.folder_is_empty(&st, m, s) {
+                if !self.folder_is_empty(st, m, s) {
                     return Err(FsError::new(libc::ENOTEMPTY, s.clone()));
                 }
                 if let Some(f) = st.folder_mut(m) {
@@ -415,6 +424,7 @@ impl Fs {
         self.check_case_twin(&st, &dest)?;
         let bytes = st.index.get(&src).map(|m| m.bytes.to_vec()).ok_or_else(|| enoent(&src))?;
         self.install(&mut st, &dest, bytes)?;
+        st.touch_dir(p);
         let node = Node::Link(target.to_string());
         let attr = self.attr_of(&mut st, &node)?;
         st.inodes.remember(&node);

@@ -185,3 +185,27 @@ fn forgetting_a_scratch_inode_closes_it() {
     assert_eq!(t.fs.lock().scratch_fds.len(), 0, "no descriptor kept for an inode the kernel forgot");
     assert_ne!(walk(&t, "qwen2.5:0.5b/note").unwrap().ino, 0);
 }
+
+#[test]
+fn folder_times_follow_their_entries() {
+    let t = setup(Options::default());
+    let step = |t: &T| t.fs.opts.clock.advance(std::time::Duration::from_secs(100));
+    let ns = walk(&t, "myuser").unwrap();
+    step(&t);
+    t.fs.mkdir(ns.ino, "new:v1", 0o755).unwrap();
+    let after_mkdir = walk(&t, "myuser").unwrap();
+    assert!(after_mkdir.mtime > ns.mtime, "a namespace folder's mtime moves when a model folder is made in it");
+    assert_eq!(after_mkdir.ctime, after_mkdir.mtime);
+    step(&t);
+    t.fs.rmdir(ns.ino, "new:v1").unwrap();
+    assert!(walk(&t, "myuser").unwrap().mtime > after_mkdir.mtime, "and when one is removed");
+    // A model folder's times move with its scratch entries too.
+    let model = walk(&t, fixture::QWEN).unwrap();
+    step(&t);
+    t.fs.mkdir(model.ino, "work", 0o755).unwrap();
+    let with_work = walk(&t, fixture::QWEN).unwrap();
+    assert!(with_work.mtime > model.mtime);
+    step(&t);
+    t.fs.rmdir(model.ino, "work").unwrap();
+    assert!(walk(&t, fixture::QWEN).unwrap().mtime > with_work.mtime);
+}
