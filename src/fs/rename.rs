@@ -10,7 +10,7 @@ use super::edit::*;
 use super::scratch::{Fd, is_layer_folder};
 use super::tree::{join, scope};
 use super::txn::Publish;
-use super::{Fs, FsError, Handle, Node, Result, State, enoent};
+use super::{Fs, FsError, Node, Result, State, enoent};
 use crate::layout::{CONFIG_FILE, MANIFEST_FILE};
 use crate::name::Name;
 use crate::store::{Digest, hash_file};
@@ -325,13 +325,15 @@ impl Fs {
         if meta.st_mode as u32 & libc::S_IFMT != libc::S_IFREG {
             return Err(FsError::new(libc::EISDIR, format!("only a file can become layer {dname:?}")));
         }
-        // Its inode becomes the blob's: no other name or open writer may change it later.
-        // (EXDEV makes `mv` copy it instead, through a layer writer.)
-        let ino = st.inodes.ino_of(&Node::Scratch(b));
-        let writer_open = self.handles().values().any(|h| matches!(h, Handle::Scratch(f, i) if *i == ino && is_writable(f)));
-        if meta.st_nlink > 1 || writer_open {
-            return Err(FsError::new(libc::EXDEV, format!("{name:?} has other links or writers; it is copied, not moved")));
+        // Its inode becomes the blob's: no other name may change it later (EXDEV makes `mv`
+        // copy it instead, through a layer writer).
+        if meta.st_nlink > 1 {
+            return Err(FsError::new(libc::EXDEV, format!("{name:?} has other links; it is copied, not moved")));
         }
+        // Nor may an open descriptor (GLib renames its temp file before closing it): from
+        // now on they read the file but cannot write it.
+        let ino = st.inodes.ino_of(&Node::Scratch(b));
+        self.seal_scratch_handles(ino)?;
         let path = self.scratch_path(dir, name)?;
         if dname == MANIFEST_FILE {
             // Validated and installed first: on failure the scratch file stays.
@@ -464,10 +466,6 @@ impl Fs {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
         Ok(path)
     }
-}
-
-fn is_writable(f: &File) -> bool {
-    rustix::fs::fcntl_getfl(f).is_ok_and(|fl| fl.contains(rustix::fs::OFlags::WRONLY) || fl.contains(rustix::fs::OFlags::RDWR))
 }
 
 enum Job {

@@ -66,6 +66,10 @@ fn proc_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
+fn proc_path_of(f: &File) -> String {
+    format!("/proc/self/fd/{}", f.as_raw_fd())
+}
+
 fn stale(b: u64) -> FsError {
     FsError::new(libc::ESTALE, format!("scratch inode {b} is no longer known"))
 }
@@ -412,6 +416,21 @@ impl Fs {
     pub(super) fn scratch_rename(&self, from: (&OwnedFd, &str), to: (&OwnedFd, &str), flags: u32) -> Result<()> {
         let flags = RenameFlags::from_bits_retain(flags);
         Ok(rfs::renameat_with(from.0, from.1, to.0, to.1, flags)?)
+    }
+
+    /// Open descriptors of scratch inode `ino` keep reading it but can no longer write it
+    /// (it is becoming a blob). Every write to a scratch file goes through the daemon, so
+    /// swapping each handle's file for a read-only one is enough.
+    pub(super) fn seal_scratch_handles(&self, ino: u64) -> Result<()> {
+        let mut handles = self.handles();
+        for h in handles.values_mut() {
+            if let Handle::Scratch(f, i) = h
+                && *i == ino
+            {
+                *f = Arc::new(File::open(proc_path_of(&**f))?);
+            }
+        }
+        Ok(())
     }
 
     /// The path on disk of entry `name` of real folder `dir` (to hash or adopt it).

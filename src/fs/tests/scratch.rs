@@ -209,3 +209,19 @@ fn folder_times_follow_their_entries() {
     t.fs.rmdir(model.ino, "work").unwrap();
     assert!(walk(&t, fixture::QWEN).unwrap().mtime > with_work.mtime);
 }
+
+#[test]
+fn a_file_still_open_becomes_a_layer_and_its_descriptor_can_no_longer_write() {
+    // GLib's Replace: write `.goutputstream-XXXXXX`, rename it over the file, then close.
+    let t = setup(Options::default());
+    let dir = walk(&t, fixture::LLAMA).unwrap().ino;
+    let (_, h) = t.fs.create(dir, ".goutputstream-AB12CD", 0o644, libc::O_RDWR | libc::O_CREAT).unwrap();
+    t.fs.write(h.fh, 0, b"{{ .Prompt }}").unwrap();
+    t.fs.rename(dir, ".goutputstream-AB12CD", dir, "template", 0).unwrap();
+    assert!(t.fs.write(h.fh, 0, b"XX").is_err(), "the blob cannot change through the old descriptor");
+    assert_eq!(t.fs.read(h.fh, 0, 100).unwrap(), b"{{ .Prompt }}", "it still reads");
+    t.fs.release(h.fh).unwrap();
+    assert_eq!(read_all(&t, "llama3.2:latest/template"), b"{{ .Prompt }}");
+    let d = crate::store::Digest::of_bytes(b"{{ .Prompt }}");
+    assert_eq!(std::fs::read(t.fs.store.blob_path(&d)).unwrap(), b"{{ .Prompt }}");
+}
