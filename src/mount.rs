@@ -313,7 +313,15 @@ fn run_daemon(a: MountArgs) -> Result<(), MountError> {
             bg.join()
         }
         (true, false) => bg.umount_and_join(),
-        (false, _) => bg.join(),
+        // Unmounted from outside: the mount point may already hold the next mount (`fusermount3
+        // -u M && ollamafs mount M`). fuser 0.18 would unmount "again" when the session is
+        // dropped (its check reads the device's POLLERR as "still mounted") and take the new
+        // mount down: the finished session is forgotten instead (its thread is done; the
+        // process ends soon).
+        (false, _) => {
+            std::mem::forget(bg);
+            Ok(())
+        }
     };
     let _ = refresher.join();
     fs.shutdown();

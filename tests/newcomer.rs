@@ -139,11 +139,54 @@ fn a_normal_user_can_mount_copy_and_unmount() {
         as_user(&format!("cmp {} {}", q(&mp.join("mine:v1/model.gguf")), q(&mp.join("llama3.2:latest/model.gguf"))));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(store.join("manifests/registry.ollama.ai/library/mine/v1").exists());
+    // Unmount and mount again at once: the new mount stays, whatever the old daemon still
+    // does on its way out.
+    let remount = format!("fusermount3 -u {0} && {1} mount --store {2} {0}", q(&mp), q(&exe), q(&store));
+    let o = as_user(&remount);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let model = mp.join("llama3.2:latest/model.gguf");
+    assert_mount_stays(&mp, || as_user(&format!("test -f {}", q(&model))).status.success());
     let o = as_user(&format!("fusermount3 -u {}", q(&mp)));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!is_mounted(&mp));
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains("passthrough unavailable"), "{text}");
+    assert_verifies(&store);
+}
+
+/// The mount at `mp` is there and answers for three seconds (the time an old daemon takes
+/// to finish).
+fn assert_mount_stays(mp: &std::path::Path, answers: impl Fn() -> bool) {
+    for _ in 0..6 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(is_mounted(mp), "the new mount vanished");
+    }
+    assert!(answers(), "the new mount answers");
+}
+
+/// Root: `umount M && ollamafs mount M` at once keeps the new mount.
+#[test]
+fn an_immediate_remount_stays() {
+    if !fuse_available() {
+        return;
+    }
+    let (dir, store, _) = fixture_store(8 << 20);
+    let mp = dir.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mp.clone());
+    let mount = format!("{} mount --store {} {}", q(&bin()), q(&store), q(&mp));
+    sh_ok(&mount);
+    for unmount in ["umount", "fusermount3 -u"] {
+        sh_ok(&format!("{unmount} {} && {mount}", q(&mp)));
+        assert_mount_stays(&mp, || mp.join("llama3.2:latest/model.gguf").exists());
+    }
+    sh_ok(&format!("umount {}", q(&mp)));
     assert_verifies(&store);
 }
 

@@ -80,6 +80,14 @@ impl Fs {
         check_name_length(name)?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
+        if let Node::Model(m) | Node::Sub(m, _) = &parent_node
+            && name.contains(':')
+            && !self.becomes_host(&st, m, name)
+        {
+            // `mkdir -p ns/na.me/x:y` meant a model, but `na.me` is a model folder: say so
+            // rather than make a scratch folder that unmount would drop with what went in.
+            return Err(einval(format!("{name:?} looks like a model; a model folder cannot hold models")));
+        }
         if let Some(dir) = self.scratch_target(&mut st, &parent_node, name)? {
             let attr = self.scratch_make(&mut st, &dir, name, Make::Dir { mode }, who)?;
             self.touch_parent(&mut st, &parent_node);

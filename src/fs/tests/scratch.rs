@@ -57,6 +57,8 @@ fn a_folder_inside_a_model_folder_is_plain_posix_below() {
     // A model folder holding scratch entries is not empty; its layer names stay the model's.
     let model = walk(&t, "llama3.2:latest").unwrap().ino;
     assert_eq!(t.fs.mkdir(model, "template", 0o755).unwrap_err().errno, libc::EINVAL);
+    assert_eq!(t.fs.mkdir(model, "x:y", 0o755).unwrap_err().errno, libc::EINVAL, "a model folder holds no models");
+    assert_eq!(t.fs.mkdir(tmp, "x:y", 0o755).unwrap().kind, FileKind::Dir, "any name below a scratch folder");
     assert_eq!(t.fs.rmdir(model, ".~tmp~").unwrap_err().errno, libc::ENOTEMPTY);
 }
 
