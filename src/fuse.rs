@@ -42,7 +42,8 @@ impl FuseFs {
     }
 }
 
-/// Every refusal gets a log line that says why (ENOENT is routine, so only at debug).
+/// Every refusal gets a log line that says why, shown with `-v` (the default log keeps to
+/// changes of the store, warnings and errors); a failing disk is an error.
 fn errno(e: FsError) -> Errno {
     let name = match e.errno {
         libc::ENOENT => "ENOENT",
@@ -58,9 +59,9 @@ fn errno(e: FsError) -> Errno {
         _ => "errno",
     };
     match e.errno {
-        libc::ENOENT => log::debug!("{name}: {}", e.why),
+        libc::ENOENT => log::trace!("{name}: {}", e.why),
         libc::EIO | libc::ENOSPC => log::error!("{name}: {}", e.why),
-        n => log::warn!("{name} ({n}): {}", e.why),
+        n => log::debug!("{name} ({n}): {}", e.why),
     }
     Errno::from_i32(e.errno)
 }

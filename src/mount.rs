@@ -57,7 +57,7 @@ pub struct MountArgs {
     /// fstab-style options: ro, allow_other, store=DIR, no_prune, no_passthrough, log=FILE, ...
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
-    /// More log output (repeat for debug)
+    /// More log output: -v refusals and details, -vv lookups that miss, -vvv FUSE requests
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors in the log
@@ -107,39 +107,43 @@ fn apply_options(a: &mut MountArgs) -> Result<(), MountError> {
     Ok(())
 }
 
+/// The log: at the default level one line at start, one line per change of the store,
+/// warnings and errors; `-v` adds refusals (with their reasons) and details, `-vv` routine
+/// misses (ENOENT), `-vvv` every FUSE request.
 fn init_logging(a: &MountArgs) {
     let level = if a.quiet {
         log::LevelFilter::Error
     } else {
         match a.verbose {
-            0 => log::LevelFilter::Warn,
-            1 => log::LevelFilter::Info,
-            _ => log::LevelFilter::Debug,
+            0 => log::LevelFilter::Info,
+            1 => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
         }
     };
-    // -vvv also shows every FUSE request (fuser's own log).
     let cfg = if a.verbose >= 3 {
         simplelog::ConfigBuilder::new().build()
     } else {
         simplelog::ConfigBuilder::new().add_filter_ignore_str("fuser").build()
     };
-    // In the background there is no terminal: without --log-file the system log (syslog,
+    // The background parent chose a file when the system log is out of reach.
+    let log_file = a.log_file.clone().or_else(|| std::env::var_os(LOG_FILE_ENV).map(PathBuf::from));
+    // In the background there is no terminal: without a log file the system log (syslog,
     // or the journal through /dev/log) gets the messages, tagged `ollamafs`.
-    if a.log_file.is_none() && std::env::var_os("OLLAMAFS_DAEMON").is_some() {
+    if log_file.is_none() && std::env::var_os("OLLAMAFS_DAEMON").is_some() {
         let formatter = syslog::Formatter3164 {
             facility: syslog::Facility::LOG_DAEMON,
             hostname: None,
             process: "ollamafs".into(),
             pid: std::process::id(),
         };
-        if let Ok(logger) = syslog::unix(formatter)
+        if let Ok(logger) = syslog::unix(formatter).map(never_blocking)
             && log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok()
         {
             log::set_max_level(level);
             return;
         }
     }
-    let _ = match &a.log_file {
+    let _ = match &log_file {
         Some(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
             Ok(f) => simplelog::WriteLogger::init(level, cfg, f),
             Err(e) => {
@@ -149,6 +153,58 @@ fn init_logging(a: &MountArgs) {
         },
         None => simplelog::TermLogger::init(level, cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never),
     };
+}
+
+/// A store folder that does not exist yet is made (as Ollama makes `~/.ollama/models` on
+/// first use, and `pull` does), and the user is told, in case the path was a typo.
+fn make_missing_store(a: &MountArgs) -> Result<(), MountError> {
+    let dir = store_dir(&a.store.store);
+    if a.read_only || dir.exists() || std::env::var_os("OLLAMAFS_DAEMON").is_some() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| MountError::Refused(format!("no store at {} and cannot make one: {e}", dir.display())))?;
+    eprintln!("ollamafs: no store at {}: made an empty one (copy models in, or `ollamafs pull NAME`)", dir.display());
+    Ok(())
+}
+
+/// A system log that stops reading (a stuck syslog daemon, a full socket) must never stall
+/// the filesystem, whose requests log while they hold its lock: lines are dropped instead.
+fn never_blocking<F>(logger: syslog::Logger<syslog::LoggerBackend, F>) -> syslog::Logger<syslog::LoggerBackend, F> {
+    let _ = match &logger.backend {
+        syslog::LoggerBackend::Unix(socket) => socket.set_nonblocking(true),
+        syslog::LoggerBackend::UnixStream(stream) => stream.get_ref().set_nonblocking(true),
+        _ => Ok(()),
+    };
+    logger
+}
+
+/// Set by a background mount's parent for the daemon: the log file to use because the
+/// system log cannot be reached.
+const LOG_FILE_ENV: &str = "OLLAMAFS_LOG_FILE";
+/// The fallback log is rotated (one old copy kept) when it has grown past this at start.
+const LOG_ROTATE_BYTES: u64 = 8 << 20;
+
+/// Without `--log-file`, a background mount logs to the system log; where there is none
+/// (containers, minimal systems), say so now, while a terminal can still see it, and log to
+/// `<store>/.ollamafs/log` instead.
+fn fallback_log_file(a: &MountArgs) -> Option<PathBuf> {
+    if a.log_file.is_some() {
+        return None;
+    }
+    let reachable = std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.connect("/dev/log"));
+    let why = match reachable {
+        Ok(()) => return None,
+        Err(e) => e,
+    };
+    let dir = store_dir(&a.store.store).join(crate::store::SCRATCH_DIR);
+    let path = dir.join(crate::store::LOG_FILE);
+    let _ = std::fs::create_dir_all(&dir);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+        let _ = std::fs::rename(&path, dir.join(crate::store::OLD_LOG_FILE));
+    }
+    eprintln!("ollamafs: no system log here (/dev/log: {why}); this mount logs to {}", path.display());
+    Some(path)
 }
 
 /// Check the mount point: a folder, and not inside the store (Ollama prunes and walks it).
@@ -190,6 +246,7 @@ fn ollamafs_mount_at(mp: &Path) -> Option<String> {
 
 pub fn mount_command(mut a: MountArgs) -> Result<(), MountError> {
     apply_options(&mut a)?;
+    make_missing_store(&a)?;
     if !a.foreground && std::env::var_os("OLLAMAFS_DAEMON").is_none() {
         return spawn_background(&a);
     }
@@ -236,7 +293,6 @@ fn run_daemon(a: MountArgs) -> Result<(), MountError> {
     // Bind before mounting, so a busy port fails the mount with a clear message.
     let api_listener = a.api.as_deref().map(|addr| crate::api::bind(&crate::api::host_to_addr(addr))).transpose()?;
     let fs = Arc::new(Fs::new(store.clone(), opts));
-    log::info!("serving {} models from {} at {}", fs.model_count(), store.root().display(), mountpoint.display());
 
     let mut mount_options = vec![
         MountOption::FSName(format!("ollamafs:{}", store.root().display())),
@@ -256,7 +312,14 @@ fn run_daemon(a: MountArgs) -> Result<(), MountError> {
     let adapter = FuseFs::new(fs.clone(), a.xattr, passthrough.clone());
     let (session, own_mount) = start_session(adapter, &mountpoint, &store, &a, config)
         .map_err(|e| MountError::Refused(format!("cannot mount at {}: {e}", mountpoint.display())))?;
-    report_passthrough(&session, &store, &passthrough, a.no_passthrough);
+    let reads = report_passthrough(&session, &store, &passthrough, a.no_passthrough);
+    log::info!(
+        "serving {} models from {} at {}{}; {reads}",
+        fs.model_count(),
+        store.root().display(),
+        mountpoint.display(),
+        if a.read_only { " (read-only)" } else { "" },
+    );
     let bg = session.spawn()?;
     let notifier = bg.notifier();
     fs.set_entry_invalidator(Box::new(move |parent, name| {
@@ -383,17 +446,14 @@ fn unmount(mp: &Path) {
 }
 
 /// Passthrough needs kernel support (negotiated at init) and CAP_SYS_ADMIN at the first
-/// backing open: try one now, on a scratch file, and say once what reads will use.
-fn report_passthrough(session: &fuser::Session<FuseFs>, store: &Store, on: &AtomicBool, disabled: bool) {
+/// backing open: try one now, on a scratch file; says what reads will use.
+fn report_passthrough(session: &fuser::Session<FuseFs>, store: &Store, on: &AtomicBool, disabled: bool) -> String {
     if disabled {
-        log::info!("FUSE passthrough off (--no-passthrough): reads of weights go through the daemon");
-        return;
+        return "FUSE passthrough off (--no-passthrough): reads of weights go through the daemon".into();
     }
     if !on.load(Ordering::Relaxed) {
-        log::info!(
-            "FUSE passthrough unavailable (the kernel does not offer it): reads of weights go through the daemon"
-        );
-        return;
+        return "FUSE passthrough unavailable (the kernel does not offer it): reads of weights go through the daemon"
+            .into();
     }
     let probe = store.temp_file().and_then(|(f, path)| {
         let id = fuser::BackingId::create_raw(session, &f);
@@ -407,11 +467,11 @@ fn report_passthrough(session: &fuser::Session<FuseFs>, store: &Store, on: &Atom
             const BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
             // SAFETY: the session's /dev/fuse fd and a pointer to the id for the call's duration.
             unsafe { libc::ioctl(session.as_fd().as_raw_fd(), BACKING_CLOSE, &id) };
-            log::info!("FUSE passthrough enabled: the kernel reads weights straight from their blobs");
+            "FUSE passthrough enabled: the kernel reads weights straight from their blobs".into()
         }
         Err(e) => {
             on.store(false, Ordering::Relaxed);
-            log::info!("FUSE passthrough unavailable ({e}): reads of weights go through the daemon");
+            format!("FUSE passthrough unavailable ({e}): reads of weights go through the daemon")
         }
     }
 }
@@ -454,11 +514,15 @@ fn spawn_background(a: &MountArgs) -> Result<(), MountError> {
     let exe = std::env::current_exe()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (reader, writer) = std::io::pipe()?;
-    let log_target: std::process::Stdio = match &a.log_file {
+    let fallback = fallback_log_file(a);
+    let log_target: std::process::Stdio = match a.log_file.as_ref().or(fallback.as_ref()) {
         Some(p) => std::fs::OpenOptions::new().create(true).append(true).open(p)?.into(),
         None => std::process::Stdio::null(),
     };
     let mut cmd = std::process::Command::new(exe);
+    if let Some(p) = &fallback {
+        cmd.env(LOG_FILE_ENV, p);
+    }
     cmd.args(&args).env("OLLAMAFS_DAEMON", "1").stdin(std::process::Stdio::null()).stdout(writer).stderr(log_target);
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from the terminal.
     unsafe {

@@ -53,13 +53,79 @@ fn passthrough_is_reported_once_at_mount_time() {
     assert!(lines[0].contains("FUSE passthrough enabled"), "root on this kernel: {lines:?}");
 }
 
+/// Where there is no system log (containers, minimal systems, CI), a background mount says
+/// so before it detaches and logs to `<store>/.ollamafs/log`. At the default level the log
+/// has one line at start and one per change of the store, saying who made it; refusals
+/// only with -v. A store folder that does not exist is made, and the user told.
+#[test]
+fn without_a_system_log_the_mount_logs_changes_to_the_store() {
+    if !fuse_available() {
+        return;
+    }
+    let _one = DEV_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    if Path::new("/dev/log").exists() {
+        assert!(std::env::var("CI").is_err(), "CI machines have no /dev/log");
+        eprintln!("\n*** SKIPPING: this machine has a system log (/dev/log) ***\n");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mp = d.path().join("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mp.clone());
+    // A store that does not exist yet.
+    let fresh = d.path().join("fresh-store");
+    let o = ollamafs(&fresh, &["mount", &mp.to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("made an empty one"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no system log"), "said before detaching: {}", stderr(&o));
+    sh_ok(&format!("umount {}", q(&mp)));
+
+    let (_d2, store, _) = fixture_store(8 << 20);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api = format!("127.0.0.1:{port}");
+    let o = ollamafs(&store, &["mount", "--api", &api, &mp.to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log_path = store.join(".ollamafs/log");
+    assert!(stderr(&o).contains(&log_path.display().to_string()), "{}", stderr(&o));
+    sh_ok(&format!("cp -r {} {}", q(&mp.join("llama3.2:latest")), q(&mp.join("mine:v1"))));
+    sh_ok(&format!("rm -r {}", q(&mp.join("mine:v1"))));
+    let _ = sh(&format!("mkdir {}", q(&mp.join("hf.co/bad name:x"))));
+    let body = r#"{"source":"llama3.2","destination":"backup:v1"}"#;
+    sh_ok(&format!("curl -sf http://{api}/api/copy -d '{body}'"));
+    sh_ok(&format!("umount {}", q(&mp)));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = fs::read_to_string(&log_path).unwrap();
+    let start: Vec<&str> = log.lines().filter(|l| l.contains("serving")).collect();
+    assert_eq!(start.len(), 1, "one line at start: {log}");
+    for part in ["6 models", &store.display().to_string(), &mp.display().to_string(), "passthrough"] {
+        assert!(start[0].contains(part), "the start line names {part}: {}", start[0]);
+    }
+    assert!(log.contains("published mine:v1 (id "), "{log}");
+    assert!(log.contains("through the mount"), "{log}");
+    assert!(log.contains("mine:v1 left the store"), "{log}");
+    assert!(log.contains("published backup:v1 (id ") && log.contains("over the API"), "{log}");
+    assert!(!log.contains("EINVAL"), "refusals only with -v: {log}");
+    assert!(!log.contains("DEBUG"), "{log}");
+}
+
+/// Tests that make or need the absence of /dev/log run one at a time.
+static DEV_LOG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A background mount without --log-file logs to the system log (/dev/log, which syslog
-/// daemons and journald serve): the reason behind an `Invalid argument` can be read there.
+/// daemons and journald serve): with -v the reason behind an `Invalid argument` can be
+/// read there.
 #[test]
 fn a_background_mount_logs_to_the_system_log() {
     if !fuse_available() {
         return;
     }
+    let _one = DEV_LOG.lock().unwrap_or_else(|e| e.into_inner());
     if Path::new("/dev/log").exists() {
         // A real system log is running: read it with `journalctl -t ollamafs` instead.
         assert!(std::env::var("CI").is_err(), "CI machines have no /dev/log; this test provides one");
@@ -75,11 +141,22 @@ fn a_background_mount_logs_to_the_system_log() {
         }
     }
     let _remove = Remove;
-    listener.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    // Read the log as a system log does, all the time (a full socket drops lines).
+    let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let got = got.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 8192];
+            while let Ok(n) = listener.recv(&mut buf) {
+                got.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
     let mp = d.path().join("mnt");
     fs::create_dir_all(&mp).unwrap();
-    let o = ollamafs(&store, &["mount", &mp.to_string_lossy()]);
+    let o = ollamafs(&store, &["mount", "-v", &mp.to_string_lossy()]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("no system log"), "{}", stderr(&o));
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {
         fn drop(&mut self) {
@@ -89,12 +166,11 @@ fn a_background_mount_logs_to_the_system_log() {
     let _unmount = Unmount(&mp);
     let o = sh(&format!("mkdir {}", q(&mp.join("hf.co/bad name:x"))));
     assert!(stderr(&o).contains("Invalid argument"));
-    let mut buf = vec![0u8; 8192];
-    let mut got = String::new();
-    while !got.contains("EINVAL") {
-        let n = listener.recv(&mut buf).expect("no log line reached /dev/log");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    let t0 = std::time::Instant::now();
+    while !got.lock().unwrap().contains("EINVAL") && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let got = got.lock().unwrap().clone();
     assert!(got.contains("ollamafs["), "tagged with the program and pid: {got}");
     assert!(got.contains("host folder"), "the reason is in the log: {got}");
 }

@@ -40,7 +40,10 @@ impl Catalog for Fs {
             f.waiting = None;
             f.written = None;
         }
-        self.install(&mut st, &dst, bytes).map_err(to_store)
+        st.origin = super::Origin::Api;
+        let res = self.install(&mut st, &dst, bytes).map_err(to_store);
+        st.origin = super::Origin::Mount;
+        res
     }
 
     fn put_manifest(&self, name: &crate::name::Name, bytes: Vec<u8>) -> store::Result<()> {
@@ -50,7 +53,10 @@ impl Catalog for Fs {
             f.waiting = None;
             f.written = None;
         }
-        self.install(&mut st, name, bytes).map_err(to_store)?;
+        st.origin = super::Origin::Api;
+        let res = self.install(&mut st, name, bytes).map_err(to_store);
+        st.origin = super::Origin::Mount;
+        res?;
         if let Some(f) = st.folder_mut(name) {
             f.pins = None;
         }

@@ -151,7 +151,7 @@ impl Fs {
             return Ok(());
         }
         st.mark_written(model, MANIFEST_FILE);
-        log::info!("manifest.json of {} waits for {} blob(s)", model.display_shortest(), missing.len());
+        log::debug!("manifest.json of {} waits for {} blob(s)", model.display_shortest(), missing.len());
         let at = st.clock.system_now();
         st.folder_entry(model).waiting = Some(WaitingManifest { bytes, missing, at });
         let released = self.sync_holds(st);

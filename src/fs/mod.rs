@@ -191,9 +191,28 @@ pub(crate) struct State {
     scratch_fds: HashMap<u64, scratch::Fd>,
     /// The last scratch tree number handed out (`<pid>/folders/<n>`).
     next_tree: u64,
+    /// Who makes the change under way (set by the API's catalog while it holds the lock).
+    origin: Origin,
     /// Trash items moved out of `files/` to be deleted (GVFS' `expunged/`), by (uid, path
     /// in the trash): the blobs to prune once they are gone.
     expunging: HashMap<(u32, String), Vec<Digest>>,
+}
+
+/// Who is changing the store, for the log line each change gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Origin {
+    #[default]
+    Mount,
+    Api,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Mount => "through the mount",
+            Origin::Api => "over the API",
+        })
+    }
 }
 
 /// What an open file reads from.
@@ -275,6 +294,7 @@ impl Fs {
                 clock: opts.clock.clone(),
                 scratch_fds: HashMap::new(),
                 next_tree: 0,
+                origin: Origin::Mount,
                 expunging: HashMap::new(),
                 prepared: None,
             }),

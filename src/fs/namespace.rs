@@ -213,7 +213,7 @@ impl Fs {
                     .models
                     .first()
                     .ok_or_else(|| einval(format!("{p:?} is a host folder; models go one level down, not {name:?}")))?;
-                log::info!("{name:?} is not a valid model name: a draft until renamed to one");
+                log::debug!("{name:?} is not a valid model name: a draft until renamed to one");
                 Name::draft(h, ns, name)
             }
         };

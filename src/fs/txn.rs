@@ -246,7 +246,7 @@ impl Fs {
             .unwrap_or_default();
         candidates.extend(self.sync_holds(st));
         let what = if old.is_some() { "replaced" } else { "published" };
-        log::info!("{what} {} (id {}) through the mount", model.display_shortest(), &id[..12.min(id.len())]);
+        log::info!("{what} {} (id {}) {}", model.display_shortest(), &id[..12.min(id.len())], st.origin);
         if let Some(old) = old {
             candidates.extend(old.manifest.digests());
         }

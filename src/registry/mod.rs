@@ -178,7 +178,7 @@ fn download(
         Some(n) => Ok(n),
         // A server (or the storage it redirects to) that ignores Range: one stream.
         None => {
-            log::info!("{d}: byte ranges not served; downloading it as one stream");
+            log::debug!("{d}: byte ranges not served; downloading it as one stream");
             download_stream(store, c, d, size, progress)
         }
     }

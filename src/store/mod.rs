@@ -199,7 +199,7 @@ impl Store {
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name == LOCK_FILE || name == TRASH_DIR || name == PULL_DIR {
+            if [LOCK_FILE, TRASH_DIR, PULL_DIR, LOG_FILE, OLD_LOG_FILE].contains(&&*name) {
                 continue;
             }
             // Our own folder is live (at start, `prepare_for_writes` removes a stale one
@@ -519,6 +519,10 @@ pub(crate) const LOCK_FILE: &str = "lock";
 pub const TRASH_DIR: &str = "trash";
 /// Blobs being pulled (`registry`): kept across restarts, so a pull resumes.
 pub const PULL_DIR: &str = "pull";
+/// A background mount's log where there is no system log (`crate::mount`), and the one
+/// before it (rotated).
+pub const LOG_FILE: &str = "log";
+pub const OLD_LOG_FILE: &str = "log.1";
 
 /// Is process `pid` running? A zombie (killed, not yet reaped) counts as gone.
 pub fn process_alive(pid: u32) -> bool {
