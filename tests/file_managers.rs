@@ -114,7 +114,7 @@ fn gio_available() -> bool {
     let ok = sh("command -v gio").status.success();
     assert!(ok || std::env::var("CI").is_err(), "CI=true but no `gio` (libglib2.0-bin)");
     if !ok {
-        eprintln!("\n*** SKIPPING: no `gio` command (apt-get install libglib2.0-bin) ***\n");
+        skip("no `gio` command (apt-get install libglib2.0-bin)");
     }
     ok
 }
@@ -257,7 +257,7 @@ fn kio_move_to_trash_copies_out_then_deletes_safely() {
     let have = sh("command -v kioclient5").status.success();
     assert!(have || std::env::var("CI").is_err(), "CI=true but no kioclient5 (kde-cli-tools)");
     if !have {
-        eprintln!("\n*** SKIPPING KIO test: no kioclient5 (apt-get install kde-cli-tools) ***\n");
+        skip("KIO test: no kioclient5 (apt-get install kde-cli-tools)");
         return;
     }
     let home = d.path().join("home");

@@ -160,7 +160,7 @@ fn emptying_the_trash_through_gvfs_prunes() {
     let has_gvfs = Path::new("/usr/libexec/gvfsd-trash").exists() && sh("command -v dbus-run-session").status.success();
     assert!(has_gvfs || std::env::var("CI").is_err(), "CI=true but no gvfs (apt-get install gvfs dbus)");
     if !has_gvfs {
-        eprintln!("\n*** SKIPPING: no gvfsd-trash / dbus-run-session (apt-get install gvfs dbus) ***\n");
+        skip("no gvfsd-trash / dbus-run-session (apt-get install gvfs dbus)");
         return;
     }
     let system_blob = m.store.join("blobs").join(info.system_custom.blob_file_name());

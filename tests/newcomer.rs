@@ -65,7 +65,7 @@ fn without_a_system_log_the_mount_logs_changes_to_the_store() {
     let _one = DEV_LOG.lock().unwrap_or_else(|e| e.into_inner());
     if Path::new("/dev/log").exists() {
         assert!(std::env::var("CI").is_err(), "CI machines have no /dev/log");
-        eprintln!("\n*** SKIPPING: this machine has a system log (/dev/log) ***\n");
+        skip("this machine has a system log (/dev/log)");
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -129,7 +129,7 @@ fn a_background_mount_logs_to_the_system_log() {
     if Path::new("/dev/log").exists() {
         // A real system log is running: read it with `journalctl -t ollamafs` instead.
         assert!(std::env::var("CI").is_err(), "CI machines have no /dev/log; this test provides one");
-        eprintln!("\n*** SKIPPING: /dev/log belongs to this machine's syslog ***\n");
+        skip("/dev/log belongs to this machine's syslog");
         return;
     }
     let (d, store, _) = fixture_store(8 << 20);

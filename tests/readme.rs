@@ -44,9 +44,7 @@ fn shell_blocks(readme: &str) -> Vec<String> {
 fn readme_blocks_run_as_written() {
     let allowed = std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("OLLAMAFS_README_TEST").is_ok();
     if !allowed || !fuse_available() {
-        eprintln!(
-            "\n*** SKIPPING README test: it installs to /usr/local and mounts /srv/models (CI=true or OLLAMAFS_README_TEST=1) ***\n"
-        );
+        skip("README test: it installs to /usr/local and mounts /srv/models (CI=true or OLLAMAFS_README_TEST=1)");
         return;
     }
     assert!(!is_mounted(Path::new(MOUNT)), "{MOUNT} is already a mount");

@@ -47,6 +47,11 @@ fn push_then_pull_gives_the_same_bytes_and_a_second_pull_downloads_nothing() {
     let o = ollamafs(&src, &["push", "--insecure", &other]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(moved(&o).1, 0, "cross-repository mount: {}", stdout(&o));
+    // A re-push says that each blob exists, as Ollama does, rather than "pushed".
+    let o = ollamafs(&src, &["push", "--insecure", &other]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("pushed"), "{}", stdout(&o));
+    assert!(stdout(&o).lines().filter(|l| l.starts_with("exists ")).count() >= 2, "{}", stdout(&o));
 
     // A missing model: Ollama's words.
     let o = ollamafs(&empty, &["pull", "--insecure", &reg.name("team/nope:v1")]);
@@ -169,7 +174,7 @@ fn python_client_pushes_and_pulls_through_serve() {
         .find(|p| Command::new(p).args(["-c", "import ollama"]).output().is_ok_and(|o| o.status.success()));
     let Some(python) = python else {
         assert!(std::env::var("CI").is_err(), "CI=true but no Python with the ollama client");
-        eprintln!("\n*** SKIPPING: no Python with the ollama client ***\n");
+        skip("no Python with the ollama client");
         return;
     };
     let Some(reg) = Registry::start(None) else { return };

@@ -12,7 +12,8 @@ use std::time::Duration;
 const LLAMA: &str = "registry.ollama.ai/library/llama3.2/latest";
 
 fn sorted_listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     v.sort();
     v
 }

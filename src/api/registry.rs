@@ -37,6 +37,12 @@ pub fn transfer(cat: &dyn Catalog, body: &[u8], pull: bool) -> Result<(bool, Vec
             "total": total,
             "completed": completed,
         })),
+        Progress::Exists(d, total) => events.push(json!({
+            "status": format!("{verb} {}", &d.hex()[..12]),
+            "digest": d.prefixed(),
+            "total": total,
+            "completed": total,
+        })),
     };
     let res = if pull {
         registry::pull(store, &name, r.insecure, &mut progress, &mut |n, b| cat.put_manifest(n, b))

@@ -92,7 +92,8 @@ pub enum Command {
         #[arg(short = 'f', long = "file", default_value = "Modelfile")]
         file: PathBuf,
     },
-    /// Serve Ollama's model-management API (copy, list, delete, show, blobs) over the store
+    /// Serve Ollama's model-management API over the store: tags, show, copy, delete, create,
+    /// pull, push, blobs (HEAD and upload), version and ps
     Serve {
         #[command(flatten)]
         store: StoreArg,
@@ -335,6 +336,13 @@ fn transfer(s: Store, raw: &str, insecure: bool, pull: bool) -> Result<(), Store
                 b.finish();
             }
             println!("{s}");
+        }
+        // As Ollama says for a layer the other side already has.
+        Progress::Exists(d, total) => {
+            if let Some((_, b)) = current.take() {
+                b.finish();
+            }
+            println!("exists {} {total} bytes", &d.hex()[..12]);
         }
         Progress::Blob(d, done, total) => {
             let short = &d.hex()[..12];

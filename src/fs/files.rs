@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest as _, Sha256};
 
 use super::edit::*;
+use super::scratch::Caller;
 use super::tree::{dir_as_model, join};
 use super::writer::*;
-use super::scratch::Caller;
 use super::{Attr, FileKind, Fs, FsError, Handle, Node, Opened, Result, State, enoent};
 use crate::layout::{self, Kind, Source};
 use crate::name::Name;

@@ -37,9 +37,9 @@ use crate::store::{Digest, Store, StoreError};
 
 pub use clock::Clock;
 pub use files::SetAttr;
-pub use scratch::Caller;
 use inodes::Inodes;
 use prefetch::Prefetch;
+pub use scratch::Caller;
 pub use tree::{join, scope, split};
 pub use writer::Writer;
 

@@ -2,9 +2,9 @@
 //! an edit of the manifest a model folder shows (`edit`), committed by `commit`.
 
 use super::edit::*;
+use super::scratch::{Caller, Fd, Make, is_layer_folder, is_reserved};
 use super::tree::{dir_as_model, join, model_parent, scope};
 use super::txn::Publish;
-use super::scratch::{Caller, Fd, Make, is_layer_folder, is_reserved};
 use super::{Attr, Fs, FsError, Node, Result, State, enoent};
 use crate::layout::MANIFEST_FILE;
 use crate::name::{DEFAULT_TAG, Name, Part, is_valid_part};

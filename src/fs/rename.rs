@@ -96,7 +96,9 @@ impl Fs {
                 let to = dest_scratch.ok_or_else(|| enoent(newname))?;
                 self.layer_to_scratch(st, &pm, &join(&psub, name), (&to, newname))
             }
-            (Node::Scratch(_), _) => Err(FsError::new(libc::EXDEV, format!("{name:?} is a scratch entry; it cannot move there"))),
+            (Node::Scratch(_), _) => {
+                Err(FsError::new(libc::EXDEV, format!("{name:?} is a scratch entry; it cannot move there")))
+            }
             _ => self.rename_model_or_layer(st, src, src_parent, name, dest_parent, newname),
         }
     }
@@ -112,7 +114,9 @@ impl Fs {
     ) -> Result<()> {
         match (src, dest_parent) {
             // The Trash: in, out, and within.
-            (Node::Trash(u1, from), Node::Trash(u2, p)) if u1 == u2 => self.trash_rename(st, *u1, from, &join(p, newname)),
+            (Node::Trash(u1, from), Node::Trash(u2, p)) if u1 == u2 => {
+                self.trash_rename(st, *u1, from, &join(p, newname))
+            }
             (_, Node::Trash(uid, p)) if p == "files" => {
                 let parent_model = self.as_model_dir(st, src_parent);
                 let (pm, src_name) = match &parent_model {
@@ -319,7 +323,14 @@ impl Fs {
 
     /// A scratch file moves onto a layer name: committed as that layer, its file renamed
     /// into `blobs/` (no byte copied; a GGUF hashed in one pass before the lock was taken).
-    fn commit_scratch_file(&self, st: &mut State, b: u64, (dir, name): (&Fd, &str), dm: &Name, dname: &str) -> Result<()> {
+    fn commit_scratch_file(
+        &self,
+        st: &mut State,
+        b: u64,
+        (dir, name): (&Fd, &str),
+        dm: &Name,
+        dname: &str,
+    ) -> Result<()> {
         let fd = self.scratch_fd(st, b)?;
         let meta = rustix::fs::fstat(&*fd)?;
         if meta.st_mode as u32 & libc::S_IFMT != libc::S_IFREG {
@@ -414,12 +425,15 @@ impl Fs {
     fn prepare_file_rename(&self, parent: u64, name: &str, newparent: u64, newname: &str) -> Result<()> {
         let job = {
             let mut st = self.lock();
-            let (Ok(src), Ok(sp), Ok(dp)) =
-                (self.lookup_node(&mut st, parent, name), self.parent_node(&st, parent), self.parent_node(&st, newparent))
-            else {
+            let (Ok(src), Ok(sp), Ok(dp)) = (
+                self.lookup_node(&mut st, parent, name),
+                self.parent_node(&st, parent),
+                self.parent_node(&st, newparent),
+            ) else {
                 return Ok(());
             };
-            let dest_layer = self.as_model_dir(&st, &dp).map(|(_, dsub)| join(&dsub, newname)).filter(|d| is_layer_name(d));
+            let dest_layer =
+                self.as_model_dir(&st, &dp).map(|(_, dsub)| join(&dsub, newname)).filter(|d| is_layer_name(d));
             let dest_is_scratch = match &dp {
                 Node::Scratch(_) => true,
                 Node::Model(_) | Node::Sub(..) => dest_layer.is_none(),

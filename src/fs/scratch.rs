@@ -290,7 +290,14 @@ impl Fs {
     }
 
     /// mkdir, mknod or symlink of a scratch entry in `dir`.
-    pub(super) fn scratch_make(&self, st: &mut State, dir: &OwnedFd, name: &str, what: Make, who: Caller) -> Result<Attr> {
+    pub(super) fn scratch_make(
+        &self,
+        st: &mut State,
+        dir: &OwnedFd,
+        name: &str,
+        what: Make,
+        who: Caller,
+    ) -> Result<Attr> {
         match what {
             Make::Dir { mode } => rfs::mkdirat(dir, name, Mode::from_raw_mode(mode & 0o7777))?,
             Make::Node { mode, rdev } => {

@@ -346,9 +346,7 @@ impl State {
         }
         let folder = self.folder(model)?;
         let below = |p: &String| *p == full || p.starts_with(&dir_prefix);
-        if folder.subs.iter().any(below)
-            || folder.creating.iter().any(|p| p.starts_with(&dir_prefix))
-        {
+        if folder.subs.iter().any(below) || folder.creating.iter().any(|p| p.starts_with(&dir_prefix)) {
             return Some(Node::Sub(model.clone(), full));
         }
         None

@@ -35,6 +35,8 @@ pub enum Progress {
     Status(String),
     /// A blob: digest, bytes done, total.
     Blob(Digest, u64, u64),
+    /// A blob that needs no transfer (the store or the registry has it): digest, size.
+    Exists(Digest, u64),
 }
 
 /// Bytes moved over the network by one pull or push (for the user, and for tests).
@@ -97,7 +99,7 @@ pub fn pull(
     let res = (|| -> Result<(), StoreError> {
         for &(d, size, here) in &blobs {
             if here {
-                progress(Progress::Blob(d, size, size));
+                progress(Progress::Exists(d, size));
                 continue;
             }
             moved.downloaded +=
@@ -418,7 +420,7 @@ pub fn push(
         progress(Progress::Status(format!("pushing {}", &d.hex()[..12])));
         let head = c.url(&format!("blobs/{}", d.prefixed()));
         if c.send("HEAD", &head, &[], None).is_ok() {
-            progress(Progress::Blob(d, size, size));
+            progress(Progress::Exists(d, size));
             continue;
         }
         // A registry that has the blob in another repository links it: nothing to send.
@@ -435,7 +437,7 @@ pub fn push(
             location = r.header("Location").map(String::from);
         }
         if c.send("HEAD", &head, &[], None).is_ok() {
-            progress(Progress::Blob(d, size, size));
+            progress(Progress::Exists(d, size));
             continue;
         }
         let location = match location {

@@ -90,6 +90,14 @@ pub fn assert_verifies(store: &Path) {
     assert!(!stderr(&o).contains("orphan"), "verify found orphans:\n{}", stderr(&o));
 }
 
+/// Say loudly that a test skips. The test harness swallows what a passing test prints with
+/// `eprintln!`; a write straight to the process's stderr is not captured, so the skip shows
+/// in every `cargo test` run, `--nocapture` or not.
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("\n!!!!!!!! SKIPPING: {why} !!!!!!!!\n\n").as_bytes());
+}
+
 /// Is real FUSE usable here? Under CI=true it must be; elsewhere the mount tests skip loudly.
 pub fn fuse_available() -> bool {
     let ok = Path::new("/dev/fuse").exists() && unsafe { libc::geteuid() } == 0;
@@ -97,7 +105,7 @@ pub fn fuse_available() -> bool {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("CI=true but FUSE is not usable (need root and /dev/fuse)");
         }
-        eprintln!("\n!!!!!!!! SKIPPING MOUNT TEST: /dev/fuse or root is missing !!!!!!!!\n");
+        skip("MOUNT TEST: /dev/fuse or root is missing");
     }
     ok
 }
@@ -237,7 +245,7 @@ pub fn python_with_gi() -> Option<&'static str> {
         }
     }
     assert!(std::env::var("CI").is_err(), "CI=true but no python3-gi: GLib tests must run");
-    eprintln!("\n*** SKIPPING GLib test: no python3 with python3-gi (apt-get install python3-gi) ***\n");
+    skip("GLib test: no python3 with python3-gi (apt-get install python3-gi)");
     None
 }
 

@@ -85,7 +85,7 @@ pub fn have_tool(cmd: &str, package: &str) -> bool {
     let have = Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success());
     if !have {
         assert!(std::env::var("CI").is_err(), "CI=true but no {cmd}: the registry tests must run");
-        eprintln!("\n*** SKIPPING registry test: no {cmd} (apt-get install {package}) ***\n");
+        super::skip(&format!("registry test: no {cmd} (apt-get install {package})"));
     }
     have
 }

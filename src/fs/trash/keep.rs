@@ -4,8 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::super::tree::join;
 use super::super::scratch::{Fd, is_layer_folder};
+use super::super::tree::join;
 use super::super::{Fs, FsError, Node, Result, State};
 use super::{Item, einval, folders_between, undo_moves};
 use crate::layout::{self, Source};

@@ -129,9 +129,9 @@ impl Fs {
         };
         let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
         let is_layer = |rel: &str| layer_names.iter().any(|l| l == rel) || rel == layout::MANIFEST_FILE;
-        let step = fs::create_dir_all(&tree).map_err(Into::into).and_then(|()| {
-            move_scratch_entries(dir, &tree, "", &is_layer, &mut moved)
-        });
+        let step = fs::create_dir_all(&tree)
+            .map_err(Into::into)
+            .and_then(|()| move_scratch_entries(dir, &tree, "", &is_layer, &mut moved));
         let undo = |moved: &[(PathBuf, PathBuf)]| {
             undo_moves(moved);
             if new_tree {
