@@ -239,3 +239,43 @@ fn a_pull_the_disk_cannot_hold_is_refused_before_it_starts() {
     assert_eq!(fs::read(manifest_path_of(&store, &small)).unwrap(), fs::read(manifest_path_of(&src, &small)).unwrap());
     assert_verifies(&store);
 }
+
+/// What other OCI tools make of a model pushed by ollamafs. Its manifest has the bytes
+/// Ollama pushes (a Docker v2 schema 2 manifest whose layers are `application/vnd.ollama.
+/// image.*`), so they answer the same for Ollama's own models: skopeo reads the raw manifest
+/// and the tags, but `skopeo inspect` and `skopeo copy` refuse the layer media types; a
+/// pull-through mirror (the Distribution registry in proxy mode) serves the model whole.
+#[test]
+fn oci_tools_and_mirrors_see_a_pushed_model() {
+    let Some(reg) = Registry::start(None) else { return };
+    let (_d1, src, _, name) = pushed(&reg, 8 << 20, "qwen2.5:0.5b", "team/qwen:v1");
+    let manifest = fs::read(manifest_path_of(&src, &name)).unwrap();
+    if have_tool("skopeo", "skopeo") {
+        let image = format!("docker://{name}");
+        let raw = std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", &image])
+            .output()
+            .unwrap();
+        assert!(raw.status.success(), "{}", stderr(&raw));
+        assert_eq!(raw.stdout, manifest, "skopeo inspect --raw gives the manifest byte for byte");
+        let tags = sh_ok(&format!("skopeo list-tags --tls-verify=false docker://{}", reg.name("team/qwen")));
+        assert!(tags.contains("\"v1\""), "{tags}");
+        let o = sh(&format!("skopeo inspect --tls-verify=false {image}"));
+        assert!(!o.status.success(), "skopeo inspect now accepts Ollama's layers: update the README");
+        assert!(stderr(&o).contains("unsupported docker v2s2 media type"), "{}", stderr(&o));
+    }
+    // A pull-through mirror of the registry.
+    let mirror_cfg = format!("proxy:\n  remoteurl: http://127.0.0.1:{}\n", reg.port);
+    let Some(mirror) = Registry::start_with(tempfile::tempdir().unwrap(), &mirror_cfg) else { return };
+    let (_d2, empty) = empty_store();
+    let via_mirror = mirror.name("team/qwen:v1");
+    let o = ollamafs(&empty, &["pull", "--insecure", &via_mirror]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read(manifest_path_of(&empty, &via_mirror)).unwrap(),
+        manifest,
+        "the mirror serves it byte for byte"
+    );
+    assert!(blobs(&empty).is_subset(&blobs(&src)), "only the model's blobs, with their digests");
+    assert_verifies(&empty);
+}
