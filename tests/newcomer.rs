@@ -209,8 +209,19 @@ fn a_normal_user_can_mount_copy_and_unmount() {
         }
     }
     let _guard = Unmount(mp.clone());
-    let o = as_user(&format!("cp -r {} {}", q(&mp.join("llama3.2:latest")), q(&mp.join("mine:v1"))));
+    let o = as_user(&format!(
+        "stat -c %h {0} >/dev/null && cp -r {1} {2} && stat -c %h {0} {3}",
+        q(&mp.join("llama3.2:latest/model.gguf")),
+        q(&mp.join("llama3.2:latest")),
+        q(&mp.join("mine:v1")),
+        q(&mp.join("mine:v1/model.gguf"))
+    ));
     assert!(o.status.success(), "{}", stderr(&o));
+    // Right after cp -r, the source (whose attributes the kernel had cached) shows the
+    // same link count as the copy: it is one inode.
+    let counts: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().collect();
+    assert_eq!(counts.len(), 2);
+    assert_eq!(counts[0], counts[1], "source and copy right after cp -r");
     let o =
         as_user(&format!("cmp {} {}", q(&mp.join("mine:v1/model.gguf")), q(&mp.join("llama3.2:latest/model.gguf"))));
     assert!(o.status.success(), "{}", stderr(&o));

@@ -212,7 +212,8 @@ impl Drop for Mount {
     }
 }
 
-/// Every file under the store's scratch folder `.ollamafs/` except the shared lock file:
+/// Every file under the store's scratch folder `.ollamafs/` except the shared lock file and
+/// the log of a background mount without a system log:
 /// temp files, scratch files and holds of live or dead daemons.
 pub fn scratch_leftovers(store: &Path) -> Vec<String> {
     let root = store.join(".ollamafs");
@@ -223,7 +224,7 @@ pub fn scratch_leftovers(store: &Path) -> Vec<String> {
             let p = e.path();
             if p.is_dir() {
                 dirs.push(p);
-            } else if p != root.join("lock") {
+            } else if !["lock", "log", "log.1"].iter().any(|f| p == root.join(f)) {
                 out.push(p.display().to_string());
             }
         }
