@@ -179,3 +179,31 @@ fn scratch_trees_never_outlive_their_folder_or_daemon() {
     assert_store_clean(&store);
     assert_eq!(scratch_leftovers(&store), Vec::<String>::new());
 }
+
+/// `rsync --delay-updates` of a new GGUF (data the store does not have): the temp file's
+/// blob is moved into `.~tmp~/` and back onto `model.gguf` without a copy and without a
+/// second hashing pass, so the daemon writes the data once, as for a plain `cp`.
+#[test]
+fn rsync_delay_updates_of_new_data_writes_it_once() {
+    let Some((dir, m, _)) = mounted_fixture(&[]) else { return };
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let size = 64u64 << 20;
+    noisy_gguf(&src.join("model.gguf"), size);
+    let (read0, _) = m.daemon_io();
+    let written0 = m.daemon_disk_writes();
+    let out = sh(&format!("rsync -a --delay-updates {}/ {}/", q(&src), q(&m.p("fresh:v1"))));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (read1, _) = m.daemon_io();
+    let written = m.daemon_disk_writes() - written0;
+    let read = read1 - read0;
+    eprintln!("rsync --delay-updates of {size} bytes: daemon wrote {written}, read {read}");
+    sh_ok(&format!("cmp {} {}", q(&src.join("model.gguf")), q(&m.p("fresh:v1/model.gguf"))));
+    assert!(m.store.join("manifests/registry.ollama.ai/library/fresh/v1").exists());
+    // Once through FUSE and once for the hash; a copy out and back would add two more.
+    assert!(written < size * 3 / 2, "the daemon wrote {written} bytes for {size}");
+    assert!(read < size * 5 / 2, "the daemon read {read} bytes for {size}");
+    let store = m.store.clone();
+    drop(m);
+    assert_store_clean(&store);
+}

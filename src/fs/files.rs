@@ -95,6 +95,9 @@ impl Fs {
         oo.truncate(flags & libc::O_TRUNC != 0 && acc != libc::O_RDONLY);
         oo.custom_flags(flags & libc::O_APPEND);
         let f = oo.open(path)?;
+        if acc != libc::O_RDONLY {
+            self.forget_digest(&f);
+        }
         let fh = self.add_handle(Handle::Scratch(Arc::new(f), ino));
         Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false, shares_blob_inode: None })
     }
@@ -407,6 +410,9 @@ impl Fs {
         // A scratch file is an ordinary file: every change applies, through the open
         // descriptor when there is one (it may be unlinked already).
         if let Some(f) = fh.and_then(|fh| self.scratch_handle(fh)) {
+            if set.size.is_some() {
+                self.forget_digest(&*f);
+            }
             apply_to_file(&f, &set)?;
             return self.getattr_open(ino, fh);
         }

@@ -273,6 +273,8 @@ pub struct Fs {
     prefixes: Mutex<HashMap<Digest, Option<[u8; 32]>>>,
     /// The last weights file each process looked up: (inode, model, file name).
     weights_lookups: Mutex<HashMap<u32, (u64, Name, String)>>,
+    /// Digests of scratch files whose content is known (see `scratch::KnownDigest`).
+    known_digests: Mutex<HashMap<u64, scratch::KnownDigest>>,
 }
 
 pub const TTL: Duration = Duration::from_millis(500);
@@ -304,6 +306,7 @@ impl Fs {
             opts,
             prefixes: Mutex::new(HashMap::new()),
             weights_lookups: Mutex::new(HashMap::new()),
+            known_digests: Mutex::new(HashMap::new()),
         }
     }
 

@@ -354,8 +354,9 @@ impl Fs {
             if dname == CONFIG_FILE {
                 check_config_json(dm, &std::fs::read(&path)?)?;
             }
-            let (digest, len) = match st.prepared.take() {
-                Some(Prepared::Hashed { path: p, digest, len }) if p == path => (digest, len),
+            let (digest, len) = match (self.known_digest(&*fd), st.prepared.take()) {
+                (Some(known), _) => known,
+                (None, Some(Prepared::Hashed { path: p, digest, len })) if p == path => (digest, len),
                 _ => hash_file(&path)?,
             };
             let file = File::open(&path)?;
@@ -383,18 +384,44 @@ impl Fs {
             Some((d, _)) => d,
             None => self.layer_of(st, sm, sname)?.0,
         };
+        let mut taken = false;
         let path = match st.prepared.take() {
             Some(Prepared::CopiedOut { digest, path }) if digest == d => path,
             other => {
                 if let Some(Prepared::CopiedOut { path, .. }) = other {
                     let _ = std::fs::remove_file(path);
                 }
-                self.copy_blob_out(&d)?
+                // rsync's finished temp file moved to its partial dir: its blob, which
+                // nothing else uses, becomes the scratch file itself.
+                let (f, temp) = self.store.temp_file()?;
+                drop(f);
+                taken = staged.is_some() && self.take_blob(st, &d, &temp);
+                match taken {
+                    true => temp,
+                    false => {
+                        let _ = std::fs::remove_file(&temp);
+                        self.copy_blob_out(&d)?
+                    }
+                }
             }
         };
         if let Err(e) = self.scratch_adopt(&path, dir, dname) {
+            if taken {
+                // Put it back: it is still the staged file's blob.
+                let _ = self.store.adopt_blob_held(&path, &File::open(&path)?, &d, staged.map_or(0, |s| s.1));
+            }
             let _ = std::fs::remove_file(&path);
             return Err(e);
+        }
+        if let Some((_, len)) = staged
+            && let Ok(f) = rustix::fs::openat(
+                &**dir,
+                dname,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW,
+                rustix::fs::Mode::empty(),
+            )
+        {
+            self.remember_digest(&f, d, len);
         }
         st.mark_gone(sm, sname);
         let old = Node::File(sm.clone(), sname.to_string());
@@ -407,8 +434,10 @@ impl Fs {
             if let Some(f) = st.folder_mut(sm) {
                 f.staged.remove(sname);
             }
-            self.store.release(&d);
-            self.prune_unused(st, vec![d]);
+            if !taken {
+                self.store.release(&d);
+                self.prune_unused(st, vec![d]);
+            }
             return Ok(());
         }
         let mut e = st.edit(sm);
@@ -440,16 +469,19 @@ impl Fs {
                 _ => false,
             };
             match (&src, dest_layer) {
-                (Node::Scratch(_), Some(dname)) if dname != MANIFEST_FILE && dname != CONFIG_FILE => {
+                (Node::Scratch(b), Some(dname)) if dname != MANIFEST_FILE && dname != CONFIG_FILE => {
+                    let known = self.scratch_fd(&st, *b).ok().and_then(|fd| self.known_digest(&*fd));
                     match self.scratch_dir(&mut st, &sp, false)? {
-                        Some(dir) => Some(Job::Hash(self.scratch_path(&dir, name)?)),
-                        None => None,
+                        Some(dir) if known.is_none() => Some(Job::Hash(self.scratch_path(&dir, name)?)),
+                        _ => None,
                     }
                 }
                 (Node::File(..) | Node::Blob(_), None) if dest_is_scratch => {
                     let Some((sm, ssub)) = self.as_model_dir(&st, &sp) else { return Ok(()) };
                     let sname = join(&ssub, name);
                     match st.staged_file(&sm, &sname) {
+                        // Taken out of blobs/ under the lock when nothing else uses it.
+                        Some((d, _)) if st.index.refs(&d).any == 0 => None,
                         Some((d, _)) => Some(Job::CopyOut(d)),
                         None => self.layer_of(&st, &sm, &sname).ok().map(|(d, _)| Job::CopyOut(d)),
                     }

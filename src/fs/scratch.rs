@@ -145,6 +145,22 @@ pub(super) fn list_dir(path: &Path, skip: impl Fn(&str) -> bool) -> Vec<(String,
     out
 }
 
+/// The digest of a scratch file that was a blob a moment ago (rsync's finished temp file
+/// moved into `--partial-dir` or `.~tmp~/`), so that moving it back onto a layer name needs
+/// no second hashing pass. Keyed by the file's inode on the disk; valid while its length and
+/// ctime are unchanged, and dropped whenever the file is opened for writing or truncated
+/// (every write to a scratch file goes through the daemon).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KnownDigest {
+    digest: crate::store::Digest,
+    len: u64,
+    ctime: (i64, u64),
+}
+
+fn ctime_of(s: &rfs::Stat) -> (i64, u64) {
+    (s.st_ctime as i64, s.st_ctime_nsec as u64)
+}
+
 /// What the kernel asks of a new scratch entry.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Make<'a> {
@@ -355,6 +371,7 @@ impl Fs {
             }
         };
         let file = File::from(fd);
+        self.forget_digest(&file); // a new file on a reused inode number
         if flags & libc::O_APPEND != 0 {
             rfs::fcntl_setfl(&file, OFlags::APPEND | OFlags::RDWR)?;
         }
@@ -383,6 +400,7 @@ impl Fs {
             rfs::chownat(fd, "", uid, gid, AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)?;
         }
         if let Some(size) = set.size {
+            self.forget_digest(fd);
             match kind {
                 FileKind::Dir => return Err(FsError::new(libc::EISDIR, "is a folder")),
                 FileKind::File => OpenOptions::new().write(true).open(&path)?.set_len(size)?,
@@ -438,6 +456,35 @@ impl Fs {
             }
         }
         Ok(())
+    }
+
+    /// File `fd` holds exactly blob `digest` (`len` bytes).
+    pub(super) fn remember_digest(&self, fd: &impl std::os::fd::AsFd, digest: crate::store::Digest, len: u64) {
+        if let Ok(s) = rfs::fstat(fd) {
+            let known = KnownDigest { digest, len, ctime: ctime_of(&s) };
+            crate::sync::lock(&self.known_digests).insert(s.st_ino as u64, known);
+        }
+    }
+
+    /// The digest and length of file `fd`, when known and still valid.
+    pub(super) fn known_digest(&self, fd: &impl std::os::fd::AsFd) -> Option<(crate::store::Digest, u64)> {
+        let known = crate::sync::lock(&self.known_digests);
+        if known.is_empty() {
+            return None;
+        }
+        let s = rfs::fstat(fd).ok()?;
+        let k = known.get(&(s.st_ino as u64))?;
+        (k.len == s.st_size as u64 && k.ctime == ctime_of(&s)).then_some((k.digest, k.len))
+    }
+
+    /// File `fd` may change: its digest is no longer known.
+    pub(super) fn forget_digest(&self, fd: &impl std::os::fd::AsFd) {
+        let mut known = crate::sync::lock(&self.known_digests);
+        if !known.is_empty()
+            && let Ok(s) = rfs::fstat(fd)
+        {
+            known.remove(&(s.st_ino as u64));
+        }
     }
 
     /// The path on disk of entry `name` of real folder `dir` (to hash or adopt it).

@@ -258,6 +258,43 @@ impl Fs {
     /// that work in progress holds are kept; so are blobs a manifest written by another
     /// process uses that this mount has not read yet (checked on disk, under the store's
     /// write lock, so two ollamafs processes never prune each other's blobs).
+    /// Blobs that manifests on disk this mount has not read yet use (another process wrote
+    /// them). Called under the store's write lock.
+    fn digests_of_unseen_manifests(&self, st: &State) -> HashSet<Digest> {
+        let (found, _) = self.store.scan();
+        let mut elsewhere = HashSet::new();
+        for f in found {
+            if st.index.known_stamp(&f.name) != Some(f.stamp)
+                && let Ok(bytes) = std::fs::read(&f.path)
+                && let Ok(m) = Manifest::parse(&bytes)
+            {
+                elsewhere.extend(m.digests());
+            }
+        }
+        elsewhere
+    }
+
+    /// Blob `d`, which only this mount's one hold keeps (rsync's finished temp file), leaves
+    /// `blobs/` for `to`, where it becomes a private file: no data copied. False, and
+    /// nothing done, when anything else may use it (the caller then copies it).
+    pub(super) fn take_blob(&self, st: &mut State, d: &Digest, to: &std::path::Path) -> bool {
+        if st.index.refs(d).any > 0 || st.holding.contains(d) {
+            return false;
+        }
+        let _lock = self.store.lock_writes();
+        let elsewhere = self.digests_of_unseen_manifests(st);
+        match self.store.take_blob_locked(d, to, &elsewhere) {
+            Ok(taken) => {
+                st.blob_meta.remove(d);
+                taken
+            }
+            Err(e) => {
+                log::debug!("blob {d} stays a blob ({e}); copied instead");
+                false
+            }
+        }
+    }
+
     pub(super) fn prune_unused(&self, st: &mut State, candidates: Vec<Digest>) {
         if self.opts.no_prune {
             return;
@@ -270,16 +307,7 @@ impl Fs {
             return;
         }
         let _lock = self.store.lock_writes();
-        let (found, _) = self.store.scan();
-        let mut elsewhere = HashSet::new();
-        for f in found {
-            if st.index.known_stamp(&f.name) != Some(f.stamp)
-                && let Ok(bytes) = std::fs::read(&f.path)
-                && let Ok(m) = Manifest::parse(&bytes)
-            {
-                elsewhere.extend(m.digests());
-            }
-        }
+        let elsewhere = self.digests_of_unseen_manifests(st);
         for d in self.store.prune_locked(unused, &elsewhere) {
             st.blob_meta.remove(&d);
             log::info!("pruned unused blob {d}");

@@ -3,8 +3,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use super::{Digest, LOCK_FILE, Store};
 
@@ -52,6 +52,28 @@ impl Store {
     }
 
     /// Drop one `hold` of `d`; returns true when this process no longer holds it.
+    /// Move blob `d` out of `blobs/` to `to` (a private file from then on) when nothing else
+    /// can use it: this process holds it once, its hold is its only other name, and no
+    /// manifest in `in_use` names it. For a caller holding `lock_writes`. Ok(false): untouched.
+    pub fn take_blob_locked(
+        &self,
+        d: &Digest,
+        to: &Path,
+        in_use: &std::collections::HashSet<Digest>,
+    ) -> io::Result<bool> {
+        if in_use.contains(d) || crate::sync::lock(&self.held).get(d) != Some(&1) {
+            return Ok(false);
+        }
+        let path = self.blob_path(d);
+        if fs::metadata(&path)?.nlink() != 2 {
+            return Ok(false); // another process holds it too, or the trash keeps it
+        }
+        fs::rename(&path, to)?;
+        self.release(d);
+        super::fsync_dir(&self.blobs)?;
+        Ok(true)
+    }
+
     pub fn release(&self, d: &Digest) -> bool {
         let mut held = crate::sync::lock(&self.held);
         match held.get_mut(d) {
