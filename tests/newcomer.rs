@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 fn q(p: &Path) -> String {
     format!("'{}'", p.display())
@@ -71,13 +70,7 @@ fn without_a_system_log_the_mount_logs_changes_to_the_store() {
     let d = tempfile::tempdir().unwrap();
     let mp = d.path().join("mnt");
     fs::create_dir_all(&mp).unwrap();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mp.clone());
+    let _unmount = UnmountOnDrop(mp.clone());
     // A store that does not exist yet.
     let fresh = d.path().join("fresh-store");
     let o = ollamafs(&fresh, &["mount", &mp.to_string_lossy()]);
@@ -157,13 +150,7 @@ fn a_background_mount_logs_to_the_system_log() {
     let o = ollamafs(&store, &["mount", "-v", &mp.to_string_lossy()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("no system log"), "{}", stderr(&o));
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&mp);
+    let _unmount = UnmountOnDrop(mp.clone());
     let o = sh(&format!("mkdir {}", q(&mp.join("hf.co/bad name:x"))));
     assert!(stderr(&o).contains("Invalid argument"));
     let t0 = std::time::Instant::now();
@@ -202,13 +189,7 @@ fn a_normal_user_can_mount_copy_and_unmount() {
     let log = home.join("log");
     let o = as_user(&format!("{} mount --store {} -v --log-file {} {}", q(&exe), q(&store), q(&log), q(&mp)));
     assert!(o.status.success(), "a normal user's mount failed: {}", stderr(&o));
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mp.clone());
+    let _guard = UnmountOnDrop(mp.clone());
     let o = as_user(&format!(
         "stat -c %h {0} >/dev/null && cp -r {1} {2} && stat -c %h {0} {3}",
         q(&mp.join("llama3.2:latest/model.gguf")),
@@ -260,13 +241,7 @@ fn an_immediate_remount_stays() {
     let (dir, store, _) = fixture_store(8 << 20);
     let mp = dir.path().join("mnt");
     fs::create_dir(&mp).unwrap();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mp.clone());
+    let _guard = UnmountOnDrop(mp.clone());
     let mount = format!("{} mount --store {} {}", q(&bin()), q(&store), q(&mp));
     sh_ok(&mount);
     for unmount in ["umount", "fusermount3 -u"] {

@@ -259,11 +259,12 @@ pub struct Options {
 
 /// Tells the kernel to forget a cached directory entry `(parent inode, name)`.
 pub type EntryInvalidator = Box<dyn Fn(u64, &str) + Send + Sync>;
+type SharedInvalidator = Arc<dyn Fn(u64, &str) + Send + Sync>;
 
 pub struct Fs {
     pub(crate) store: Arc<Store>,
     /// Set by the FUSE adapter; used for changes the kernel did not make itself (the API).
-    invalidator: std::sync::OnceLock<Arc<dyn Fn(u64, &str) + Send + Sync>>,
+    invalidator: std::sync::OnceLock<SharedInvalidator>,
     state: Mutex<State>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,

@@ -74,7 +74,9 @@ fn stale(b: u64) -> FsError {
     FsError::new(libc::ESTALE, format!("scratch inode {b} is no longer known"))
 }
 
-/// Attributes of a scratch inode: the disk's own.
+/// Attributes of a scratch inode: the disk's own. (`stat`'s field types differ between
+/// architectures, hence the casts that are no-ops on some.)
+#[allow(clippy::unnecessary_cast)]
 pub(super) fn stat_attr(ino: u64, s: &rfs::Stat) -> Attr {
     let time = |sec: i64, nsec: u64| {
         let d = Duration::new(sec.max(0) as u64, (nsec as u32).min(999_999_999));
@@ -157,6 +159,7 @@ pub(crate) struct KnownDigest {
     ctime: (i64, u64),
 }
 
+#[allow(clippy::unnecessary_cast)]
 fn ctime_of(s: &rfs::Stat) -> (i64, u64) {
     (s.st_ctime as i64, s.st_ctime_nsec as u64)
 }
@@ -452,7 +455,7 @@ impl Fs {
             if let Handle::Scratch(f, i) = h
                 && *i == ino
             {
-                *f = Arc::new(File::open(proc_path_of(&**f))?);
+                *f = Arc::new(File::open(proc_path_of(f))?);
             }
         }
         Ok(())
@@ -462,7 +465,7 @@ impl Fs {
     pub(super) fn remember_digest(&self, fd: &impl std::os::fd::AsFd, digest: crate::store::Digest, len: u64) {
         if let Ok(s) = rfs::fstat(fd) {
             let known = KnownDigest { digest, len, ctime: ctime_of(&s) };
-            crate::sync::lock(&self.known_digests).insert(s.st_ino as u64, known);
+            crate::sync::lock(&self.known_digests).insert(s.st_ino, known);
         }
     }
 
@@ -473,7 +476,7 @@ impl Fs {
             return None;
         }
         let s = rfs::fstat(fd).ok()?;
-        let k = known.get(&(s.st_ino as u64))?;
+        let k = known.get(&s.st_ino)?;
         (k.len == s.st_size as u64 && k.ctime == ctime_of(&s)).then_some((k.digest, k.len))
     }
 
@@ -483,7 +486,7 @@ impl Fs {
         if !known.is_empty()
             && let Ok(s) = rfs::fstat(fd)
         {
-            known.remove(&(s.st_ino as u64));
+            known.remove(&s.st_ino);
         }
     }
 

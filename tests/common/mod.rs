@@ -317,6 +317,18 @@ pub fn mounted_fixture(extra: &[&str]) -> Option<(tempfile::TempDir, Mount, fixt
     Some((dir, m, info))
 }
 
+/// Unmounts (lazily) whatever is mounted at the path when dropped, even after a panic: the
+/// guard for tests that start background mounts themselves.
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
 /// A path quoted for `sh`.
 pub fn q(p: &Path) -> String {
     format!("'{}'", p.display())

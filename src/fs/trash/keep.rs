@@ -23,11 +23,7 @@ impl Fs {
         uid: u32,
         name: &str,
     ) -> Result<()> {
-        let rel = format!("files/{name}");
-        let dest = self.trash_path(uid, &rel);
-        if fs::symlink_metadata(&dest).is_ok() {
-            return Err(FsError::new(libc::EEXIST, rel));
-        }
+        let (rel, dest) = self.free_trash_item(uid, name)?;
         let item = match src {
             Node::Model(m) => self.trash_model(st, m, &dest, uid, &rel)?,
             Node::Dir(prefix) if !prefix.is_empty() => self.trash_folder(st, prefix, &dest, uid, &rel)?,
@@ -217,6 +213,17 @@ impl Fs {
         })
     }
 
+    /// The place of a new item `name` in `.Trash-$UID/files/`: its path in the trash and on
+    /// disk; `EEXIST` when taken.
+    fn free_trash_item(&self, uid: u32, name: &str) -> Result<(String, PathBuf)> {
+        let rel = format!("files/{name}");
+        let dest = self.trash_path(uid, &rel);
+        if fs::symlink_metadata(&dest).is_ok() {
+            return Err(FsError::new(libc::EEXIST, rel));
+        }
+        Ok((rel, dest))
+    }
+
     /// A scratch entry (file or folder) into the trash: moved there as it is.
     pub(in crate::fs) fn trash_scratch(
         &self,
@@ -226,11 +233,7 @@ impl Fs {
         uid: u32,
         item: &str,
     ) -> Result<()> {
-        let rel = format!("files/{item}");
-        let dest = self.trash_path(uid, &rel);
-        if fs::symlink_metadata(&dest).is_ok() {
-            return Err(FsError::new(libc::EEXIST, rel));
-        }
+        let (rel, dest) = self.free_trash_item(uid, item)?;
         rustix::fs::renameat(&**dir, name, rustix::fs::CWD, &dest)?;
         let mut ledger = self.ledger(uid);
         ledger.insert(item.to_string(), Item { kind: "file".into(), ..Default::default() });
