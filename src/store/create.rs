@@ -59,21 +59,28 @@ const PARAMETERS: &[(&str, char)] = &[
 ];
 
 /// A Modelfile's `PARAMETER key value` as the JSON value Ollama stores; `stop` collects a list.
+/// Typed as Ollama's `api.Options` types it: an integer field takes only an integer
+/// (`8.0` is refused, as Ollama refuses it), a float field is read as a float32 and keeps
+/// the float32's shortest digits (`0.95`, not 0.949999988079071).
 pub fn parameter_value(key: &str, raw: &str) -> Result<Value, String> {
     let kind =
         PARAMETERS.iter().find(|(k, _)| *k == key).map(|(_, t)| *t).ok_or(format!("unknown parameter '{key}'"))?;
     let bad = || format!("invalid value for parameter '{key}': {raw:?}");
     Ok(match kind {
-        'i' => Value::from(raw.parse::<i64>().map_err(|_| bad())?),
+        'i' => Value::from(raw.trim().parse::<i64>().map_err(|_| bad())?),
         'f' => {
-            serde_json::Number::from_f64(raw.parse::<f64>().map_err(|_| bad())?).map(Value::Number).ok_or_else(bad)?
+            let f: f32 = raw.trim().parse().map_err(|_| bad())?;
+            let shortest: f64 = format!("{f:e}").parse().map_err(|_| bad())?;
+            serde_json::Number::from_f64(shortest).map(Value::Number).ok_or_else(bad)?
         }
-        'b' => Value::Bool(raw.parse::<bool>().map_err(|_| bad())?),
+        'b' => Value::Bool(raw.trim().parse::<bool>().map_err(|_| bad())?),
         _ => Value::String(raw.to_string()),
     })
 }
 
 /// Normalise `/api/create` parameters: known keys, values of their type (`stop` a list).
+/// Numbers are taken as JSON gives them (Ollama reads them as float64: `8.0` for an integer
+/// field is 8).
 fn check_parameters(p: &serde_json::Map<String, Value>) -> Result<serde_json::Map<String, Value>, String> {
     let mut out = serde_json::Map::new();
     for (k, v) in p {
@@ -82,14 +89,39 @@ fn check_parameters(p: &serde_json::Map<String, Value>) -> Result<serde_json::Ma
         let v = match (kind, v) {
             ('s', Value::String(s)) => Value::Array(vec![Value::String(s.clone())]),
             ('s', Value::Array(a)) if a.iter().all(Value::is_string) => v.clone(),
-            ('i', Value::Number(n)) if n.is_i64() => v.clone(),
-            ('f', Value::Number(_)) => v.clone(),
+            ('i' | 'f', Value::Number(_)) => v.clone(),
             ('b', Value::Bool(_)) => v.clone(),
             _ => return Err(format!("invalid value for parameter '{k}': {v}")),
         };
         out.insert(k.clone(), v);
     }
     Ok(out)
+}
+
+/// The params layer as Ollama writes it: the object's keys sorted, every number as Go
+/// writes a float64 (Ollama's server holds them as such), the rest as `go_json`.
+pub fn params_json(params: &BTreeMap<String, Value>) -> Vec<u8> {
+    let mut out = b"{".to_vec();
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&go_json_bare(&Value::String(k.clone())));
+        out.push(b':');
+        match v.as_f64() {
+            Some(n) if v.is_number() => out.extend_from_slice(super::manifest::go_float(n).as_bytes()),
+            _ => out.extend_from_slice(&go_json_bare(v)),
+        }
+    }
+    out.extend_from_slice(b"}\n");
+    out
+}
+
+/// `go_json` without its trailing newline.
+fn go_json_bare(v: &Value) -> Vec<u8> {
+    let mut b = super::manifest::go_json(v);
+    b.pop();
+    b
 }
 
 /// What a GGUF blob is, from its header (as Ollama's create tells them apart).
@@ -179,7 +211,7 @@ impl Store {
         }
         if !base_params.is_empty() {
             let sorted: BTreeMap<String, Value> = base_params.into_iter().collect();
-            text(Role::Params, &super::manifest::go_json(&sorted), &mut layers)?;
+            text(Role::Params, &params_json(&sorted), &mut layers)?;
         }
         if let Some(msgs) = &spec.messages {
             layers.retain(|l| l.role() != Role::Messages);
@@ -276,5 +308,41 @@ mod tests {
         assert_eq!(err.to_string(), "neither 'from' or 'files' was specified");
         let spec = CreateSpec { from: Some("nope".into()), ..Default::default() };
         assert_eq!(s.create_manifest(&spec, &mut |_| {}).unwrap_err().to_string(), "model 'nope' not found");
+    }
+
+    /// The same Modelfile parameters give the same params blob bytes as Ollama (and so the
+    /// same model ID): typed as `api.Options`, written as Go writes them.
+    #[test]
+    fn parameters_are_written_as_ollama_writes_them() {
+        let from_modelfile = |pairs: &[(&str, &str)]| {
+            let mut m = BTreeMap::new();
+            for (k, v) in pairs {
+                m.insert(k.to_string(), parameter_value(k, v).unwrap());
+            }
+            String::from_utf8(params_json(&m)).unwrap()
+        };
+        assert_eq!(from_modelfile(&[("temperature", "0")]), "{\"temperature\":0}\n");
+        assert_eq!(from_modelfile(&[("temperature", "1")]), "{\"temperature\":1}\n");
+        assert_eq!(from_modelfile(&[("num_ctx", "100")]), "{\"num_ctx\":100}\n");
+        assert_eq!(
+            from_modelfile(&[("top_p", "0.95"), ("temperature", "0.7"), ("min_p", "1e-7"), ("seed", "-1")]),
+            "{\"min_p\":1e-7,\"seed\":-1,\"temperature\":0.7,\"top_p\":0.95}\n",
+            "sorted keys; float32 values keep their shortest digits"
+        );
+        assert_eq!(from_modelfile(&[("top_p", "0.123456789")]), "{\"top_p\":0.12345679}\n", "float32 rounding");
+        assert_eq!(from_modelfile(&[("repeat_penalty", "-1.5")]), "{\"repeat_penalty\":-1.5}\n");
+        assert_eq!(from_modelfile(&[("use_mmap", "false")]), "{\"use_mmap\":false}\n");
+        assert!(parameter_value("num_ctx", "8.0").is_err(), "an integer field takes an integer, as in Ollama");
+        assert!(parameter_value("temperature", "warm").is_err());
+        // Over the API numbers come as JSON numbers: 1.0 is 1, 8.0 for an integer field is 8.
+        let mut p = serde_json::Map::new();
+        p.insert("temperature".into(), serde_json::json!(1.0));
+        p.insert("num_ctx".into(), serde_json::json!(8.0));
+        p.insert("stop".into(), serde_json::json!("<|end|>"));
+        let checked: BTreeMap<String, Value> = check_parameters(&p).unwrap().into_iter().collect();
+        assert_eq!(
+            String::from_utf8(params_json(&checked)).unwrap(),
+            "{\"num_ctx\":8,\"stop\":[\"\\u003c|end|\\u003e\"],\"temperature\":1}\n"
+        );
     }
 }

@@ -282,6 +282,25 @@ pub fn go_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     out
 }
 
+/// A number as Go's `encoding/json` writes a `float64`: the shortest digits that read back
+/// as the same value, in plain decimal, except below 1e-6 and from 1e21 on, where it uses an
+/// exponent (`1e-7`, `1.5e-10`, `1e+21`). Whole numbers have no fraction (`0`, `100`).
+/// Ollama stores model parameters this way, whatever their type in `api.Options`.
+pub fn go_float(v: f64) -> String {
+    let abs = v.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        // Rust's `{:e}` gives the same shortest digits: "1.5e-10", "1e21".
+        let sci = format!("{v:e}");
+        let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+        return match exp.strip_prefix('-') {
+            Some(neg) => format!("{mantissa}e-{neg}"),
+            None => format!("{mantissa}e+{exp:0>2}"),
+        };
+    }
+    // Rust's `{}` of an f64 is the shortest round-trip decimal, never an exponent.
+    format!("{v}")
+}
+
 /// The model ID Ollama shows: sha256 of the manifest bytes its decoder consumed.
 /// Go's decoder reads in growing chunks (512, then doubling the extra space); when the
 /// JSON value ends exactly at a chunk boundary, the bytes after it are not hashed.
@@ -445,5 +464,30 @@ mod tests {
         assert!(json.contains(r#""from":"a\u003cb\u003e\u0026c""#), "{json}");
         assert!(!json.contains("\"name\""));
         assert!(json.ends_with("}\n"));
+    }
+
+    #[test]
+    fn numbers_as_go_writes_a_float64() {
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (1.0, "1"),
+            (100.0, "100"),
+            (-3.0, "-3"),
+            (0.7, "0.7"),
+            (-0.5, "-0.5"),
+            (0.95, "0.95"),
+            (1e-6, "0.000001"),
+            (5e-6, "0.000005"),
+            (1e-7, "1e-7"),
+            (1.5e-10, "1.5e-10"),
+            (1e20, "100000000000000000000"),
+            (1e21, "1e+21"),
+            (1.5e22, "1.5e+22"),
+            (2.5e-300, "2.5e-300"),
+            (9007199254740993.0, "9007199254740992"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(go_float(*v), *want, "{v}");
+        }
     }
 }
