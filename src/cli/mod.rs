@@ -92,6 +92,21 @@ pub enum Command {
         #[arg(short = 'f', long = "file", default_value = "Modelfile")]
         file: PathBuf,
     },
+    /// Make models of GGUF files on this machine without copying their data where the disk
+    /// allows: a reflink (btrfs, XFS), a hard link with --link, else a copy
+    Import {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The model's name (one file only); else from the file name (`x-Q4_K_M.gguf` is `x:q4_k_m`)
+        #[arg(long)]
+        name: Option<String>,
+        /// Hard-link files that cannot be reflinked (same disk): no copy, but a tool that
+        /// later changes such a file in place changes the model too (`verify` reports it)
+        #[arg(long)]
+        link: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Serve Ollama's model-management API over the store: tags, show, copy, delete, create,
     /// pull, push, blobs (HEAD and upload), version and ps
     Serve {
@@ -219,6 +234,7 @@ fn run(cmd: Command) -> Result<(), StoreError> {
         Command::Show { store, modelfile: true, name, .. } => show_modelfile(open(&store)?, &name),
         Command::Show { store, json, name, .. } => show(&open(&store)?, &name, json),
         Command::Create { store, name, file } => create(open_or_make(&store)?, &name, &file),
+        Command::Import { store, name, link, paths } => import(open_or_make(&store)?, name.as_deref(), link, &paths),
         Command::Pull { store, insecure, name } => transfer(open_or_make(&store)?, &name, insecure, true),
         Command::Push { store, insecure, name } => transfer(open(&store)?, &name, insecure, false),
         Command::Serve { store, listen, no_prune, verbose } => serve_api(&store, listen.as_deref(), no_prune, verbose),
@@ -480,7 +496,119 @@ fn blob_of_file(s: &Store, path: &std::path::Path) -> Result<crate::store::Diges
     {
         return Ok(d);
     }
-    println!("copying file {} 100%", path.display());
-    let (d, _, _) = s.ingest(std::fs::File::open(path)?)?;
-    Ok(d)
+    let i = s.import_file(path, false)?;
+    println!("importing file {}: {}, {} bytes written", path.display(), i.way.describe(), i.written);
+    Ok(i.digest)
+}
+
+/// `ollamafs import PATH…`: each GGUF file becomes a model, its data brought in without a
+/// copy where the disk allows (see `store::import`).
+fn import(s: Store, name: Option<&str>, link: bool, paths: &[PathBuf]) -> Result<(), StoreError> {
+    if name.is_some() && paths.len() > 1 {
+        eprintln!("Error: --name names one model; import the files one by one to name each");
+        std::process::exit(2);
+    }
+    s.prepare_for_writes()?;
+    let s = std::sync::Arc::new(s);
+    let catalog = crate::api::StoreCatalog::new(s.clone(), false);
+    let (mut done, mut written, mut first_err) = (0usize, 0u64, None);
+    for path in paths {
+        let res = (|| -> Result<(Name, crate::store::Imported), StoreError> {
+            let raw = match name {
+                Some(n) => n.to_string(),
+                None => {
+                    name_for_file(path).ok_or_else(|| StoreError::InvalidDestination(path.display().to_string()))?
+                }
+            };
+            let model = Name::parse(&raw).map_err(|_| StoreError::InvalidDestination(raw.clone()))?;
+            // Only GGUF files: anything else is refused before a byte comes in.
+            crate::gguf::read_header(std::io::BufReader::new(std::fs::File::open(path)?))
+                .map_err(|e| StoreError::Invalid(format!("not a GGUF file ({e}); only GGUF models can be imported")))?;
+            let imported = s.import_file(path, link)?;
+            let publish = || -> Result<Name, StoreError> {
+                let spec = crate::store::create::CreateSpec { files: vec![imported.digest], ..Default::default() };
+                let bytes = s.create_manifest(&spec, &mut |_| {})?;
+                let model = s.spelling_on_disk(&model);
+                crate::catalog::Catalog::put_manifest(&catalog, &model, bytes)?;
+                Ok(model)
+            };
+            match publish() {
+                Ok(model) => Ok((model, imported)),
+                Err(e) => {
+                    // What this import brought in goes again: the store is as it was.
+                    if imported.way != crate::store::Way::Present {
+                        s.prune([imported.digest], &s.digests_in_use());
+                    }
+                    Err(e)
+                }
+            }
+        })();
+        match res {
+            Ok((model, i)) => {
+                println!(
+                    "imported {} as {}: {}, {} bytes written",
+                    path.display(),
+                    model.display_shortest(),
+                    i.way.describe(),
+                    i.written
+                );
+                done += 1;
+                written += i.written;
+            }
+            Err(e) => {
+                eprintln!("Error: {}: {e}", path.display());
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if paths.len() > 1 {
+        println!("imported {done} of {} files, {written} bytes written", paths.len());
+    }
+    match first_err {
+        Some(e) => std::process::exit(store_exit_code(&e)),
+        None => Ok(()),
+    }
+}
+
+/// A model name for a GGUF file: its name without `.gguf`, with a quantization suffix as
+/// the tag as Hugging Face names them (`Qwen3-8B-Q4_K_M.gguf` is `qwen3-8b:q4_k_m`), else
+/// `:latest`; characters a name cannot hold become `-`.
+fn name_for_file(path: &std::path::Path) -> Option<String> {
+    let stem = path.file_name()?.to_str()?;
+    let stem = stem.strip_suffix(".gguf").or_else(|| stem.strip_suffix(".GGUF")).unwrap_or(stem).to_ascii_lowercase();
+    let clean = |s: &str| -> String {
+        let c: String =
+            s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
+        c.trim_matches(|c: char| !c.is_ascii_alphanumeric()).chars().take(80).collect()
+    };
+    // q4_k_m, q8_0, iq4_xs, f16, bf16, f32, mxfp4: a letter prefix, then a digit.
+    let quant = |t: &str| {
+        ["q", "iq", "f", "bf", "mxfp"]
+            .iter()
+            .any(|p| t.strip_prefix(p).is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit())))
+    };
+    let split = stem.rfind(['-', '.']).filter(|&i| quant(&stem[i + 1..]));
+    let (model, tag) = match split {
+        Some(i) => (clean(&stem[..i]), clean(&stem[i + 1..])),
+        None => (clean(&stem), "latest".to_string()),
+    };
+    (!model.is_empty() && !tag.is_empty()).then(|| format!("{model}:{tag}"))
+}
+
+#[cfg(test)]
+mod import_names {
+    use super::name_for_file;
+    use std::path::Path;
+
+    #[test]
+    fn a_files_name_becomes_a_model_name() {
+        let n = |f: &str| name_for_file(Path::new(f));
+        assert_eq!(n("/x/Qwen3-8B-Q4_K_M.gguf").as_deref(), Some("qwen3-8b:q4_k_m"));
+        assert_eq!(n("gemma-3-270m-q4_k_m.gguf").as_deref(), Some("gemma-3-270m:q4_k_m"));
+        assert_eq!(n("Llama-3.2-1B-Instruct.IQ4_XS.gguf").as_deref(), Some("llama-3.2-1b-instruct:iq4_xs"));
+        assert_eq!(n("phi-4-bf16.gguf").as_deref(), Some("phi-4:bf16"));
+        assert_eq!(n("my model (final).gguf").as_deref(), Some("my-model--final:latest"));
+        assert_eq!(n("mistral-7b.gguf").as_deref(), Some("mistral-7b:latest"), "7b is no quantization");
+        assert_eq!(n("(((.gguf"), None);
+    }
 }
