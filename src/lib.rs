@@ -16,6 +16,7 @@ pub mod format;
 pub mod fs;
 pub mod fuse;
 pub mod gguf;
+pub mod hf_cache;
 pub mod layout;
 pub mod modelfile;
 pub mod mount;

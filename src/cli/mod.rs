@@ -104,7 +104,15 @@ pub enum Command {
         /// later changes such a file in place changes the model too (`verify` reports it)
         #[arg(long)]
         link: bool,
-        #[arg(required = true)]
+        /// A GGUF of the Hugging Face cache (ORG/REPO, or ORG/REPO:QUANT to pick a file):
+        /// the model `hf.co/ORG/REPO:QUANT`, its blob hard-linked from the cache
+        #[arg(long, value_name = "ORG/REPO[:QUANT]", conflicts_with = "paths")]
+        hf: Option<String>,
+        /// The Hugging Face cache (default: $HF_HUB_CACHE, else $HF_HOME/hub, else
+        /// ~/.cache/huggingface/hub)
+        #[arg(long, value_name = "DIR")]
+        hf_cache: Option<PathBuf>,
+        #[arg(required_unless_present = "hf")]
         paths: Vec<PathBuf>,
     },
     /// Serve Ollama's model-management API over the store: tags, show, copy, delete, create,
@@ -234,7 +242,12 @@ fn run(cmd: Command) -> Result<(), StoreError> {
         Command::Show { store, modelfile: true, name, .. } => show_modelfile(open(&store)?, &name),
         Command::Show { store, json, name, .. } => show(&open(&store)?, &name, json),
         Command::Create { store, name, file } => create(open_or_make(&store)?, &name, &file),
-        Command::Import { store, name, link, paths } => import(open_or_make(&store)?, name.as_deref(), link, &paths),
+        Command::Import { store, name, hf: Some(repo), hf_cache, .. } => {
+            import_from_hf_cache(open_or_make(&store)?, &repo, name.as_deref(), hf_cache.as_deref())
+        }
+        Command::Import { store, name, link, paths, .. } => {
+            import(open_or_make(&store)?, name.as_deref(), link, &paths)
+        }
         Command::Pull { store, insecure, name } => transfer(open_or_make(&store)?, &name, insecure, true),
         Command::Push { store, insecure, name } => transfer(open(&store)?, &name, insecure, false),
         Command::Serve { store, listen, no_prune, verbose } => serve_api(&store, listen.as_deref(), no_prune, verbose),
@@ -521,27 +534,7 @@ fn import(s: Store, name: Option<&str>, link: bool, paths: &[PathBuf]) -> Result
                 }
             };
             let model = Name::parse(&raw).map_err(|_| StoreError::InvalidDestination(raw.clone()))?;
-            // Only GGUF files: anything else is refused before a byte comes in.
-            crate::gguf::read_header(std::io::BufReader::new(std::fs::File::open(path)?))
-                .map_err(|e| StoreError::Invalid(format!("not a GGUF file ({e}); only GGUF models can be imported")))?;
-            let imported = s.import_file(path, link)?;
-            let publish = || -> Result<Name, StoreError> {
-                let spec = crate::store::create::CreateSpec { files: vec![imported.digest], ..Default::default() };
-                let bytes = s.create_manifest(&spec, &mut |_| {})?;
-                let model = s.spelling_on_disk(&model);
-                crate::catalog::Catalog::put_manifest(&catalog, &model, bytes)?;
-                Ok(model)
-            };
-            match publish() {
-                Ok(model) => Ok((model, imported)),
-                Err(e) => {
-                    // What this import brought in goes again: the store is as it was.
-                    if imported.way != crate::store::Way::Present {
-                        s.prune([imported.digest], &s.digests_in_use());
-                    }
-                    Err(e)
-                }
-            }
+            import_one(&s, &catalog, path, &model, link, None)
         })();
         match res {
             Ok((model, i)) => {
@@ -568,6 +561,77 @@ fn import(s: Store, name: Option<&str>, link: bool, paths: &[PathBuf]) -> Result
         Some(e) => std::process::exit(store_exit_code(&e)),
         None => Ok(()),
     }
+}
+
+/// One GGUF file becomes model `model`; on failure the store is as it was.
+fn import_one(
+    s: &Store,
+    catalog: &crate::api::StoreCatalog,
+    path: &std::path::Path,
+    model: &Name,
+    link: bool,
+    expected: Option<crate::store::Digest>,
+) -> Result<(Name, crate::store::Imported), StoreError> {
+    // Only GGUF files: anything else is refused before a byte comes in.
+    crate::gguf::read_header(std::io::BufReader::new(std::fs::File::open(path)?))
+        .map_err(|e| StoreError::Invalid(format!("not a GGUF file ({e}); only GGUF models can be imported")))?;
+    let imported = s.import_file(path, link)?;
+    let publish = || -> Result<Name, StoreError> {
+        if let Some(want) = expected.filter(|d| *d != imported.digest) {
+            return Err(StoreError::DigestMismatch { expected: want.prefixed(), got: imported.digest.prefixed() });
+        }
+        let spec = crate::store::create::CreateSpec { files: vec![imported.digest], ..Default::default() };
+        let bytes = s.create_manifest(&spec, &mut |_| {})?;
+        let model = s.spelling_on_disk(model);
+        crate::catalog::Catalog::put_manifest(catalog, &model, bytes)?;
+        Ok(model)
+    };
+    match publish() {
+        Ok(model) => Ok((model, imported)),
+        Err(e) => {
+            // What this import brought in goes again.
+            if imported.way != crate::store::Way::Present {
+                s.prune([imported.digest], &s.digests_in_use());
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `ollamafs import --hf ORG/REPO[:QUANT]`: a GGUF of the Hugging Face cache becomes
+/// `hf.co/ORG/REPO:QUANT`, its blob hard-linked from the cache (whose blobs never change).
+fn import_from_hf_cache(
+    s: Store,
+    spec: &str,
+    name: Option<&str>,
+    cache: Option<&std::path::Path>,
+) -> Result<(), StoreError> {
+    let cache = crate::hf_cache::cache_dir(cache)
+        .ok_or_else(|| StoreError::Invalid("no Hugging Face cache: give --hf-cache DIR".into()))?;
+    let (repo, tag) = match spec.split_once(':') {
+        Some((r, t)) => (r, Some(t)),
+        None => (spec, None),
+    };
+    let files = crate::hf_cache::ggufs(&cache, repo).map_err(StoreError::Invalid)?;
+    let (file, tag) = crate::hf_cache::pick(&files, tag).map_err(StoreError::Invalid)?;
+    let raw = name.map(String::from).unwrap_or_else(|| format!("hf.co/{repo}:{tag}"));
+    let model = Name::parse(&raw).map_err(|_| StoreError::InvalidDestination(raw.clone()))?;
+    s.prepare_for_writes()?;
+    let s = std::sync::Arc::new(s);
+    let catalog = crate::api::StoreCatalog::new(s.clone(), false);
+    // The cache names its blobs by their SHA-256: one that no longer hashes to its name
+    // was changed, and is refused.
+    let expected = file.blob.file_name().and_then(|n| n.to_str()).and_then(crate::store::Digest::from_hex);
+    let (model, i) = import_one(&s, &catalog, &file.blob, &model, true, expected)?;
+    println!(
+        "imported {} ({}) as {}: {}, {} bytes written",
+        file.file,
+        repo,
+        model.display_shortest(),
+        i.way.describe(),
+        i.written
+    );
+    Ok(())
 }
 
 /// A model name for a GGUF file: its name without `.gguf`, with a quantization suffix as
