@@ -6,19 +6,8 @@
 mod common;
 use common::*;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-/// A GGUF of new data: a real header, then noise.
-fn noisy_gguf(path: &Path, size: u64) {
-    let header = ollamafs::fixture::gguf_header("llama", 15, &[("token_embd.weight", vec![2048, 2048])], None);
-    let size = size.max(ollamafs::fixture::data_end(&header));
-    let mut f = fs::File::create(path).unwrap();
-    f.write_all(&header).unwrap();
-    ollamafs::fixture::write_noise(&mut f, size - header.len() as u64).unwrap();
-    f.sync_all().unwrap();
-}
 
 fn blob_path(store: &Path, file: &Path) -> PathBuf {
     let (d, _) = ollamafs::store::hash_file(file).unwrap();
@@ -55,8 +44,8 @@ fn import_copies_or_links_and_says_which() {
     assert_eq!(fs::metadata(&blob_b).unwrap().ino(), fs::metadata(&b).unwrap().ino(), "one inode");
     assert_verifies(&store);
     // The risk of a link, caught: another tool changes the file in place.
-    let mut f = fs::OpenOptions::new().write(true).open(&b).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&mut f, b"changed", size).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&b).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"changed", size).unwrap();
     drop(f);
     let o = ollamafs(&store, &["verify"]);
     assert!(!o.status.success(), "verify must notice the changed blob: {}", stdout(&o));
@@ -139,8 +128,8 @@ fn on_xfs_an_import_is_a_reflink() {
     let blob = blob_path(&store, &file);
     assert_ne!(fs::metadata(&blob).unwrap().ino(), fs::metadata(&file).unwrap().ino(), "its own inode");
     // Changing the file leaves the blob as it was.
-    let mut f = fs::OpenOptions::new().write(true).open(&file).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&mut f, b"changed", 4096).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"changed", 4096).unwrap();
     drop(f);
     assert_verifies(&store);
     // create with FROM a file on the same disk goes the same way.

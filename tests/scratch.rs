@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -46,16 +45,6 @@ fn rsync_delay_updates_and_partial_dir_publish_byte_for_byte() {
     drop(m);
     assert_store_clean(&store);
     assert_eq!(scratch_leftovers(&store), Vec::<String>::new());
-}
-
-/// A GGUF of new data (so the transfer has to send it): header, then noise.
-fn noisy_gguf(path: &Path, size: u64) {
-    let header = ollamafs::fixture::gguf_header("llama", 15, &[("token_embd.weight", vec![2048, 2048])], None);
-    let size = size.max(ollamafs::fixture::data_end(&header));
-    let mut f = fs::File::create(path).unwrap();
-    f.write_all(&header).unwrap();
-    ollamafs::fixture::write_noise(&mut f, size - header.len() as u64).unwrap();
-    f.sync_all().unwrap();
 }
 
 fn literal_bytes(stats: &str) -> u64 {

@@ -10,13 +10,10 @@
 //! Every way hashes the file first, and refuses a file that changed while it was read.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use sha2::{Digest as _, Sha256};
-
-use super::{Digest, Result, Store, StoreError, fsync_dir};
+use super::{Digest, Result, Store, StoreError, fsync_dir, hash_reader};
 
 /// How a file came into `blobs/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,23 +50,6 @@ pub struct Imported {
 fn same_content(a: &fs::Metadata, b: &fs::Metadata, link: bool) -> bool {
     let key = |m: &fs::Metadata| (m.ino(), m.len(), m.mtime(), m.mtime_nsec());
     key(a) == key(b) && (link || (a.ctime(), a.ctime_nsec()) == (b.ctime(), b.ctime_nsec()))
-}
-
-fn hash_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((Digest(hasher.finalize().into()), len))
 }
 
 impl Store {

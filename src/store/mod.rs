@@ -545,12 +545,16 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 
 /// Hash a file's contents.
 pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
-    let mut f = File::open(path)?;
+    hash_reader(File::open(path)?)
+}
+
+/// SHA-256 and length of everything `r` gives.
+pub fn hash_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
-        let n = match f.read(&mut buf) {
+        let n = match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

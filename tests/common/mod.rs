@@ -329,6 +329,17 @@ impl Drop for UnmountOnDrop {
     }
 }
 
+/// A GGUF of new data (so a copy or transfer has to move it): a real header, then noise.
+pub fn noisy_gguf(path: &Path, size: u64) {
+    use std::io::Write;
+    let header = fixture::gguf_header("llama", 15, &[("token_embd.weight", vec![2048, 2048])], None);
+    let size = size.max(fixture::data_end(&header));
+    let mut f = fs::File::create(path).unwrap();
+    f.write_all(&header).unwrap();
+    fixture::write_noise(&mut f, size - header.len() as u64).unwrap();
+    f.sync_all().unwrap();
+}
+
 /// A path quoted for `sh`.
 pub fn q(p: &Path) -> String {
     format!("'{}'", p.display())
