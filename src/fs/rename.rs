@@ -333,8 +333,10 @@ impl Fs {
     ) -> Result<()> {
         let fd = self.scratch_fd(st, b)?;
         let meta = rustix::fs::fstat(&*fd)?;
-        if meta.st_mode as u32 & libc::S_IFMT != libc::S_IFREG {
-            return Err(FsError::new(libc::EISDIR, format!("only a file can become layer {dname:?}")));
+        match meta.st_mode & libc::S_IFMT {
+            libc::S_IFREG => {}
+            libc::S_IFDIR => return Err(FsError::new(libc::EISDIR, format!("a folder cannot become layer {dname:?}"))),
+            _ => return Err(FsError::new(libc::EINVAL, format!("only a regular file can become layer {dname:?}"))),
         }
         // Its inode becomes the blob's: no other name may change it later (EXDEV makes `mv`
         // copy it instead, through a layer writer).
