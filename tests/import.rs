@@ -61,6 +61,11 @@ fn import_copies_or_links_and_says_which() {
     assert!(stderr(&o).contains("No such file"), "{}", stderr(&o));
     let o = ollamafs(&store, &["import", "--name", "x:y", &a.to_string_lossy(), &b.to_string_lossy()]);
     assert_eq!(o.status.code(), Some(2));
+    let modelfile = dir.path().join("Modelfile");
+    fs::write(&modelfile, format!("FROM {}\n", text.display())).unwrap();
+    let o = ollamafs(&store, &["create", "notes:v1", "-f", &modelfile.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("not a GGUF file"), "{}", stderr(&o));
     assert_eq!(manifest_files(&store), before);
     assert_eq!(blobs(&store), blobs_before, "no blob left behind");
 }

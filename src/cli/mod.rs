@@ -509,6 +509,10 @@ fn blob_of_file(s: &Store, path: &std::path::Path) -> Result<crate::store::Diges
     {
         return Ok(d);
     }
+    // A file that is no GGUF is refused before a byte of it comes in.
+    crate::gguf::read_header(std::io::BufReader::new(std::fs::File::open(path)?)).map_err(|e| {
+        StoreError::Invalid(format!("{}: not a GGUF file ({e}); only GGUF models can be imported", path.display()))
+    })?;
     let i = s.import_file(path, false)?;
     println!("importing file {}: {}, {} bytes written", path.display(), i.way.describe(), i.written);
     Ok(i.digest)
