@@ -278,6 +278,7 @@ fn run_daemon(a: MountArgs) -> Result<(), MountError> {
         }
     });
     init_logging(&a);
+    raise_open_file_limit();
     let store = Arc::new(Store::open(store_dir(&a.store.store))?);
     let mountpoint = check_mountpoint(&store, &a.mountpoint)?;
     if !a.read_only {
@@ -392,6 +393,21 @@ fn run_daemon(a: MountArgs) -> Result<(), MountError> {
         log::warn!("session ended with {e}");
     }
     Ok(())
+}
+
+/// The mount holds every scratch inode the kernel knows open (see `fs::scratch`), and a
+/// service's default soft limit (often 1,024) would run out on a folder of many small files:
+/// take the hard limit, as FUSE file systems that serve real files do.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => log::debug!("open files: limit raised to {:?}", limit.maximum),
+            Err(e) => log::debug!("open files: limit stays {:?} ({e})", limit.current),
+        }
+    }
 }
 
 /// Mount, and start the FUSE session. As root the mount is made here, with the type

@@ -255,3 +255,30 @@ fn an_immediate_remount_stays() {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// The daemon holds every scratch inode the kernel knows open, so it takes the hard limit
+/// of open files rather than a service's small soft one.
+#[test]
+fn the_daemon_takes_the_hard_open_file_limit() {
+    if !fuse_available() {
+        return;
+    }
+    let (dir, store, _) = fixture_store(4 << 20);
+    let mp = dir.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let _guard = UnmountOnDrop(mp.clone());
+    let log = dir.path().join("log");
+    sh_ok(&format!(
+        "prlimit --nofile=256:4096 {} mount --store {} --log-file {} {}",
+        q(&bin()),
+        q(&store),
+        q(&log),
+        q(&mp)
+    ));
+    let pid = sh_ok(&format!("pgrep -f -n 'mount --store {}'", store.display()));
+    let limits = fs::read_to_string(format!("/proc/{}/limits", pid.trim())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let nums: Vec<&str> = line.split_whitespace().filter(|w| w.parse::<u64>().is_ok()).collect();
+    assert_eq!(nums, ["4096", "4096"], "{line}");
+    sh_ok(&format!("umount {}", q(&mp)));
+}
