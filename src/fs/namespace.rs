@@ -80,15 +80,15 @@ impl Fs {
         check_name_length(name)?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
-        if let Node::Model(m) | Node::Sub(m, _) = &parent_node
+        let host = matches!(&parent_node, Node::Model(m) if self.becomes_host(&st, m, name));
+        if let Node::Model(_) | Node::Sub(..) = &parent_node
             && name.contains(':')
-            && !self.becomes_host(&st, m, name)
         {
             // `mkdir -p ns/na.me/x:y` meant a model, but `na.me` is a model folder: say so
             // rather than make a scratch folder that unmount would drop with what went in.
             return Err(einval(format!("{name:?} looks like a model; a model folder cannot hold models")));
         }
-        if let Some(dir) = self.scratch_target(&mut st, &parent_node, name)? {
+        if !host && let Some(dir) = self.scratch_target(&mut st, &parent_node, name)? {
             let attr = self.scratch_make(&mut st, &dir, name, Make::Dir { mode }, who)?;
             self.touch_parent(&mut st, &parent_node);
             return Ok(attr);
@@ -103,13 +103,10 @@ impl Fs {
                 Node::Trash(*uid, child)
             }
             Node::Dir(p) => self.mkdir_in_prefix(&mut st, p, name)?,
-            Node::Model(m) if self.becomes_host(&st, m, name) => {
+            Node::Model(m) if host => {
                 // `mkdir -p localhost:5000/team/...`: the first mkdir looked like a model
                 // (`localhost` tag `5000`); a folder inside it makes it a host prefix.
                 let as_host = format!("{}:{}", m.model, m.tag);
-                if !is_valid_part(Part::Host, &as_host) || !is_valid_part(Part::Namespace, name) {
-                    return Err(einval(format!("{name:?} cannot go inside model folder {}", m.display_shortest())));
-                }
                 st.folders.remove(m);
                 st.pending_dirs.insert(as_host.clone());
                 let child = join(&as_host, name);
@@ -158,7 +155,6 @@ impl Fs {
     pub(super) fn scratch_target(&self, st: &mut State, parent: &Node, name: &str) -> Result<Option<Fd>> {
         let sub = match parent {
             Node::Scratch(_) => return self.scratch_dir(st, parent, true),
-            Node::Model(m) if self.becomes_host(st, m, name) => return Ok(None),
             Node::Model(_) => "",
             Node::Sub(_, s) => s.as_str(),
             _ => return Ok(None),

@@ -225,3 +225,19 @@ fn a_file_still_open_becomes_a_layer_and_its_descriptor_can_no_longer_write() {
     let d = crate::store::Digest::of_bytes(b"{{ .Prompt }}");
     assert_eq!(std::fs::read(t.fs.store.blob_path(&d)).unwrap(), b"{{ .Prompt }}");
 }
+
+#[test]
+fn a_scratch_file_in_a_folder_named_like_a_host_stays_a_scratch_file() {
+    // `qwen:7` could be host `qwen` port 7 (`mkdir -p qwen:7/team/...` makes it one), but a
+    // file made in it is just a file of that draft.
+    let t = setup(Options::default());
+    let dir = t.fs.mkdir(ROOT_INO, "qwen:7", 0o755).unwrap().ino;
+    let (_, h) = t.fs.create(dir, "notes", 0o644, libc::O_RDWR | libc::O_CREAT).unwrap();
+    t.fs.release(h.fh).unwrap();
+    assert_eq!(names(&t, "qwen:7"), ["notes"]);
+    // A namespace made in an empty one still turns it into a host folder.
+    let other = t.fs.mkdir(ROOT_INO, "myhost:8080", 0o755).unwrap().ino;
+    assert_eq!(t.fs.mkdir(other, "team", 0o755).unwrap().kind, FileKind::Dir);
+    assert!(walk(&t, "myhost:8080/team").is_ok());
+    assert!(t.fs.lock().folders.keys().all(|n| n.model != "myhost"), "no model folder left behind");
+}
