@@ -75,7 +75,6 @@ impl Fs {
         (src, src_parent, name): (&Node, &Node, &str),
         (dest_parent, dest_scratch, newname): (&Node, Option<Fd>, &str),
     ) -> Result<()> {
-        let st = &mut *st;
         let parent_model = self.as_model_dir(st, src_parent);
         match (src, dest_parent) {
             (Node::Scratch(_), Node::Trash(uid, p)) if p == "files" => {
@@ -343,10 +342,6 @@ impl Fs {
         if meta.st_nlink > 1 {
             return Err(FsError::new(libc::EXDEV, format!("{name:?} has other links; it is copied, not moved")));
         }
-        // Nor may an open descriptor (GLib renames its temp file before closing it): from
-        // now on they read the file but cannot write it.
-        let ino = st.inodes.ino_of(&Node::Scratch(b));
-        self.seal_scratch_handles(ino)?;
         let path = self.scratch_path(dir, name)?;
         if dname == MANIFEST_FILE {
             // Validated and installed first: on failure the scratch file stays.
@@ -356,6 +351,11 @@ impl Fs {
             if dname == CONFIG_FILE {
                 check_config_json(dm, &std::fs::read(&path)?)?;
             }
+            // Nor may an open descriptor (GLib renames its temp file before closing it):
+            // from now on they read the file but cannot write it. (After the checks, so a
+            // refused rename changes nothing.)
+            let ino = st.inodes.ino_of(&Node::Scratch(b));
+            self.seal_scratch_handles(ino)?;
             let (digest, len) = match (self.known_digest(&*fd), st.prepared.take()) {
                 (Some(known), _) => known,
                 (None, Some(Prepared::Hashed { path: p, digest, len })) if p == path => (digest, len),
@@ -408,11 +408,14 @@ impl Fs {
             }
         };
         if let Err(e) = self.scratch_adopt(&path, dir, dname) {
-            if taken {
-                // Put it back: it is still the staged file's blob.
-                let _ = self.store.adopt_blob_held(&path, &File::open(&path)?, &d, staged.map_or(0, |s| s.1));
+            // A taken blob goes back: it is still the staged file's data (and its hold).
+            let len = staged.map_or(0, |s| s.1);
+            let back = !taken || File::open(&path).and_then(|f| self.store.adopt_blob_held(&path, &f, &d, len)).is_ok();
+            if back {
+                let _ = std::fs::remove_file(&path); // a copy; a blob put back is gone from here
+            } else {
+                log::error!("{sname}: its data stays in {} (it could not go back into blobs/)", path.display());
             }
-            let _ = std::fs::remove_file(&path);
             return Err(e);
         }
         if let Some((_, len)) = staged

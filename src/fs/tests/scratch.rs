@@ -241,3 +241,15 @@ fn a_scratch_file_in_a_folder_named_like_a_host_stays_a_scratch_file() {
     assert!(walk(&t, "myhost:8080/team").is_ok());
     assert!(t.fs.lock().folders.keys().all(|n| n.model != "myhost"), "no model folder left behind");
 }
+
+#[test]
+fn a_refused_commit_changes_nothing_of_the_scratch_file() {
+    let t = setup(Options::default());
+    let dir = walk(&t, fixture::LLAMA).unwrap().ino;
+    let (_, h) = t.fs.create(dir, ".cfg-tmp", 0o644, libc::O_RDWR | libc::O_CREAT).unwrap();
+    t.fs.write(h.fh, 0, b"not json").unwrap();
+    assert_eq!(t.fs.rename(dir, ".cfg-tmp", dir, "config.json", 0).unwrap_err().errno, libc::EINVAL);
+    t.fs.write(h.fh, 8, b"!").expect("its descriptor still writes");
+    t.fs.release(h.fh).unwrap();
+    assert_eq!(read_all(&t, "llama3.2:latest/.cfg-tmp"), b"not json!");
+}
