@@ -25,3 +25,4 @@ pub mod registry;
 pub mod store;
 pub mod store_arg;
 pub mod sync;
+pub mod views;

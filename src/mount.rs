@@ -54,7 +54,12 @@ pub struct MountArgs {
     /// Serve reads through the daemon even where FUSE passthrough is available
     #[arg(long)]
     pub no_passthrough: bool,
-    /// fstab-style options: ro, allow_other, store=DIR, no_prune, no_passthrough, log=FILE, ...
+    /// Show the store as an app expects a models folder, at the mount's root:
+    /// `lmstudio` (`.lmstudio/PUBLISHER/MODEL/FILE.gguf`, takes LM Studio's downloads) or
+    /// `gguf` (`.gguf/NAME-TAG.gguf`, read-only). Repeatable
+    #[arg(long = "view", value_name = "lmstudio|gguf", value_parser = parse_view)]
+    pub views: Vec<crate::views::ViewKind>,
+    /// fstab-style options: ro, allow_other, view=lmstudio, store=DIR, no_prune, no_passthrough, log=FILE, ...
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
     /// More log output: -v refusals and details, -vv lookups that miss, -vvv FUSE requests
@@ -76,6 +81,10 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
 }
 
+fn parse_view(s: &str) -> Result<crate::views::ViewKind, String> {
+    crate::views::ViewKind::parse(s).ok_or_else(|| format!("unknown view {s:?}: lmstudio or gguf"))
+}
+
 /// Fold `-o` options into the flags, as `mount -t fuse.ollamafs` and fstab pass them.
 fn apply_options(a: &mut MountArgs) -> Result<(), MountError> {
     for o in a.options.clone() {
@@ -89,6 +98,7 @@ fn apply_options(a: &mut MountArgs) -> Result<(), MountError> {
             ("allow_other", None) => a.allow_other = true,
             ("no_prune", None) => a.no_prune = true,
             ("no_passthrough", None) => a.no_passthrough = true,
+            ("view", Some(v)) => a.views.push(parse_view(v).map_err(MountError::Usage)?),
             ("store", Some(dir)) => a.store.store = Some(PathBuf::from(dir)),
             ("log", Some(f)) => a.log_file = Some(PathBuf::from(f)),
             ("api", Some(addr)) => a.api = Some(addr.to_string()),
@@ -290,6 +300,12 @@ fn run_daemon(a: MountArgs) -> Result<(), MountError> {
         passthrough: !a.no_passthrough,
         mountpoint: Some(mountpoint.clone()),
         clock: Default::default(),
+        views: {
+            let mut v = a.views.clone();
+            v.sort();
+            v.dedup();
+            v
+        },
     };
     // Bind before mounting, so a busy port fails the mount with a clear message.
     let api_listener = a.api.as_deref().map(|addr| crate::api::bind(&crate::api::host_to_addr(addr))).transpose()?;

@@ -41,6 +41,10 @@ impl Fs {
         edit::check_name_length(name)?;
         let parent_node = self.node_of(st, parent)?;
         let found = match &parent_node {
+            Node::Dir(p) if p.is_empty() && self.view_at_root(name).is_some() => {
+                self.view_at_root(name).map(|k| Node::View(k, String::new()))
+            }
+            Node::View(k, p) => self.view_lookup(st, *k, p, name)?,
             Node::Dir(p) if p.is_empty() && trash::trash_uid(name).is_some() => trash::trash_uid(name)
                 .and_then(|uid| self.trash_lookup(uid, "", "").map(|_| Node::Trash(uid, String::new()))),
             Node::Dir(p) => st.lookup_in_dir(p, name),
@@ -252,6 +256,7 @@ impl Fs {
                 Ok(a)
             }
             Node::Trash(uid, rel) => self.trash_attr(ino, *uid, rel),
+            Node::View(k, p) => self.view_attr(st, ino, *k, p),
         }
     }
 
@@ -277,6 +282,9 @@ impl Fs {
                 let parent = Node::Dir(p.rsplit_once('/').map(|(a, _)| a.to_string()).unwrap_or_default());
                 let mut children: Vec<(String, Node)> = st.dir_children(p).into_iter().collect();
                 if p.is_empty() {
+                    for k in &self.opts.views {
+                        children.push((k.folder().to_string(), Node::View(*k, String::new())));
+                    }
                     for uid in self.trash_dirs() {
                         children.push((format!("{}{uid}", trash::TRASH_PREFIX), Node::Trash(uid, String::new())));
                     }
@@ -308,6 +316,10 @@ impl Fs {
                 let parent = self.scratch_parent(&st, *b).unwrap_or_else(|| node.clone());
                 (Vec::new(), parent)
             }
+            Node::View(k, p) => {
+                self.view_attr(&st, ino, *k, p)?;
+                (self.view_children(&st, *k, p), Self::view_parent(*k, p))
+            }
             _ => return Err(FsError::new(libc::ENOTDIR, "not a folder")),
         };
         // Scratch entries are real: their kinds come from the disk.
@@ -315,6 +327,7 @@ impl Fs {
             Node::Model(m) => self.tree_children(&st, m, ""),
             Node::Sub(m, sub) => self.tree_children(&st, m, sub),
             Node::Scratch(b) => self.scratch_children(&st, *b)?,
+            Node::View(k, p) => self.view_scratch_children(&st, *k, p),
             _ => Vec::new(),
         };
         let mut out = Vec::with_capacity(children.len() + scratch.len() + 2);
@@ -323,7 +336,7 @@ impl Fs {
         out.push(DirEntry { ino: parent_ino, kind: FileKind::Dir, name: "..".into() });
         for (name, child) in children {
             let kind = match &child {
-                Node::Dir(_) | Node::Model(_) | Node::Sub(..) => FileKind::Dir,
+                Node::Dir(_) | Node::Model(_) | Node::Sub(..) | Node::View(..) => FileKind::Dir,
                 Node::Trash(uid, rel) if self.trash_path(*uid, rel).is_dir() => FileKind::Dir,
                 _ => FileKind::File,
             };

@@ -389,6 +389,10 @@ impl Fs {
     pub fn release(&self, fh: u64) -> Result<()> {
         let res = self.flush_handle(fh, true);
         let h = self.handles().remove(&fh);
+        if let Some(Handle::Scratch(f, ino)) = &h {
+            // A download into LM Studio's view may be finished.
+            self.publish_download(f, *ino);
+        }
         if let Some(Handle::Write(w)) = h {
             let w = crate::sync::lock(&w);
             if w.created

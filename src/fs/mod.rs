@@ -19,6 +19,7 @@ mod scratch;
 mod trash;
 mod tree;
 mod txn;
+mod views;
 pub mod watch;
 mod writer;
 
@@ -117,6 +118,9 @@ pub enum Node {
     /// A scratch entry (file, folder, link, fifo, socket) by its inode on the disk below;
     /// see `scratch`.
     Scratch(u64),
+    /// A folder of an app view (`.lmstudio`, `.gguf`) by its path inside the view ("" is
+    /// the view's own folder); see `views`.
+    View(crate::views::ViewKind, String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +200,10 @@ pub(crate) struct State {
     /// Trash items moved out of `files/` to be deleted (GVFS' `expunged/`), by (uid, path
     /// in the trash): the blobs to prune once they are gone.
     expunging: HashMap<(u32, String), Vec<Digest>>,
+    /// The file names models came in with through a view (see `crate::views::FileNames`).
+    file_names: crate::views::FileNames,
+    /// Bumped at every change of `file_names` (the views' cache key).
+    file_names_version: u64,
 }
 
 /// Who is changing the store, for the log line each change gets.
@@ -255,6 +263,8 @@ pub struct Options {
     pub mountpoint: Option<PathBuf>,
     /// The one source of time (tests step it).
     pub clock: Clock,
+    /// App views shown at the root (`--view`).
+    pub views: Vec<crate::views::ViewKind>,
 }
 
 /// Tells the kernel to forget a cached directory entry `(parent inode, name)`.
@@ -276,13 +286,23 @@ pub struct Fs {
     weights_lookups: Mutex<HashMap<u32, (u64, Name, String)>>,
     /// Digests of scratch files whose content is known (see `scratch::KnownDigest`).
     known_digests: Mutex<HashMap<u64, scratch::KnownDigest>>,
+    /// Each view's files, for (view, index generation, file names version).
+    view_cache: ViewCache,
 }
+
+type ViewCache = Mutex<
+    HashMap<
+        crate::views::ViewKind,
+        ((crate::views::ViewKind, u64, u64), Arc<BTreeMap<String, crate::views::ViewFile>>),
+    >,
+>;
 
 pub const TTL: Duration = Duration::from_millis(500);
 
 impl Fs {
     pub fn new(store: Arc<Store>, opts: Options) -> Fs {
         let index = Index::load(&store);
+        let file_names = crate::views::FileNames::load(&store.file_names_path());
         Fs {
             store,
             invalidator: std::sync::OnceLock::new(),
@@ -300,6 +320,8 @@ impl Fs {
                 origin: Origin::Mount,
                 expunging: HashMap::new(),
                 prepared: None,
+                file_names,
+                file_names_version: 0,
             }),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -308,6 +330,7 @@ impl Fs {
             prefixes: Mutex::new(HashMap::new()),
             weights_lookups: Mutex::new(HashMap::new()),
             known_digests: Mutex::new(HashMap::new()),
+            view_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -333,6 +356,9 @@ impl Fs {
     pub fn shutdown(&self) {
         let mut st = self.lock();
         let mut waiting = 0;
+        if let Ok(Some(views)) = self.view_tree_dir(crate::views::ViewKind::LmStudio, "", false) {
+            let _ = std::fs::remove_dir_all(views);
+        }
         for (name, f) in &st.folders {
             if let Some(t) = &f.tree {
                 let _ = std::fs::remove_dir_all(t);

@@ -88,6 +88,12 @@ impl Fs {
             // rather than make a scratch folder that unmount would drop with what went in.
             return Err(einval(format!("{name:?} looks like a model; a model folder cannot hold models")));
         }
+        if let Node::View(k, p) = &parent_node
+            && super::views::holds_folders(*k, &join(p, name))
+        {
+            let node = self.view_mkdir(&mut st, *k, p, name, mode)?;
+            return self.remembered_attr(&mut st, &node);
+        }
         if !host && let Some(dir) = self.scratch_target(&mut st, &parent_node, name)? {
             let attr = self.scratch_make(&mut st, &dir, name, Make::Dir { mode }, who)?;
             self.touch_parent(&mut st, &parent_node);
@@ -155,6 +161,15 @@ impl Fs {
     pub(super) fn scratch_target(&self, st: &mut State, parent: &Node, name: &str) -> Result<Option<Fd>> {
         let sub = match parent {
             Node::Scratch(_) => return self.scratch_dir(st, parent, true),
+            Node::View(k, p) => {
+                if *k != crate::views::ViewKind::LmStudio {
+                    return Err(FsError::new(libc::EROFS, format!("{} is read-only", k.folder())));
+                }
+                if self.view_files(st, *k).contains_key(&join(p, name)) {
+                    return Ok(None);
+                }
+                return self.scratch_dir(st, parent, true);
+            }
             Node::Model(_) => "",
             Node::Sub(_, s) => s.as_str(),
             _ => return Ok(None),
@@ -235,6 +250,7 @@ impl Fs {
     fn rmdir_locked(&self, st: &mut State, parent: u64, name: &str) -> Result<()> {
         let node = self.lookup_node(st, parent, name)?;
         match &node {
+            Node::View(k, p) => self.view_rmdir(st, *k, p),
             Node::Scratch(_) => {
                 let parent_node = self.parent_node(st, parent)?;
                 let dir = self.scratch_dir(st, &parent_node, false)?.ok_or_else(|| enoent(name))?;
@@ -281,7 +297,7 @@ impl Fs {
         check_name_length(name)?;
         let mut st = self.lock();
         let parent_node = self.parent_node(&st, parent)?;
-        if let Node::Scratch(_) | Node::Model(_) | Node::Sub(..) = &parent_node
+        if let Node::Scratch(_) | Node::Model(_) | Node::Sub(..) | Node::View(..) = &parent_node
             && let Ok(Node::Scratch(_)) = self.lookup_node(&mut st, parent, name)
         {
             let dir = self.scratch_dir(&mut st, &parent_node, false)?.ok_or_else(|| enoent(name))?;
@@ -293,6 +309,7 @@ impl Fs {
             Node::Model(m) => (m.clone(), String::new()),
             Node::Sub(m, s) => (m.clone(), s.clone()),
             Node::Trash(uid, rel) => return self.trash_unlink(&mut st, *uid, &join(rel, name)),
+            Node::View(k, p) => return self.view_unlink(&mut st, *k, p, name),
             Node::Dir(p) => {
                 return Err(match st.lookup_in_dir(p, name) {
                     Some(_) => FsError::new(libc::EISDIR, name.to_string()),

@@ -111,7 +111,9 @@ impl Fs {
                     shares_blob_inode: None,
                 })
             }
-            Node::Dir(_) | Node::Model(_) | Node::Sub(..) => Err(FsError::new(libc::EISDIR, "is a folder")),
+            Node::Dir(_) | Node::Model(_) | Node::Sub(..) | Node::View(..) => {
+                Err(FsError::new(libc::EISDIR, "is a folder"))
+            }
             Node::Link(_) => Err(FsError::new(libc::ELOOP, "symlink")),
             Node::Trash(uid, rel) => {
                 let (uid, rel) = (*uid, rel.clone());

@@ -25,6 +25,9 @@ impl Fs {
         self.prepare_file_rename(parent, name, newparent, newname)?;
         let res = self.rename_locked(parent, name, newparent, newname, flags);
         if res.is_ok() {
+            self.publish_renamed(newparent, newname);
+        }
+        if res.is_ok() {
             let mut st = self.lock();
             let became_weights =
                 self.lookup_node(&mut st, newparent, newname).is_ok_and(|n| matches!(n, Node::Blob(_)));
@@ -42,6 +45,9 @@ impl Fs {
         let src_parent = self.parent_node(&st, parent)?;
         let dest_parent = self.parent_node(&st, newparent)?;
         let dest_existing = self.lookup_node(&mut st, newparent, newname).ok();
+        if let (Node::View(..), Node::Blob(_)) = (&src_parent, &src) {
+            return Err(FsError::new(libc::EPERM, format!("{name:?} is a model's file: rename the model in its folder")));
+        }
         if flags & libc::RENAME_NOREPLACE != 0 && dest_existing.is_some() {
             return Err(FsError::new(libc::EEXIST, newname.to_string()));
         }

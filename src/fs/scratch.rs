@@ -206,13 +206,14 @@ impl Fs {
     /// The real folder that holds the scratch entries of folder node `parent`: a scratch
     /// folder itself, or the tree of a model folder (`None` when it has none yet).
     pub(super) fn scratch_dir(&self, st: &mut State, parent: &Node, make: bool) -> Result<Option<Fd>> {
-        let (m, sub) = match parent {
+        let dir = match parent {
             Node::Scratch(b) => return st.scratch_fds.get(b).cloned().map(Some).ok_or_else(|| stale(*b)),
-            Node::Model(m) => (m, ""),
-            Node::Sub(m, s) => (m, s.as_str()),
+            Node::Model(m) => self.tree_dir(st, m, "", make)?,
+            Node::Sub(m, s) => self.tree_dir(st, m, s, make)?,
+            Node::View(k, p) => self.view_tree_dir(*k, p, make)?,
             _ => return Ok(None),
         };
-        let Some(dir) = self.tree_dir(st, m, sub, make)? else { return Ok(None) };
+        let Some(dir) = dir else { return Ok(None) };
         match rfs::open(&dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
             Ok(fd) => Ok(Some(Arc::new(fd))),
             Err(Errno::NOENT) => Ok(None),
@@ -266,6 +267,9 @@ impl Fs {
     pub(super) fn scratch_parent(&self, st: &State, b: u64) -> Option<Node> {
         let fd = st.scratch_fds.get(&b)?;
         let up = rfs::statat(&**fd, "..", AtFlags::empty()).ok()?.st_ino as u64;
+        if let Some(v) = self.view_folder_of(fd) {
+            return Some(v);
+        }
         for (name, f) in &st.folders {
             if let Some(t) = &f.tree
                 && std::fs::metadata(t).is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == up)

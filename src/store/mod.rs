@@ -188,6 +188,11 @@ impl Store {
 
     /// This process's own scratch folder: `.ollamafs/<pid>/`. Other live processes'
     /// folders are left alone; dead ones are removed by `clean_scratch`.
+    /// The file names models came in with through an app view (see `crate::views::FileNames`).
+    pub fn file_names_path(&self) -> PathBuf {
+        self.scratch.join(FILE_NAMES)
+    }
+
     pub fn process_scratch(&self) -> PathBuf {
         self.scratch.join(std::process::id().to_string())
     }
@@ -201,7 +206,7 @@ impl Store {
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if [LOCK_FILE, TRASH_DIR, PULL_DIR, LOG_FILE, OLD_LOG_FILE].contains(&&*name) {
+            if [LOCK_FILE, TRASH_DIR, PULL_DIR, LOG_FILE, OLD_LOG_FILE, FILE_NAMES].contains(&&*name) {
                 continue;
             }
             // Our own folder is live (at start, `prepare_for_writes` removes a stale one
@@ -525,6 +530,8 @@ pub const PULL_DIR: &str = "pull";
 /// before it (rotated).
 pub const LOG_FILE: &str = "log";
 pub const OLD_LOG_FILE: &str = "log.1";
+/// ollamafs' own record of app-view file names (`crate::views::FileNames`).
+const FILE_NAMES: &str = "file-names.json";
 
 /// Is process `pid` running? A zombie (killed, not yet reaped) counts as gone.
 pub fn process_alive(pid: u32) -> bool {
