@@ -93,7 +93,8 @@ pub fn hf_model(org: &str, repo: &str, tag: &str) -> Option<Name> {
 /// quantization gets.
 pub fn tag_of_stem(file: &str) -> String {
     let stem = file.strip_suffix(".gguf").or_else(|| file.strip_suffix(".GGUF")).unwrap_or(file);
-    let t: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
+    let t: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
     let t = t.trim_start_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_');
     t.chars().take(128).collect()
 }
@@ -314,7 +315,10 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(got.contains(&"ollama/x-latest/x-latest.gguf".to_string()));
         let other = got.iter().find(|p| *p != "ollama/x-latest/x-latest.gguf").unwrap();
-        assert!(other.starts_with("ollama/x-latest/x-latest-") && other.len() == "ollama/x-latest/x-latest-12345678.gguf".len());
+        assert!(
+            other.starts_with("ollama/x-latest/x-latest-")
+                && other.len() == "ollama/x-latest/x-latest-12345678.gguf".len()
+        );
         // Same answer whatever the order the models come in.
         let reversed = [models[1].clone(), models[0].clone()];
         assert_eq!(paths(ViewKind::LmStudio, &reversed, &FileNames::default()), got);

@@ -360,13 +360,21 @@ impl Fs {
     }
 
     pub(super) fn flush_handle(&self, fh: u64, last_close: bool) -> Result<()> {
-        let w = match self.handles().get(&fh) {
-            Some(Handle::Write(w)) => w.clone(),
-            Some(Handle::Scratch(f, _)) => {
-                let f = f.clone();
-                return f.sync_data().map_err(Into::into);
-            }
+        let handle = match self.handles().get(&fh) {
+            Some(Handle::Write(w)) => Ok(w.clone()),
+            Some(Handle::Scratch(f, ino)) => Err((f.clone(), *ino)),
             _ => return Ok(()),
+        };
+        let w = match handle {
+            Ok(w) => w,
+            Err((f, ino)) => {
+                f.sync_data()?;
+                // A download into LM Studio's view may be finished (close returns after).
+                if !last_close && super::views::opened_for_writing(&f) {
+                    self.publish_download(&f, ino, fh);
+                }
+                return Ok(());
+            }
         };
         let mut w = crate::sync::lock(&w);
         if let Some(errno) = w.failed {
@@ -389,10 +397,6 @@ impl Fs {
     pub fn release(&self, fh: u64) -> Result<()> {
         let res = self.flush_handle(fh, true);
         let h = self.handles().remove(&fh);
-        if let Some(Handle::Scratch(f, ino)) = &h {
-            // A download into LM Studio's view may be finished.
-            self.publish_download(f, *ino);
-        }
         if let Some(Handle::Write(w)) = h {
             let w = crate::sync::lock(&w);
             if w.created

@@ -46,7 +46,10 @@ impl Fs {
         let dest_parent = self.parent_node(&st, newparent)?;
         let dest_existing = self.lookup_node(&mut st, newparent, newname).ok();
         if let (Node::View(..), Node::Blob(_)) = (&src_parent, &src) {
-            return Err(FsError::new(libc::EPERM, format!("{name:?} is a model's file: rename the model in its folder")));
+            return Err(FsError::new(
+                libc::EPERM,
+                format!("{name:?} is a model's file: rename the model in its folder"),
+            ));
         }
         if flags & libc::RENAME_NOREPLACE != 0 && dest_existing.is_some() {
             return Err(FsError::new(libc::EEXIST, newname.to_string()));

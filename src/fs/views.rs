@@ -214,6 +214,12 @@ impl Fs {
     }
 }
 
+/// Can this open file write?
+pub(super) fn opened_for_writing(f: &File) -> bool {
+    rustix::fs::fcntl_getfl(f)
+        .is_ok_and(|fl| fl.contains(rustix::fs::OFlags::WRONLY) || fl.contains(rustix::fs::OFlags::RDWR))
+}
+
 /// What a finished download in LM Studio's view is, before the lock is taken.
 struct Download {
     path: PathBuf,
@@ -247,12 +253,12 @@ impl Fs {
     /// A scratch file of LM Studio's view was closed or renamed: when it is a whole GGUF
     /// at `ORG/REPO/FILE.gguf` that nobody writes any more, it becomes `hf.co/ORG/REPO:QUANT`
     /// (its file renamed into `blobs/`). Anything else stays a scratch file, as it is.
-    pub(crate) fn publish_download(&self, f: &File, fuse_ino: u64) {
+    pub(crate) fn publish_download(&self, f: &File, fuse_ino: u64, closing: u64) {
         if !self.opts.views.contains(&ViewKind::LmStudio) || self.opts.read_only {
             return;
         }
         let Some((path, org, repo, file)) = self.download_place(f) else { return };
-        if self.has_writer(fuse_ino) {
+        if self.has_writer(fuse_ino, closing) {
             return; // the last close publishes
         }
         let d = match self.check_download(path, org, repo, file) {
@@ -287,21 +293,26 @@ impl Fs {
             return;
         }
         if let Ok(f) = File::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&*fd))) {
-            self.publish_download(&f, ino);
+            self.publish_download(&f, ino, 0);
         }
     }
 
     /// Another open handle may still write scratch inode `fuse_ino`.
-    fn has_writer(&self, fuse_ino: u64) -> bool {
-        self.handles().values().any(|h| match h {
-            Handle::Scratch(f, i) if *i == fuse_ino => rustix::fs::fcntl_getfl(&**f)
-                .is_ok_and(|fl| fl.contains(rustix::fs::OFlags::WRONLY) || fl.contains(rustix::fs::OFlags::RDWR)),
+    fn has_writer(&self, fuse_ino: u64, except: u64) -> bool {
+        self.handles().iter().any(|(fh, h)| match h {
+            Handle::Scratch(f, i) if *i == fuse_ino && *fh != except => opened_for_writing(f),
             _ => false,
         })
     }
 
     /// Outside the lock: is it a whole GGUF, what is it called, what is its digest.
-    fn check_download(&self, path: PathBuf, org: String, repo: String, file: String) -> std::result::Result<Download, String> {
+    fn check_download(
+        &self,
+        path: PathBuf,
+        org: String,
+        repo: String,
+        file: String,
+    ) -> std::result::Result<Download, String> {
         let what = format!("{org}/{repo}/{file}");
         let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("{what}: {e}"))?;
         if !meta.is_file() || std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
@@ -334,7 +345,11 @@ impl Fs {
         let quant_model = views::hf_model(&d.org, &d.repo, &d.quant).ok_or_else(|| einval(d.quant.clone()))?;
         let weights_of = |st: &State, n: &Name| {
             st.index.get(n).and_then(|m| {
-                m.manifest.layers.iter().find(|l| l.role() == crate::store::manifest::Role::Model).and_then(|l| l.digest())
+                m.manifest
+                    .layers
+                    .iter()
+                    .find(|l| l.role() == crate::store::manifest::Role::Model)
+                    .and_then(|l| l.digest())
             })
         };
         // The quantization's tag, unless another file of the repository came in under it:
@@ -375,7 +390,14 @@ impl Fs {
             self.store.release(&d.digest);
             st.blob_meta.remove(&d.digest);
         }
-        log::info!("{}/{}/{} downloaded into {} is model {}", d.org, d.repo, d.file, ViewKind::LmStudio.folder(), model.display_shortest());
+        log::info!(
+            "{}/{}/{} downloaded into {} is model {}",
+            d.org,
+            d.repo,
+            d.file,
+            ViewKind::LmStudio.folder(),
+            model.display_shortest()
+        );
         st.file_names.set(&model, &d.file);
         st.file_names_version += 1;
         if let Err(e) = st.file_names.save(&self.store.file_names_path()) {

@@ -224,7 +224,7 @@ pub fn scratch_leftovers(store: &Path) -> Vec<String> {
             let p = e.path();
             if p.is_dir() {
                 dirs.push(p);
-            } else if !["lock", "log", "log.1"].iter().any(|f| p == root.join(f)) {
+            } else if !["lock", "log", "log.1", "file-names.json"].iter().any(|f| p == root.join(f)) {
                 out.push(p.display().to_string());
             }
         }
