@@ -177,3 +177,57 @@ fn a_gguf_of_the_hugging_face_cache_imports_without_a_copy() {
     assert_eq!(String::from_utf8(config).unwrap(), format!("{OLLAMA_CONFIG}\n"));
     assert_verifies(&store);
 }
+
+/// An existing LM Studio models folder holding the real Gemma GGUF: `import --lmstudio`
+/// makes `hf.co/PUBLISHER/MODEL:QUANT` with no data written (a hard link on this disk; the
+/// blocks the import process wrote are counted by the kernel), a rerun skips it, and a
+/// running mount's LM Studio view shows it under the file name it came with.
+#[test]
+fn an_lmstudio_folder_imports_without_writing_data() {
+    let Some(gguf) = gemma() else { return };
+    let Some((dir, m, _)) = mounted_fixture(&["--view", "lmstudio"]) else { return };
+    let folder = dir.path().join("lmstudio/lmstudio-community/gemma-3-270m-it-GGUF");
+    fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("gemma-3-270m-it-Q4_K_M.gguf");
+    fs::copy(&gguf, &file).unwrap();
+    fs::write(dir.path().join("lmstudio/lmstudio-community/gemma-3-270m-it-GGUF/README.md"), "notes").unwrap();
+    let lms = dir.path().join("lmstudio");
+    let store = m.store.to_string_lossy().into_owned();
+    let args = format!("{} import --store {} --lmstudio {}", q(&bin()), q(&m.store), q(&lms));
+    let dry = sh_ok(&format!("{args} --dry-run"));
+    assert!(dry.contains("would import lmstudio-community/gemma-3-270m-it-GGUF/gemma-3-270m-it-Q4_K_M.gguf as hf.co/lmstudio-community/gemma-3-270m-it-GGUF:Q4_K_M"), "{dry}");
+    assert!(!manifest_files(&m.store).iter().any(|n| n.contains("gemma")), "a dry run changes nothing");
+    sh_ok("sync");
+    // The import's own disk writes, as the kernel counts them (512-byte blocks).
+    let measured = sh_ok(&format!(
+        "python3 -c 'import resource,subprocess,sys; r=subprocess.run(sys.argv[1:],capture_output=True,text=True); print(r.returncode); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock); print(r.stdout)' {args}"
+    ));
+    let mut lines = measured.lines();
+    assert_eq!(lines.next(), Some("0"), "{measured}");
+    let blocks: u64 = lines.next().unwrap().parse().unwrap();
+    assert!(blocks * 512 < (1 << 20), "the import wrote {} bytes for a {GGUF_SIZE}-byte model", blocks * 512);
+    assert!(
+        measured.contains("hard link (no data copied), 0 bytes written") || measured.contains("reflink"),
+        "{measured}"
+    );
+    let manifest = manifest_json(&m.store, "hf.co/lmstudio-community/gemma-3-270m-it-GGUF/Q4_K_M");
+    assert_eq!(manifest["layers"][0]["digest"], format!("sha256:{GGUF_SHA256}"));
+    let config = blob_of(&m.store, manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(String::from_utf8(config).unwrap(), format!("{OLLAMA_CONFIG}\n"));
+    // A rerun imports nothing again.
+    let again = sh_ok(&args);
+    assert!(
+        again.contains("already imported: lmstudio-community/gemma-3-270m-it-GGUF/gemma-3-270m-it-Q4_K_M.gguf"),
+        "{again}"
+    );
+    // The mount saw it: LM Studio's view has it under its own name, the same bytes.
+    let shown = m.p(".lmstudio/lmstudio-community/gemma-3-270m-it-GGUF/gemma-3-270m-it-Q4_K_M.gguf");
+    let mut tries = 0;
+    while !shown.exists() && tries < 50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        tries += 1;
+    }
+    sh_ok(&format!("cmp {} {}", q(&file), q(&shown)));
+    drop(m);
+    assert_store_clean(Path::new(&store));
+}

@@ -110,9 +110,7 @@ fn a_gguf_downloaded_into_the_lmstudio_view_becomes_an_hf_model_with_its_data_wr
     assert_eq!(ino(&shown), ino(&m.p("hf.co/lmstudio-community/Qwen3-8B-GGUF:Q4_K_M/model.gguf")));
 
     // A downloader that writes a partial name and renames it at the end: a second tag.
-    let py = format!(
-        "import os,shutil,sys\nsrc,dst=sys.argv[1],sys.argv[2]\nwith open(src,'rb') as a, open(dst+'.part','wb') as b:\n    shutil.copyfileobj(a,b,1<<20)\nos.rename(dst+'.part',dst)\n"
-    );
+    let py = "import os,shutil,sys\nsrc,dst=sys.argv[1],sys.argv[2]\nwith open(src,'rb') as a, open(dst+'.part','wb') as b:\n    shutil.copyfileobj(a,b,1<<20)\nos.rename(dst+'.part',dst)\n";
     let src2 = dir.path().join("src2.gguf");
     noisy_gguf(&src2, 8 << 20);
     fs::write(dir.path().join("dl.py"), py).unwrap();

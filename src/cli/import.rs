@@ -162,9 +162,12 @@ pub(super) fn import(s: Store, name: Option<&str>, link: bool, paths: &[PathBuf]
 }
 
 /// Only GGUF files come in: anything else is refused before a byte of it is stored.
-fn check_gguf(path: &Path) -> Result<(), StoreError> {
+pub(super) fn check_gguf(path: &Path) -> Result<(), StoreError> {
     match crate::gguf::read_header(std::io::BufReader::new(std::fs::File::open(path)?)) {
         Ok(_) => Ok(()),
+        Err(e) if e.to_string().starts_with("not a GGUF") => {
+            Err(StoreError::Invalid(format!("{e}; only GGUF models can be imported")))
+        }
         Err(e) => Err(StoreError::Invalid(format!("not a GGUF file ({e}); only GGUF models can be imported"))),
     }
 }

@@ -3,6 +3,7 @@
 mod import;
 mod show;
 use import::{create, import, import_from_hf_cache};
+mod lmstudio;
 pub use show::human_time;
 use show::{ls, show, show_modelfile};
 
@@ -114,7 +115,15 @@ pub enum Command {
         /// ~/.cache/huggingface/hub)
         #[arg(long, value_name = "DIR")]
         hf_cache: Option<PathBuf>,
-        #[arg(required_unless_present = "hf")]
+        /// An LM Studio models folder (PUBLISHER/MODEL/FILE.gguf; default: ~/.lmstudio/models
+        /// and ~/.cache/lm-studio/models, those that exist): every GGUF there becomes
+        /// hf.co/PUBLISHER/MODEL:QUANT, reflinked or hard-linked (no copy on the same disk)
+        #[arg(long, value_name = "DIR", num_args = 0..=1, conflicts_with_all = ["paths", "hf", "name"])]
+        lmstudio: Option<Option<PathBuf>>,
+        /// With --lmstudio: list what would be imported, change nothing
+        #[arg(long, requires = "lmstudio")]
+        dry_run: bool,
+        #[arg(required_unless_present_any = ["hf", "lmstudio"])]
         paths: Vec<PathBuf>,
     },
     /// Serve Ollama's model-management API over the store: tags, show, copy, delete, create,
@@ -244,6 +253,9 @@ fn run(cmd: Command) -> Result<(), StoreError> {
         Command::Show { store, modelfile: true, name, .. } => show_modelfile(open(&store)?, &name),
         Command::Show { store, json, name, .. } => show(&open(&store)?, &name, json),
         Command::Create { store, name, file } => create(open_or_make(&store)?, &name, &file),
+        Command::Import { store, lmstudio: Some(dir), dry_run, .. } => {
+            lmstudio::import_lmstudio(open_or_make(&store)?, dir.as_deref(), dry_run)
+        }
         Command::Import { store, name, hf: Some(repo), hf_cache, .. } => {
             import_from_hf_cache(open_or_make(&store)?, &repo, name.as_deref(), hf_cache.as_deref())
         }

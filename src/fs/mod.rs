@@ -204,6 +204,8 @@ pub(crate) struct State {
     file_names: crate::views::FileNames,
     /// Bumped at every change of `file_names` (the views' cache key).
     file_names_version: u64,
+    /// The mtime of the file `file_names` was read from.
+    file_names_stamp: Option<SystemTime>,
 }
 
 /// Who is changing the store, for the log line each change gets.
@@ -303,6 +305,7 @@ impl Fs {
     pub fn new(store: Arc<Store>, opts: Options) -> Fs {
         let index = Index::load(&store);
         let file_names = crate::views::FileNames::load(&store.file_names_path());
+        let file_names_stamp = std::fs::metadata(store.file_names_path()).and_then(|m| m.modified()).ok();
         Fs {
             store,
             invalidator: std::sync::OnceLock::new(),
@@ -322,6 +325,7 @@ impl Fs {
                 prepared: None,
                 file_names,
                 file_names_version: 0,
+                file_names_stamp,
             }),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),

@@ -93,6 +93,7 @@ impl Fs {
     /// Re-read what changed and drop what is gone. Disk work happens outside the lock; an
     /// entry our own operations changed in the meantime is left alone.
     pub(super) fn apply_found(&self, found: Vec<crate::store::Found>, gone: Vec<Name>) -> bool {
+        self.reload_file_names(&mut self.lock());
         let (stale, gone) = {
             let st = self.lock();
             let stale: Vec<_> = found

@@ -54,6 +54,17 @@ impl Fs {
         files
     }
 
+    /// Take in file names another process recorded (`ollamafs import --lmstudio`).
+    pub(super) fn reload_file_names(&self, st: &mut State) {
+        let path = self.store.file_names_path();
+        let stamp = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if stamp != st.file_names_stamp {
+            st.file_names = views::FileNames::load(&path);
+            st.file_names_stamp = stamp;
+            st.file_names_version += 1;
+        }
+    }
+
     /// The real folder behind view folder `p` (LM Studio's only), made when `make`.
     pub(super) fn view_tree_dir(&self, kind: ViewKind, p: &str, make: bool) -> Result<Option<PathBuf>> {
         if kind != ViewKind::LmStudio {
@@ -398,11 +409,13 @@ impl Fs {
             ViewKind::LmStudio.folder(),
             model.display_shortest()
         );
+        self.reload_file_names(st);
         st.file_names.set(&model, &d.file);
         st.file_names_version += 1;
         if let Err(e) = st.file_names.save(&self.store.file_names_path()) {
             log::warn!("cannot save the view's file names: {e}");
         }
+        st.file_names_stamp = std::fs::metadata(self.store.file_names_path()).and_then(|m| m.modified()).ok();
         if let Some(b) = st.inodes.node(fuse_ino).and_then(|n| if let Node::Scratch(b) = n { Some(b) } else { None }) {
             st.scratch_fds.remove(&b);
         }
