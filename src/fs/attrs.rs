@@ -130,7 +130,9 @@ impl Fs {
         if let Some(m) = st.blob_meta.get(d) {
             return Some(*m);
         }
-        let meta = std::fs::metadata(self.store.blob_path(d)).ok()?;
+        let meta = std::fs::metadata(self.store.blob_path(d))
+            .or_else(|e| self.store.outside_blob(d).ok_or(e).and_then(std::fs::metadata))
+            .ok()?;
         let m = BlobMeta { size: meta.len(), mtime: meta.modified().unwrap_or(self.started) };
         st.blob_meta.insert(*d, m);
         Some(m)

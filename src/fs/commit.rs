@@ -36,6 +36,11 @@ impl Fs {
             return Ok(());
         }
         let (d, len, held) = w.finish(&self.store)?;
+        if !held {
+            // A copy of a file the store only reads from elsewhere (the `.hf` view) brings
+            // that file in now, without copying it.
+            self.store.bring_in_outside_blob(&d)?;
+        }
         let mut st = self.lock();
         st.blob_meta.remove(&d);
         let (model, file) = key;

@@ -265,8 +265,10 @@ pub struct Options {
     pub mountpoint: Option<PathBuf>,
     /// The one source of time (tests step it).
     pub clock: Clock,
-    /// App views shown at the root (`--view`).
+    /// App views shown at the root (`--view`; `.hf` with `hf_cache`).
     pub views: Vec<crate::views::ViewKind>,
+    /// The Hugging Face cache the `.hf` view shows (`--hf-cache`).
+    pub hf_cache: Option<PathBuf>,
 }
 
 /// Tells the kernel to forget a cached directory entry `(parent inode, name)`.

@@ -19,7 +19,7 @@ use crate::views::{self, ViewFile, ViewKind};
 /// How deep the folders of a view go: LM Studio's `PUBLISHER/FOLDER`, flat: none.
 fn depth(kind: ViewKind) -> usize {
     match kind {
-        ViewKind::LmStudio => 2,
+        ViewKind::LmStudio | ViewKind::HfCache => 2,
         ViewKind::Flat => 0,
     }
 }
@@ -41,6 +41,9 @@ impl Fs {
 
     /// Every file of a view, by path (published models only: a draft is not an app's).
     pub(super) fn view_files(&self, st: &State, kind: ViewKind) -> Arc<BTreeMap<String, ViewFile>> {
+        if kind == ViewKind::HfCache {
+            return Arc::new(self.hf_cache_files());
+        }
         let key = (kind, st.index.generation(), st.file_names_version);
         let mut cache = crate::sync::lock(&self.view_cache);
         if let Some((k, files)) = cache.get(&kind)
@@ -52,6 +55,25 @@ impl Fs {
         let files = Arc::new(views::files(kind, models, &st.file_names));
         cache.insert(kind, (key, files.clone()));
         files
+    }
+
+    /// The `.hf` view, read from the cache each time (it changes under us); its blobs
+    /// become readable through the store (`Store::add_outside_blob`).
+    fn hf_cache_files(&self) -> BTreeMap<String, ViewFile> {
+        let Some(cache) = &self.opts.hf_cache else { return BTreeMap::new() };
+        let mut out = BTreeMap::new();
+        for (path, digest, blob) in crate::hf_cache::view_files(cache) {
+            self.store.add_outside_blob(digest, blob);
+            let (repo, tag) = path.split_once('/').map(|(o, rest)| (o, rest)).unwrap_or_default();
+            let model = tag
+                .split_once('/')
+                .and_then(|(rt, _)| rt.split_once(':'))
+                .and_then(|(r, t)| views::hf_model(repo, r, t));
+            if let Some(model) = model {
+                out.insert(path.clone(), ViewFile { path, digest, model, projector: false });
+            }
+        }
+        out
     }
 
     /// Take in file names another process recorded (`ollamafs import --lmstudio`).
@@ -152,7 +174,7 @@ impl Fs {
             a.nlink = 2;
             return Ok(a);
         }
-        let mut a = self.base_attr(ino, FileKind::Dir, 0, st.dir_times.get(".view").copied().unwrap_or(self.started));
+        let mut a = self.base_attr(ino, FileKind::Dir, 0, self.started);
         a.perm = match kind {
             ViewKind::LmStudio if !self.opts.read_only => 0o1777,
             _ => 0o555,

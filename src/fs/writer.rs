@@ -408,7 +408,7 @@ impl Writer {
         }
         let size = (size as u64).min(self.len - offset) as u32;
         if let Some(c) = &self.clone {
-            let f = File::open(store.blob_path(&c.digest))?;
+            let f = store.open_blob(&c.digest)?;
             return super::read::pread(&f, offset, size);
         }
         match &self.temp {

@@ -113,7 +113,37 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_held(d) => {
                 File::open(self.held_dir().join(d.blob_file_name()))
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.outside_blob(d) {
+                Some(p) => File::open(p),
+                None => Err(e),
+            },
             r => r,
         }
+    }
+
+    /// Blob `d` can be read from `path`, outside the store (see `Store::outside`).
+    pub fn add_outside_blob(&self, d: Digest, path: PathBuf) {
+        crate::sync::lock(&self.outside).insert(d, path);
+    }
+
+    pub fn outside_blob(&self, d: &Digest) -> Option<PathBuf> {
+        crate::sync::lock(&self.outside).get(d).cloned()
+    }
+
+    /// A blob a model is about to use that lives outside the store comes in: hard-linked
+    /// (reflinked where the disk can), after its content is checked against its name.
+    /// Nothing to do when `blobs/` has it. Returns whether it came in now.
+    pub fn bring_in_outside_blob(&self, d: &Digest) -> super::Result<bool> {
+        if self.blob_path(d).exists() {
+            return Ok(false);
+        }
+        let Some(path) = self.outside_blob(d) else { return Ok(false) };
+        let i = self.import_file(&path, true)?;
+        if i.digest != *d {
+            self.prune([i.digest], &self.digests_in_use());
+            return Err(super::StoreError::DigestMismatch { expected: d.prefixed(), got: i.digest.prefixed() });
+        }
+        log::info!("blob {d} came in from {}: {}, {} bytes written", path.display(), i.way.describe(), i.written);
+        Ok(true)
     }
 }

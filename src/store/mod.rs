@@ -104,6 +104,9 @@ pub struct Store {
     whole: std::sync::Mutex<HashSet<Digest>>,
     /// Blobs this process keeps a hard link to (drafts, held changes), with a count of users.
     held: std::sync::Mutex<std::collections::HashMap<Digest, usize>>,
+    /// Blobs readable outside the store (the Hugging Face cache's files, named by their
+    /// SHA-256): read from there until a model needs them in `blobs/`.
+    outside: std::sync::Mutex<std::collections::HashMap<Digest, PathBuf>>,
 }
 
 impl Store {
@@ -144,6 +147,7 @@ impl Store {
             temp_counter: AtomicU64::new(0),
             whole: Default::default(),
             held: Default::default(),
+            outside: Default::default(),
         };
         Ok(store)
     }
