@@ -64,11 +64,12 @@ impl Fs {
         let mut out = BTreeMap::new();
         for (path, digest, blob) in crate::hf_cache::view_files(cache) {
             self.store.add_outside_blob(digest, blob);
-            let (repo, tag) = path.split_once('/').map(|(o, rest)| (o, rest)).unwrap_or_default();
-            let model = tag
+            // `ORG/REPO:TAG/model.gguf`
+            let (org, rest) = path.split_once('/').unwrap_or_default();
+            let model = rest
                 .split_once('/')
-                .and_then(|(rt, _)| rt.split_once(':'))
-                .and_then(|(r, t)| views::hf_model(repo, r, t));
+                .and_then(|(repo_tag, _)| repo_tag.split_once(':'))
+                .and_then(|(repo, tag)| views::hf_model(org, repo, tag));
             if let Some(model) = model {
                 out.insert(path.clone(), ViewFile { path, digest, model, projector: false });
             }
