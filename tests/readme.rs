@@ -64,6 +64,10 @@ fn readme_blocks_run_as_written() {
     let home = tempfile::tempdir().unwrap();
     fs::create_dir_all(home.path().join("Downloads")).unwrap();
     ollamafs::fixture::write_gguf_file(&home.path().join("Downloads/x.gguf"), "gemma3", 2, 8 << 20).unwrap();
+    // What LM Studio downloaded into its default folder.
+    let lms = home.path().join(".lmstudio/models/lmstudio-community/Qwen3-0.6B-GGUF");
+    fs::create_dir_all(&lms).unwrap();
+    ollamafs::fixture::write_gguf_file(&lms.join("Qwen3-0.6B-Q8_0.gguf"), "qwen3", 7, 8 << 20).unwrap();
     // cargo and the Ollama Python client (the API tests' venv) as a user would have them.
     let cargo_home =
         std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap()));
@@ -93,6 +97,14 @@ fn readme_blocks_run_as_written() {
         assert!(files.contains(&format!("registry.ollama.ai/{m}")), "{m} missing: {files:?}");
     }
     assert!(!files.iter().any(|f| f.starts_with("registry.ollama.ai/team/")), "removed again by the README");
+    // The views' block listed them, and what LM Studio had downloaded became a model.
+    let out = stdout(&o);
+    assert!(out.contains("llama3.2-latest.gguf"), "{out}");
+    assert!(
+        out.contains("imported lmstudio-community/Qwen3-0.6B-GGUF/Qwen3-0.6B-Q8_0.gguf as hf.co/lmstudio-community/Qwen3-0.6B-GGUF:Q8_0"),
+        "{out}"
+    );
+    assert!(files.contains("hf.co/lmstudio-community/Qwen3-0.6B-GGUF/Q8_0"), "{files:?}");
     assert_eq!(
         manifest_bytes(store, "registry.ollama.ai/myuser/llama3.2/api"),
         manifest_bytes(store, "registry.ollama.ai/library/llama3.2/latest")

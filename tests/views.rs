@@ -118,6 +118,15 @@ fn a_gguf_downloaded_into_the_lmstudio_view_becomes_an_hf_model_with_its_data_wr
     assert!(manifest_files(&m.store).contains("hf.co/lmstudio-community/Qwen3-8B-GGUF/Q8_0"));
     sh_ok(&format!("cmp {} {}", q(&src2), q(&repo.join("Qwen3-8B-Q8_0.gguf"))));
 
+    // Another file whose quantization (from its GGUF header: its name says none) is taken by
+    // a file of the same repository: its own name is its tag, the first model stays.
+    let src3 = dir.path().join("src3.gguf");
+    noisy_gguf(&src3, 4 << 20);
+    sh_ok(&format!("cp {} {}/Qwen3-8B-Q4_K_M-v2.gguf", q(&src3), q(&repo)));
+    assert!(manifest_files(&m.store).contains("hf.co/lmstudio-community/Qwen3-8B-GGUF/Qwen3-8B-Q4_K_M-v2"));
+    sh_ok(&format!("cmp {} {}", q(&src), q(&repo.join("Qwen3-8B-Q4_K_M.gguf"))));
+    sh_ok(&format!("rm {}/Qwen3-8B-Q4_K_M-v2.gguf", q(&repo)));
+
     // A cut download never publishes; a file that is not a GGUF stays a plain file.
     // (1 MB is inside its tensor data: the header says the file goes on.)
     sh_ok(&format!("head -c 1000000 {} > {}/Qwen3-8B-Q5_K_M.gguf", q(&src2), q(&repo)));

@@ -9,6 +9,7 @@ use crate::fixture;
 mod folders;
 mod model;
 mod scratch;
+mod views;
 
 struct T {
     _dir: tempfile::TempDir,
