@@ -50,7 +50,16 @@ enum Op {
     Stage(usize, Weights),
     /// ... then renamed onto `model.gguf`, and the scratch folder removed.
     CommitStaged(usize),
+    /// LM Studio writes `.lmstudio/org/Repo-GGUF/Repo-Q4_0.gguf` (whole or cut short).
+    Download(Weights),
+    /// ... and deletes it there.
+    DeleteDownload,
 }
+
+/// Where `Download` writes, and the model a whole file there becomes.
+const DOWNLOAD_DIR: &str = ".lmstudio/org/Repo-GGUF";
+const DOWNLOAD_FILE: &str = "Repo-Q4_0.gguf";
+const DOWNLOAD_MODEL: &str = "hf.co/org/Repo-GGUF:Q4_0";
 
 /// rsync's scratch folder for `--delay-updates`.
 const TMP: &str = ".~tmp~";
@@ -78,6 +87,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (f.clone(), prop_oneof![Just(Weights::A), Just(Weights::B), Just(Weights::Cut)])
             .prop_map(|(i, w)| Op::Stage(i, w)),
         2 => f.prop_map(Op::CommitStaged),
+        2 => prop_oneof![Just(Weights::A), Just(Weights::B), Just(Weights::Cut)].prop_map(Op::Download),
+        1 => Just(Op::DeleteDownload),
     ]
 }
 
@@ -136,18 +147,22 @@ struct Run {
     contents: BTreeMap<&'static str, Vec<u8>>,
     reference: BTreeMap<usize, RefFolder>,
     trashed: usize,
+    /// The file `Download` wrote: `Some(true)` published as `DOWNLOAD_MODEL`, `Some(false)`
+    /// a cut file that stays a plain file of the view.
+    download: Option<bool>,
 }
 
 impl Run {
     fn new() -> Run {
-        let t = setup(Options::default());
+        let views = vec![crate::views::ViewKind::LmStudio, crate::views::ViewKind::Flat];
+        let t = setup(Options { views, ..Options::default() });
         let mut contents = BTreeMap::new();
         let a = folders::other_gguf("qwen2", 0);
         contents.insert("cut", a[..a.len() - 1000].to_vec());
         contents.insert("a", a);
         contents.insert("b", folders::other_gguf("phi3", 0));
         contents.insert("system", b"be brief\n".to_vec());
-        Run { t, contents, reference: BTreeMap::new(), trashed: 0 }
+        Run { t, contents, reference: BTreeMap::new(), trashed: 0, download: None }
     }
 
     fn weights(&self, w: Weights) -> Vec<u8> {
@@ -162,12 +177,40 @@ impl Run {
     /// Apply `op` to the file system and to the reference.
     fn step(&mut self, op: &Op) {
         let weights = match *op {
-            Op::AddWeights(_, w) | Op::ReplaceWeights(_, w) | Op::Stage(_, w) => self.weights(w),
+            Op::AddWeights(_, w) | Op::ReplaceWeights(_, w) | Op::Stage(_, w) | Op::Download(w) => self.weights(w),
             _ => Vec::new(),
         };
         let t = &self.t;
         let r = &mut self.reference;
         match *op {
+            Op::Download(w) => {
+                if self.download == Some(true) {
+                    return; // LM Studio does not download a model it has
+                }
+                let mut dir = walk(t, ".lmstudio").unwrap().ino;
+                for part in ["org", "Repo-GGUF"] {
+                    dir = match t.fs.lookup(dir, part) {
+                        Ok(a) => a.ino,
+                        Err(_) => t.fs.mkdir(dir, part, 0o755).unwrap_or_else(|e| panic!("{op:?}: {e:?}")).ino,
+                    };
+                }
+                // As the kernel does: an existing file is opened, a new one created.
+                let o = match t.fs.lookup(dir, DOWNLOAD_FILE) {
+                    Ok(a) => t.fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC),
+                    Err(_) => t.fs.create(dir, DOWNLOAD_FILE, 0o644, libc::O_WRONLY | libc::O_CREAT).map(|(_, o)| o),
+                }
+                .unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
+                t.fs.write(o.fh, 0, &weights).unwrap();
+                t.fs.flush(o.fh).unwrap();
+                t.fs.release(o.fh).unwrap();
+                self.download = Some(w != Weights::Cut);
+            }
+            Op::DeleteDownload => {
+                let Some(_) = self.download else { return };
+                let dir = walk(t, DOWNLOAD_DIR).unwrap().ino;
+                t.fs.unlink(dir, DOWNLOAD_FILE).unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
+                self.download = None;
+            }
             Op::Mkdir(i) => {
                 let res = t.fs.mkdir(ROOT_INO, FOLDERS[i], 0o755);
                 assert_eq!(res.is_ok(), !r.contains_key(&i), "mkdir {}: {res:?}", FOLDERS[i]);
@@ -335,6 +378,33 @@ impl Run {
         for f in &found {
             let m = crate::store::Manifest::parse(&std::fs::read(&f.path).unwrap()).unwrap();
             assert!(t.fs.store.check_complete(&m).is_ok(), "after {after:?}: {} is incomplete", f.name);
+        }
+        // The flat view shows exactly the store's models with GGUF weights (and their
+        // projectors), each file looking up to the shared blob inode.
+        let role = |m: &crate::store::Manifest, r: crate::store::manifest::Role| m.layers.iter().any(|l| l.role() == r);
+        let want_files: usize = found
+            .iter()
+            .map(|f| crate::store::Manifest::parse(&std::fs::read(&f.path).unwrap()).unwrap())
+            .filter(|m| role(m, crate::store::manifest::Role::Model))
+            .map(|m| 1 + role(&m, crate::store::manifest::Role::Projector) as usize)
+            .sum();
+        let flat = names(t, ".gguf");
+        assert_eq!(flat.len(), want_files, "after {after:?}: the flat view lists {flat:?}");
+        for f in &flat {
+            let a = walk(t, &format!(".gguf/{f}")).unwrap_or_else(|e| panic!("after {after:?}: .gguf/{f}: {e:?}"));
+            assert!(a.ino & BLOB_INO_BASE != 0 && a.shared, "after {after:?}: .gguf/{f} is not a blob");
+        }
+        // A download is a model exactly when it was whole, and listed while it is there.
+        let model = crate::name::Name::parse(DOWNLOAD_MODEL).unwrap();
+        assert_eq!(t.fs.store.manifest_path(&model).exists(), self.download == Some(true), "after {after:?}");
+        let listed = walk(t, &format!("{DOWNLOAD_DIR}/{DOWNLOAD_FILE}")).is_ok();
+        assert_eq!(listed, self.download.is_some(), "after {after:?}: {DOWNLOAD_FILE} looked up");
+        if let Ok(a) = walk(t, DOWNLOAD_DIR) {
+            assert_eq!(
+                t.fs.readdir(a.ino).unwrap().iter().any(|e| e.name == DOWNLOAD_FILE),
+                listed,
+                "after {after:?}: {DOWNLOAD_FILE} listed"
+            );
         }
         // Lookup = listing at the root.
         let root = names(t, "");
