@@ -152,3 +152,30 @@ fn a_gguf_downloaded_into_the_lmstudio_view_becomes_an_hf_model_with_its_data_wr
     assert!(scratch_leftovers(&dir.path().join("models")).is_empty());
     assert_store_clean(&dir.path().join("models"));
 }
+
+/// A root mount with `--allow-other`: a normal user (as LM Studio runs) makes its folders
+/// and downloads into `.lmstudio`; the folders are the user's, the download becomes a model,
+/// and the user can delete what it downloaded but not the models others put there.
+#[test]
+fn a_normal_user_downloads_into_the_lmstudio_view_of_a_root_mount() {
+    let Some((dir, m, _)) = mounted_fixture(&["--allow-other", "--view", "lmstudio"]) else { return };
+    let user = "ollamafs-test";
+    if !sh(&format!("id -u {user}")).status.success() {
+        sh_ok(&format!("useradd --no-create-home {user} || adduser --system --no-create-home {user}"));
+    }
+    let src = dir.path().join("dl.gguf");
+    noisy_gguf(&src, 8 << 20);
+    sh_ok(&format!("chmod 755 {} && chmod 644 {}", q(dir.path()), q(&src)));
+    let repo = m.p(".lmstudio/someone/Small-GGUF");
+    let as_user = |cmd: String| sh(&format!("runuser -u {user} -- sh -c \"{cmd}\""));
+    let o = as_user(format!("mkdir -p {0} && cp {1} {0}/Small-Q4_K_M.gguf", q(&repo), q(&src)));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sh_ok(&format!("stat -c %U {}", q(&repo))).trim(), user);
+    assert!(manifest_files(&m.store).contains("hf.co/someone/Small-GGUF/Q4_K_M"));
+    let theirs = m.p(".lmstudio/ollama/llama3.2-latest/llama3.2-latest.gguf");
+    let o = as_user(format!("rm -f {}", q(&theirs)));
+    assert!(!o.status.success() && theirs.exists(), "a user removed a model it did not download");
+    let o = as_user(format!("rm -r {}", q(&repo)));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!manifest_files(&m.store).contains("hf.co/someone/Small-GGUF/Q4_K_M"));
+}

@@ -91,7 +91,7 @@ impl Fs {
         if let Node::View(k, p) = &parent_node
             && super::views::holds_folders(*k, &join(p, name))
         {
-            let node = self.view_mkdir(&mut st, *k, p, name, mode)?;
+            let node = self.view_mkdir(&mut st, (*k, p), name, mode, who)?;
             return self.remembered_attr(&mut st, &node);
         }
         if !host && let Some(dir) = self.scratch_target(&mut st, &parent_node, name)? {

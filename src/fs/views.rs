@@ -201,7 +201,14 @@ impl Fs {
     }
 
     /// mkdir in a view: LM Studio's publisher and model folders are real folders of its tree.
-    pub(super) fn view_mkdir(&self, st: &mut State, kind: ViewKind, p: &str, name: &str, mode: u32) -> Result<Node> {
+    pub(super) fn view_mkdir(
+        &self,
+        st: &mut State,
+        (kind, p): (ViewKind, &str),
+        name: &str,
+        mode: u32,
+        who: Caller,
+    ) -> Result<Node> {
         if kind != ViewKind::LmStudio {
             return Err(FsError::new(libc::EROFS, format!("{} is read-only", kind.folder())));
         }
@@ -213,6 +220,10 @@ impl Fs {
             std::fs::create_dir(up.join(name))?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(up.join(name), std::fs::Permissions::from_mode(mode & 0o7777))?;
+            // The caller's folder (LM Studio runs as a user; a root daemon makes it).
+            if rustix::process::geteuid().is_root() && who != Caller::daemon() {
+                std::os::unix::fs::chown(up.join(name), Some(who.uid), Some(who.gid))?;
+            }
         }
         Ok(Node::View(kind, child))
     }
