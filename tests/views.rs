@@ -179,3 +179,32 @@ fn a_normal_user_downloads_into_the_lmstudio_view_of_a_root_mount() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!manifest_files(&m.store).contains("hf.co/someone/Small-GGUF/Q4_K_M"));
 }
+
+/// The other ways a models folder gets filled: `rsync -a` (a temp name, then a rename; the
+/// folders' modes and times set afterwards) and `tar -x` publish the same way.
+#[test]
+fn rsync_and_tar_into_the_lmstudio_view_publish_the_models() {
+    let Some((dir, m, _)) = mounted_fixture(&["--view", "lmstudio"]) else { return };
+    let src = dir.path().join("lmstudio-folder");
+    fs::create_dir_all(src.join("org/A-GGUF")).unwrap();
+    fs::create_dir_all(src.join("org/B-GGUF")).unwrap();
+    noisy_gguf(&src.join("org/A-GGUF/A-Q8_0.gguf"), 6 << 20);
+    noisy_gguf(&src.join("org/B-GGUF/B-Q6_K.gguf"), 6 << 20);
+    sh_ok(&format!("chmod 750 {}", q(&src.join("org/A-GGUF"))));
+    let lm = m.p(".lmstudio");
+    sh_ok(&format!("rsync -a {}/ {}/", q(&src.join("org/..")), q(&lm)));
+    assert!(manifest_files(&m.store).contains("hf.co/org/A-GGUF/Q8_0"));
+    assert_eq!(
+        sh_ok(&format!("stat -c %a {}", q(&lm.join("org/A-GGUF")))).trim(),
+        "750",
+        "rsync set the folder's mode"
+    );
+    sh_ok(&format!("cmp {} {}", q(&src.join("org/A-GGUF/A-Q8_0.gguf")), q(&lm.join("org/A-GGUF/A-Q8_0.gguf"))));
+    // A second rsync finds everything in place and sends nothing.
+    let again = sh_ok(&format!("rsync -ai {}/ {}/", q(&src), q(&lm)));
+    assert!(!again.contains(">f"), "rsync sent files again:\n{again}");
+    // tar into another publisher's folder.
+    sh_ok(&format!("mkdir {0}/other && tar -C {1} -cf - B-GGUF | tar -C {0}/other -xf -", q(&lm), q(&src.join("org"))));
+    assert!(manifest_files(&m.store).contains("hf.co/other/B-GGUF/Q6_K"));
+    sh_ok(&format!("cmp {} {}", q(&src.join("org/B-GGUF/B-Q6_K.gguf")), q(&lm.join("other/B-GGUF/B-Q6_K.gguf"))));
+}

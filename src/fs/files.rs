@@ -437,6 +437,19 @@ impl Fs {
             self.scratch_setattr(&fd, &set)?;
             return self.getattr(ino);
         }
+        // A folder made in a view is a real folder: chmod and times apply (rsync -a sets them).
+        if let Node::View(k, p) = &node
+            && !p.is_empty()
+            && let Some(dir) = self.view_tree_dir(*k, p, false)?
+        {
+            let fd = rustix::fs::open(
+                &dir,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )?;
+            self.scratch_setattr(&fd, &set)?;
+            return self.getattr(ino);
+        }
         let _ = (mode, mtime); // layers and models keep the blob's metadata
         if let Some(size) = size {
             let writer = fh.and_then(|fh| match self.handles().get(&fh) {
