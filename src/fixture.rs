@@ -40,6 +40,17 @@ pub struct Info {
 
 /// A GGUF file: real header plus zero padding up to `size` (sparse when written with set_len).
 pub fn gguf_header(arch: &str, file_type: u32, tensors: &[(&str, Vec<u64>)], general_type: Option<&str>) -> Vec<u8> {
+    gguf_header_with(arch, file_type, tensors, general_type, None)
+}
+
+/// `gguf_header`, with a Jinja chat template (`tokenizer.chat_template`) when given.
+pub fn gguf_header_with(
+    arch: &str,
+    file_type: u32,
+    tensors: &[(&str, Vec<u64>)],
+    general_type: Option<&str>,
+    chat_template: Option<&str>,
+) -> Vec<u8> {
     let mut meta: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::Str(arch.into())),
         ("general.name", Value::Str(format!("{arch} fixture"))),
@@ -48,6 +59,9 @@ pub fn gguf_header(arch: &str, file_type: u32, tensors: &[(&str, Vec<u64>)], gen
     ];
     if let Some(t) = general_type {
         meta.push(("general.type", Value::Str(t.into())));
+    }
+    if let Some(t) = chat_template {
+        meta.push(("tokenizer.chat_template", Value::Str(t.into())));
     }
     let ctx_key = format!("{arch}.context_length");
     meta.push((Box::leak(ctx_key.into_boxed_str()), Value::Int(131072)));
@@ -213,12 +227,19 @@ pub fn build_with(root: &Path, big_size: u64, dense: bool) -> io::Result<Info> {
 
 /// Write a standalone GGUF file (header + hole) outside any store, for import tests.
 pub fn write_gguf_file(path: &Path, arch: &str, file_type: u32, size: u64) -> io::Result<()> {
-    let header = gguf_header(
-        arch,
-        file_type,
-        &[("token_embd.weight", vec![1024, 1024]), ("blk.0.attn_v.weight", vec![1024, 512])],
-        None,
-    );
+    write_chat_gguf_file(path, arch, file_type, size, None)
+}
+
+/// `write_gguf_file` with a Jinja chat template in its header.
+pub fn write_chat_gguf_file(
+    path: &Path,
+    arch: &str,
+    file_type: u32,
+    size: u64,
+    chat_template: Option<&str>,
+) -> io::Result<()> {
+    let tensors = [("token_embd.weight", vec![1024, 1024]), ("blk.0.attn_v.weight", vec![1024, 512])];
+    let header = gguf_header_with(arch, file_type, &tensors, None, chat_template);
     let mut f: File = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
     f.write_all(&header)?;
     f.set_len(size.max(data_end(&header)))?;

@@ -183,6 +183,17 @@ impl Store {
             let len = std::fs::metadata(self.blob_path(d)).map_err(|_| StoreError::NotFound(d.prefixed()))?.len();
             layers.push(Layer::new(&Role::Adapter.media_type(), *d, len));
         }
+        // A GGUF with a chat template and no template given or inherited: one in Ollama's
+        // language, with its stop words, as `ollama create` adds (see `chat_template`).
+        let detected = match &new_model {
+            Some(h) if spec.template.is_none() && !layers.iter().any(|l| l.role() == Role::Template) => {
+                h.str("tokenizer.chat_template").and_then(super::chat_template::detect)
+            }
+            _ => None,
+        };
+        if let Some(t) = &detected {
+            progress(format!("using autodetected template {}", t.name));
+        }
         let mut text = |role: Role, bytes: &[u8], layers: &mut Vec<Layer>| -> Result<(), StoreError> {
             let existed = self.blob_path(&Digest::of_bytes(bytes)).exists();
             let (d, len, _) = self.ingest_bytes(bytes)?;
@@ -193,6 +204,11 @@ impl Store {
         if let Some(t) = &spec.template {
             layers.retain(|l| l.role() != Role::Template);
             text(Role::Template, t.as_bytes(), &mut layers)?;
+        }
+        if let Some(t) = &detected {
+            text(Role::Template, t.template.as_bytes(), &mut layers)?;
+            let stop = t.stop.iter().map(|s| Value::String(s.to_string())).collect();
+            base_params.entry("stop").or_insert(Value::Array(stop));
         }
         if let Some(s) = &spec.system {
             layers.retain(|l| l.role() != Role::System);

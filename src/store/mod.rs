@@ -1,6 +1,7 @@
 //! The Ollama model store on disk: manifests, blobs, ingest, copy, delete, prune.
 //! Pure Rust, no FUSE. Every write is atomic (temp file, fsync, rename, parent fsync).
 
+pub mod chat_template;
 pub mod complete;
 pub mod config;
 pub mod create;
