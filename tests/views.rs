@@ -91,7 +91,13 @@ fn a_gguf_downloaded_into_the_lmstudio_view_becomes_an_hf_model_with_its_data_wr
     let size = fs::metadata(&src).unwrap().len();
     let repo = m.p(".lmstudio/lmstudio-community/Qwen3-8B-GGUF");
     // LM Studio makes the folders, then writes the file (here under its final name).
+    let (read_before, _) = m.daemon_io();
     sh_ok(&format!("mkdir -p {} && cp {} {}/Qwen3-8B-Q4_K_M.gguf", q(&repo), q(&src), q(&repo)));
+    // Hashed as it was written: the data is read once, as it arrives from /dev/fuse (rchar
+    // counts that), and not read back from the file at close (that made it 2x).
+    let (read_after, _) = m.daemon_io();
+    let read = read_after - read_before;
+    assert!(read < size + size / 4, "the daemon read {read} bytes for a {size}-byte download");
     let rel = "hf.co/lmstudio-community/Qwen3-8B-GGUF/Q4_K_M";
     let manifest: serde_json::Value = serde_json::from_str(&manifest_bytes(&m.store, rel)).unwrap();
     let digest = manifest["layers"][0]["digest"].as_str().unwrap().replace(':', "-");

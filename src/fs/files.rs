@@ -99,6 +99,7 @@ impl Fs {
             self.forget_digest(&f);
         }
         let fh = self.add_handle(Handle::Scratch(Arc::new(f), ino));
+        self.track_download(fh);
         Ok(Opened { fh, keep_cache: false, passthrough: None, direct_io: false, shares_blob_inode: None })
     }
 
@@ -198,7 +199,10 @@ impl Fs {
                     return Err(e.into());
                 }
             }
-            HandleRef::Scratch(f) => f.write_all_at(data, offset)?,
+            HandleRef::Scratch(f) => {
+                f.write_all_at(data, offset)?;
+                self.download_wrote(fh, &f, offset, data);
+            }
         }
         Ok(data.len() as u32)
     }
@@ -397,6 +401,7 @@ impl Fs {
     pub fn release(&self, fh: u64) -> Result<()> {
         let res = self.flush_handle(fh, true);
         let h = self.handles().remove(&fh);
+        self.untrack_download(fh);
         if let Some(Handle::Write(w)) = h {
             let w = crate::sync::lock(&w);
             if w.created
@@ -417,12 +422,15 @@ impl Fs {
         }
         // A scratch file is an ordinary file: every change applies, through the open
         // descriptor when there is one (it may be unlinked already).
-        if let Some(f) = fh.and_then(|fh| self.scratch_handle(fh)) {
+        if let Some(fh) = fh
+            && let Some(f) = self.scratch_handle(fh)
+        {
             if set.size.is_some() {
                 self.forget_digest(&*f);
+                self.untrack_download(fh);
             }
             apply_to_file(&f, &set)?;
-            return self.getattr_open(ino, fh);
+            return self.getattr_open(ino, Some(fh));
         }
         let node = {
             let st = self.lock();

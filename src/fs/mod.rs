@@ -292,6 +292,8 @@ pub struct Fs {
     known_digests: Mutex<HashMap<u64, scratch::KnownDigest>>,
     /// Each view's files, for (view, index generation, file names version).
     view_cache: ViewCache,
+    /// Downloads into LM Studio's view being hashed as they are written, by handle.
+    download_hashes: Mutex<HashMap<u64, views::DownloadHash>>,
 }
 
 type ViewCache = Mutex<
@@ -337,6 +339,7 @@ impl Fs {
             weights_lookups: Mutex::new(HashMap::new()),
             known_digests: Mutex::new(HashMap::new()),
             view_cache: Mutex::new(HashMap::new()),
+            download_hashes: Mutex::new(HashMap::new()),
         }
     }
 

@@ -383,6 +383,7 @@ impl Fs {
             rfs::fcntl_setfl(&file, OFlags::APPEND | OFlags::RDWR)?;
         }
         let fh = self.add_handle(Handle::Scratch(Arc::new(file), attr.ino));
+        self.track_download(fh);
         Ok((attr, Opened { fh, keep_cache: false, passthrough: None, direct_io: false, shares_blob_inode: None }))
     }
 

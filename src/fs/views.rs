@@ -259,6 +259,21 @@ impl Fs {
     }
 }
 
+/// The SHA-256 of a download written in order through one handle, so the close that
+/// publishes it need not read it again (see `Fs::download_digest`).
+pub(crate) struct DownloadHash {
+    hasher: sha2::Sha256,
+    next: u64,
+    /// The file's ctime right after this handle's last write: any other change moves it.
+    ctime: (i64, i64),
+}
+
+// (`stat`'s field types differ between architectures: the casts are no-ops on some.)
+#[allow(clippy::unnecessary_cast)]
+fn ctime_of(f: &File) -> Option<(i64, i64)> {
+    rustix::fs::fstat(f).ok().map(|s| (s.st_ctime as i64, s.st_ctime_nsec as i64))
+}
+
 /// Can this open file write?
 pub(super) fn opened_for_writing(f: &File) -> bool {
     rustix::fs::fcntl_getfl(f)
@@ -306,7 +321,9 @@ impl Fs {
         if self.has_writer(fuse_ino, closing) {
             return; // the last close publishes
         }
-        let d = match self.check_download(path, org, repo, file) {
+        let known = self.download_digest(closing, f);
+        log::debug!("{org}/{repo}/{file}: {}", if known.is_some() { "hashed as written" } else { "hashing it now" });
+        let d = match self.check_download(path, org, repo, file, known) {
             Ok(d) => d,
             Err(why) => {
                 log::debug!("{why}; it stays a file of the view");
@@ -317,6 +334,61 @@ impl Fs {
         if let Err(e) = self.publish_checked(&mut st, &d, fuse_ino) {
             log::warn!("{}/{}/{}: not published: {}", d.org, d.repo, d.file, e.why);
         }
+    }
+
+    /// A handle just opened for writing an empty file where downloads publish: hash what it
+    /// writes, in order, as it arrives.
+    pub(super) fn track_download(&self, fh: u64) {
+        if !self.opts.views.contains(&ViewKind::LmStudio) {
+            return;
+        }
+        let Some(f) = self.scratch_handle(fh) else { return };
+        if !opened_for_writing(&f) || !f.metadata().is_ok_and(|m| m.len() == 0) || self.download_place(&f).is_none() {
+            return;
+        }
+        let Some(ctime) = ctime_of(&f) else { return };
+        let h = DownloadHash { hasher: sha2::Sha256::default(), next: 0, ctime };
+        crate::sync::lock(&self.download_hashes).insert(fh, h);
+    }
+
+    /// `data` was written at `offset` through handle `fh`.
+    pub(super) fn download_wrote(&self, fh: u64, f: &File, offset: u64, data: &[u8]) {
+        let mut hashes = crate::sync::lock(&self.download_hashes);
+        if hashes.is_empty() {
+            return;
+        }
+        let in_order = hashes.get(&fh).map(|h| h.next == offset);
+        match (in_order, ctime_of(f)) {
+            (Some(true), Some(ctime)) => {
+                if let Some(h) = hashes.get_mut(&fh) {
+                    sha2::Digest::update(&mut h.hasher, data);
+                    h.next += data.len() as u64;
+                    h.ctime = ctime;
+                }
+            }
+            (Some(_), _) => {
+                hashes.remove(&fh); // out of order: the close hashes the file
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Handle `fh` wrote no more (truncated through it, or closed).
+    pub(super) fn untrack_download(&self, fh: u64) {
+        let mut hashes = crate::sync::lock(&self.download_hashes);
+        if !hashes.is_empty() {
+            hashes.remove(&fh);
+        }
+    }
+
+    /// The digest of file `f` from handle `fh`'s in-order writes, when they are all of it and
+    /// nothing changed it since.
+    fn download_digest(&self, fh: u64, f: &File) -> Option<(Digest, u64)> {
+        let hashes = crate::sync::lock(&self.download_hashes);
+        let h = hashes.get(&fh)?;
+        let len = f.metadata().ok()?.len();
+        (h.next == len && ctime_of(f) == Some(h.ctime))
+            .then(|| (Digest(sha2::Digest::finalize(h.hasher.clone()).into()), len))
     }
 
     /// A rename put a scratch file at `name` in folder `parent`: a download renamed from its
@@ -357,6 +429,7 @@ impl Fs {
         org: String,
         repo: String,
         file: String,
+        known: Option<(Digest, u64)>,
     ) -> std::result::Result<Download, String> {
         let what = format!("{org}/{repo}/{file}");
         let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("{what}: {e}"))?;
@@ -372,7 +445,11 @@ impl Fs {
         if views::hf_model(&org, &repo, &quant).is_none() {
             return Err(format!("{what}: hf.co/{org}/{repo}:{quant} is not a model name Ollama accepts"));
         }
-        let (digest, len) = crate::store::hash_file(&path).map_err(|e| format!("{what}: {e}"))?;
+        // Hashed as it was written (one handle, in order), else read once now.
+        let (digest, len) = match known {
+            Some(k) if k.1 == meta.len() => k,
+            _ => crate::store::hash_file(&path).map_err(|e| format!("{what}: {e}"))?,
+        };
         let after = std::fs::symlink_metadata(&path).map_err(|e| format!("{what}: {e}"))?;
         if stamp_of(&after) != stamp_of(&meta) {
             return Err(format!("{what} changed while it was hashed"));
