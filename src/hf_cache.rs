@@ -96,8 +96,9 @@ pub fn pick<'a>(files: &'a [CachedGguf], tag: Option<&str>) -> Result<(&'a Cache
 
 /// The `.hf` view of a cache: `ORG/REPO:TAG/model.gguf` for every GGUF of every cached
 /// repository (TAG the file's quantization, or its name when two files share one), with
-/// the blob file each is read from. Files whose blob is not named by a SHA-256 are left out.
-pub fn view_files(cache: &Path) -> Vec<(String, crate::store::Digest, PathBuf)> {
+/// the blob file each is read from and the model `hf.co/ORG/REPO:TAG` it is. Files whose
+/// blob is not named by a SHA-256 are left out.
+pub fn view_files(cache: &Path) -> Vec<(String, crate::store::Digest, PathBuf, crate::name::Name)> {
     let mut out = Vec::new();
     let mut repos: Vec<String> = std::fs::read_dir(cache)
         .into_iter()
@@ -122,8 +123,8 @@ pub fn view_files(cache: &Path) -> Vec<(String, crate::store::Digest, PathBuf)> 
             ) else {
                 continue;
             };
-            if crate::views::hf_model(org, name, &tag).is_some() {
-                out.push((format!("{repo}:{tag}/model.gguf"), d, f.blob.clone()));
+            if let Some(model) = crate::views::hf_model(org, name, &tag) {
+                out.push((format!("{repo}:{tag}/model.gguf"), d, f.blob.clone(), model));
             }
         }
     }

@@ -183,26 +183,39 @@ fn import_one(
 ) -> Result<(Name, crate::store::Imported), StoreError> {
     check_gguf(path)?;
     let imported = s.import_file(path, link)?;
-    let publish = || -> Result<Name, StoreError> {
-        if let Some(want) = expected.filter(|d| *d != imported.digest) {
-            return Err(StoreError::DigestMismatch { expected: want.prefixed(), got: imported.digest.prefixed() });
-        }
-        let spec = crate::store::create::CreateSpec { files: vec![imported.digest], ..Default::default() };
+    let added: Vec<_> = (imported.way != crate::store::Way::Present).then_some(imported.digest).into_iter().collect();
+    if let Some(want) = expected.filter(|d| *d != imported.digest) {
+        s.prune(added, &s.digests_in_use());
+        return Err(StoreError::DigestMismatch { expected: want.prefixed(), got: imported.digest.prefixed() });
+    }
+    let model = publish_files(s, catalog, model, vec![imported.digest], added)?;
+    Ok((model, imported))
+}
+
+/// Model `model` of GGUF blobs in the store (`added`: those this import brought in). On
+/// failure those and the text blobs the manifest would have used go again: the store is
+/// as it was.
+pub(super) fn publish_files(
+    s: &Store,
+    catalog: &crate::api::StoreCatalog,
+    model: &Name,
+    files: Vec<crate::store::Digest>,
+    added: Vec<crate::store::Digest>,
+) -> Result<Name, StoreError> {
+    let mut made = Vec::new();
+    let res = (|| -> Result<Name, StoreError> {
+        let spec = crate::store::create::CreateSpec { files: files.clone(), ..Default::default() };
         let bytes = s.create_manifest(&spec, &mut |_| {})?;
+        made = crate::store::Manifest::parse(&bytes).map(|m| m.digests().collect()).unwrap_or_default();
         let model = s.spelling_on_disk(model);
         crate::catalog::Catalog::put_manifest(catalog, &model, bytes)?;
         Ok(model)
-    };
-    match publish() {
-        Ok(model) => Ok((model, imported)),
-        Err(e) => {
-            // What this import brought in goes again.
-            if imported.way != crate::store::Way::Present {
-                s.prune([imported.digest], &s.digests_in_use());
-            }
-            Err(e)
-        }
+    })();
+    if res.is_err() {
+        made.retain(|d| !files.contains(d));
+        s.prune(added.into_iter().chain(made), &s.digests_in_use());
     }
+    res
 }
 
 /// `pull hf.co/ORG/REPO[:QUANT]` when the Hugging Face cache holds that file: the

@@ -163,28 +163,24 @@ pub(super) fn import_lmstudio(s: Store, dir: Option<&Path>, dry_run: bool) -> Re
 
 /// The file (and its projector) into `blobs/`, then the model; on failure the store is as it was.
 fn import_files(s: &Store, catalog: &crate::api::StoreCatalog, p: &Planned) -> Result<(String, u64), StoreError> {
-    let mut added = Vec::new();
-    let res = (|| -> Result<(String, u64), StoreError> {
-        let (mut ways, mut files, mut written) = (Vec::new(), Vec::new(), 0);
-        for path in std::iter::once(&p.path).chain(p.projector.as_ref()) {
-            super::import::check_gguf(path)?;
-            let i = s.import_file(path, true)?;
-            if i.way != Way::Present {
-                added.push(i.digest);
+    let (mut ways, mut files, mut added, mut written) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for path in std::iter::once(&p.path).chain(p.projector.as_ref()) {
+        let res = super::import::check_gguf(path).and_then(|()| s.import_file(path, true));
+        let i = match res {
+            Ok(i) => i,
+            Err(e) => {
+                s.prune(added, &s.digests_in_use());
+                return Err(e);
             }
-            ways.push(i.way.describe());
-            files.push(i.digest);
-            written += i.written;
+        };
+        if i.way != Way::Present {
+            added.push(i.digest);
         }
-        let spec = crate::store::create::CreateSpec { files, ..Default::default() };
-        let bytes = s.create_manifest(&spec, &mut |_| {})?;
-        let model = s.spelling_on_disk(&p.model);
-        crate::catalog::Catalog::put_manifest(catalog, &model, bytes)?;
-        ways.dedup();
-        Ok((ways.join(" + "), written))
-    })();
-    if res.is_err() && !added.is_empty() {
-        s.prune(added, &s.digests_in_use());
+        ways.push(i.way.describe());
+        files.push(i.digest);
+        written += i.written;
     }
-    res
+    super::import::publish_files(s, catalog, &p.model, files, added)?;
+    ways.dedup();
+    Ok((ways.join(" + "), written))
 }

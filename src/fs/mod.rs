@@ -290,18 +290,13 @@ pub struct Fs {
     weights_lookups: Mutex<HashMap<u32, (u64, Name, String)>>,
     /// Digests of scratch files whose content is known (see `scratch::KnownDigest`).
     known_digests: Mutex<HashMap<u64, scratch::KnownDigest>>,
-    /// Each view's files, for (view, index generation, file names version).
+    /// Each view's files, for (index generation, file names version).
     view_cache: ViewCache,
     /// Downloads into LM Studio's view being hashed as they are written, by handle.
     download_hashes: Mutex<HashMap<u64, views::DownloadHash>>,
 }
 
-type ViewCache = Mutex<
-    HashMap<
-        crate::views::ViewKind,
-        ((crate::views::ViewKind, u64, u64), Arc<BTreeMap<String, crate::views::ViewFile>>),
-    >,
->;
+type ViewCache = Mutex<HashMap<crate::views::ViewKind, ((u64, u64), Arc<BTreeMap<String, crate::views::ViewFile>>)>>;
 
 pub const TTL: Duration = Duration::from_millis(500);
 

@@ -160,8 +160,14 @@ pub(crate) struct KnownDigest {
 }
 
 #[allow(clippy::unnecessary_cast)]
-fn ctime_of(s: &rfs::Stat) -> (i64, u64) {
+pub(super) fn ctime_of(s: &rfs::Stat) -> (i64, u64) {
     (s.st_ctime as i64, s.st_ctime_nsec as u64)
+}
+
+/// Undo `Fs::make_entry`.
+fn remove_made(dir: &OwnedFd, name: &str, what: Make) {
+    let flags = if matches!(what, Make::Dir { .. }) { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+    let _ = rfs::unlinkat(dir, name, flags);
 }
 
 /// What the kernel asks of a new scratch entry.
@@ -321,6 +327,18 @@ impl Fs {
         what: Make,
         who: Caller,
     ) -> Result<Attr> {
+        self.make_entry(dir, name, what, who)?;
+        let found = self.scratch_lookup(st, dir, name).and_then(|n| n.ok_or_else(|| super::enoent(name)));
+        let made = found.and_then(|node| self.remembered_attr(st, &node));
+        if made.is_err() {
+            remove_made(dir, name, what);
+        }
+        made
+    }
+
+    /// Make entry `name` in real folder `dir` as the caller asked: its exact mode, the
+    /// caller's. Nothing is left when that fails.
+    pub(super) fn make_entry(&self, dir: &OwnedFd, name: &str, what: Make, who: Caller) -> Result<()> {
         match what {
             Make::Dir { mode } => rfs::mkdirat(dir, name, Mode::from_raw_mode(mode & 0o7777))?,
             Make::Node { mode, rdev } => {
@@ -333,16 +351,10 @@ impl Fs {
             Make::Dir { mode } | Make::Node { mode, .. } => Some(mode),
             Make::Symlink { .. } => None,
         };
-        let made = mode
-            .map_or(Ok(()), |m| self.exact_mode(dir, name, m))
-            .and_then(|()| self.give_to_caller(dir, name, who))
-            .and_then(|()| {
-                let node = self.scratch_lookup(st, dir, name)?.ok_or_else(|| super::enoent(name))?;
-                self.remembered_attr(st, &node)
-            });
+        let made =
+            mode.map_or(Ok(()), |m| self.exact_mode(dir, name, m)).and_then(|()| self.give_to_caller(dir, name, who));
         if made.is_err() {
-            let flags = if matches!(what, Make::Dir { .. }) { AtFlags::REMOVEDIR } else { AtFlags::empty() };
-            let _ = rfs::unlinkat(dir, name, flags);
+            remove_made(dir, name, what);
         }
         made
     }

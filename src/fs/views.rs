@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
+use crate::store::Stamp;
 use crate::views::{self, ViewFile, ViewKind};
 
 /// How deep the folders of a view go: LM Studio's `PUBLISHER/FOLDER`, flat: none.
@@ -44,7 +45,7 @@ impl Fs {
         if kind == ViewKind::HfCache {
             return Arc::new(self.hf_cache_files());
         }
-        let key = (kind, st.index.generation(), st.file_names_version);
+        let key = (st.index.generation(), st.file_names_version);
         let mut cache = crate::sync::lock(&self.view_cache);
         if let Some((k, files)) = cache.get(&kind)
             && *k == key
@@ -62,17 +63,9 @@ impl Fs {
     fn hf_cache_files(&self) -> BTreeMap<String, ViewFile> {
         let Some(cache) = &self.opts.hf_cache else { return BTreeMap::new() };
         let mut out = BTreeMap::new();
-        for (path, digest, blob) in crate::hf_cache::view_files(cache) {
+        for (path, digest, blob, model) in crate::hf_cache::view_files(cache) {
             self.store.add_outside_blob(digest, blob);
-            // `ORG/REPO:TAG/model.gguf`
-            let (org, rest) = path.split_once('/').unwrap_or_default();
-            let model = rest
-                .split_once('/')
-                .and_then(|(repo_tag, _)| repo_tag.split_once(':'))
-                .and_then(|(repo, tag)| views::hf_model(org, repo, tag));
-            if let Some(model) = model {
-                out.insert(path.clone(), ViewFile { path, digest, model, projector: false });
-            }
+            out.insert(path.clone(), ViewFile { path, digest, model, projector: false });
         }
         out
     }
@@ -216,15 +209,9 @@ impl Fs {
         if self.view_lookup(st, kind, p, name)?.is_some() {
             return Err(FsError::new(libc::EEXIST, child));
         }
-        if let Some(up) = self.view_tree_dir(kind, p, true)? {
-            std::fs::create_dir(up.join(name))?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(up.join(name), std::fs::Permissions::from_mode(mode & 0o7777))?;
-            // The caller's folder (LM Studio runs as a user; a root daemon makes it).
-            if rustix::process::geteuid().is_root() && who != Caller::daemon() {
-                std::os::unix::fs::chown(up.join(name), Some(who.uid), Some(who.gid))?;
-            }
-        }
+        // A real folder, the caller's (LM Studio runs as a user; a root daemon makes it).
+        let up = self.scratch_dir(st, &Node::View(kind, p.to_string()), true)?.ok_or_else(|| enoent(p))?;
+        self.make_entry(&up, name, scratch::Make::Dir { mode }, who)?;
         Ok(Node::View(kind, child))
     }
 
@@ -265,13 +252,11 @@ pub(crate) struct DownloadHash {
     hasher: sha2::Sha256,
     next: u64,
     /// The file's ctime right after this handle's last write: any other change moves it.
-    ctime: (i64, i64),
+    ctime: (i64, u64),
 }
 
-// (`stat`'s field types differ between architectures: the casts are no-ops on some.)
-#[allow(clippy::unnecessary_cast)]
-fn ctime_of(f: &File) -> Option<(i64, i64)> {
-    rustix::fs::fstat(f).ok().map(|s| (s.st_ctime as i64, s.st_ctime_nsec as i64))
+fn ctime_of(f: &File) -> Option<(i64, u64)> {
+    rustix::fs::fstat(f).ok().map(|s| scratch::ctime_of(&s))
 }
 
 /// Can this open file write?
@@ -289,12 +274,7 @@ struct Download {
     quant: String,
     digest: Digest,
     len: u64,
-    stamp: (u64, u64, i64, i64, i64, i64),
-}
-
-fn stamp_of(m: &std::fs::Metadata) -> (u64, u64, i64, i64, i64, i64) {
-    use std::os::unix::fs::MetadataExt;
-    (m.ino(), m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
+    stamp: crate::store::Stamp,
 }
 
 impl Fs {
@@ -451,16 +431,16 @@ impl Fs {
             _ => crate::store::hash_file(&path).map_err(|e| format!("{what}: {e}"))?,
         };
         let after = std::fs::symlink_metadata(&path).map_err(|e| format!("{what}: {e}"))?;
-        if stamp_of(&after) != stamp_of(&meta) {
+        if Stamp::of(&after) != Stamp::of(&meta) {
             return Err(format!("{what} changed while it was hashed"));
         }
-        Ok(Download { path, org, repo, file, quant, digest, len, stamp: stamp_of(&meta) })
+        Ok(Download { path, org, repo, file, quant, digest, len, stamp: Stamp::of(&meta) })
     }
 
     /// Under the lock: name the model, move the file into `blobs/`, publish.
     fn publish_checked(&self, st: &mut State, d: &Download, fuse_ino: u64) -> Result<()> {
         let now = std::fs::symlink_metadata(&d.path)?;
-        if stamp_of(&now) != d.stamp {
+        if Stamp::of(&now) != d.stamp {
             return Err(FsError::new(libc::EAGAIN, "changed since it was hashed"));
         }
         let einval = |why: String| FsError::new(libc::EINVAL, why);
@@ -474,18 +454,15 @@ impl Fs {
                     .and_then(|l| l.digest())
             })
         };
-        // The quantization's tag, unless another file of the repository came in under it:
-        // then this file's own name is its tag (never replace another download).
-        let model = match weights_of(st, &quant_model) {
-            Some(w) if w != d.digest && st.file_names.taken_by_other_file(&quant_model, &d.file) => {
-                views::hf_model(&d.org, &d.repo, &views::tag_of_stem(&d.file))
-                    .ok_or_else(|| einval(format!("{}: no tag can be made of its name", d.file)))?
-            }
-            Some(w) if w != d.digest && st.file_names.get(&quant_model).is_none() => {
-                views::hf_model(&d.org, &d.repo, &views::tag_of_stem(&d.file))
-                    .ok_or_else(|| einval(format!("{}: no tag can be made of its name", d.file)))?
-            }
-            _ => quant_model,
+        // The quantization's tag, unless a model of other weights that did not come from a
+        // file of this name has it: then this file's own name is its tag (a download never
+        // replaces another model).
+        let taken = weights_of(st, &quant_model)
+            .is_some_and(|w| w != d.digest && st.file_names.get(&quant_model) != Some(d.file.as_str()));
+        let model = match taken {
+            true => views::hf_model(&d.org, &d.repo, &views::tag_of_stem(&d.file))
+                .ok_or_else(|| einval(format!("{}: no tag can be made of its name", d.file)))?,
+            false => quant_model,
         };
         let parent_ino = st.inodes.ino_of(&Node::View(ViewKind::LmStudio, format!("{}/{}", d.org, d.repo)));
         if weights_of(st, &model) == Some(d.digest) {
@@ -496,16 +473,20 @@ impl Fs {
             let f = File::open(&d.path)?;
             self.store.adopt_blob_held(&d.path, &f, &d.digest, d.len)?;
             let spec = crate::store::create::CreateSpec { files: vec![d.digest], ..Default::default() };
-            let res = self
-                .store
-                .create_manifest(&spec, &mut |_| {})
-                .map_err(FsError::from)
-                .and_then(|bytes| self.install(st, &model, bytes));
+            let mut made = Vec::new();
+            let res = self.store.create_manifest(&spec, &mut |_| {}).map_err(FsError::from).and_then(|bytes| {
+                // The text blobs it made (config, template, params) go again if it fails.
+                made = crate::store::Manifest::parse(&bytes).map(|m| m.digests().collect()).unwrap_or_default();
+                self.install(st, &model, bytes)
+            });
             if let Err(e) = res {
-                // The download goes back where it was, as it was.
-                self.store.release(&d.digest);
+                made.retain(|x| *x != d.digest);
+                self.prune_unused(st, made);
+                // The download goes back where it was, as it was (taking it back needs this
+                // call's hold, and ends it).
                 if !self.take_blob(st, &d.digest, &d.path) {
-                    log::error!("{}: the file stays in blobs/ (it could not go back)", d.file);
+                    self.store.release(&d.digest);
+                    log::error!("{}: its data stays in blobs/ (it could not go back)", d.file);
                 }
                 return Err(e);
             }

@@ -78,3 +78,31 @@ fn a_whole_gguf_closed_in_the_lmstudio_view_is_published_and_a_cut_one_is_not() 
     assert_eq!(listed, ["Tiny-Q4_0.gguf", "Tiny.gguf"]);
     assert!(crate::store::verify::verify(&t.fs.store, |_| {}).problems.is_empty());
 }
+
+#[test]
+fn a_download_that_cannot_be_published_keeps_its_data_in_the_view() {
+    let t = with_views();
+    // The store cannot take the model: where its manifest folder goes is a file.
+    let manifests = t.fs.store.manifest_path(&Name::parse("hf.co/blocked/X-GGUF:Q8_0").unwrap());
+    let host_dir = manifests.ancestors().nth(3).unwrap().to_path_buf();
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("blocked"), b"not a folder").unwrap();
+    let lm = walk(&t, ".lmstudio").unwrap().ino;
+    let org = t.fs.mkdir(lm, "blocked", 0o755).unwrap();
+    let repo = t.fs.mkdir(org.ino, "X-GGUF", 0o755).unwrap();
+    let header = fixture::gguf_header("llama", 7, &[("t", vec![64, 64])], None);
+    let mut whole = header.clone();
+    whole.resize(fixture::data_end(&header) as usize, 3);
+    let blobs_before = blobs(&t);
+    let (_, o) = t.fs.create(repo.ino, "X-Q8_0.gguf", 0o644, libc::O_WRONLY | libc::O_CREAT).unwrap();
+    t.fs.write(o.fh, 0, &whole).unwrap();
+    t.fs.flush(o.fh).unwrap();
+    t.fs.release(o.fh).unwrap();
+    assert!(!manifests.exists());
+    // Still there, every byte, and nothing left behind in blobs/.
+    let a = walk(&t, ".lmstudio/blocked/X-GGUF/X-Q8_0.gguf").unwrap();
+    let r = t.fs.open(a.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(t.fs.read(r.fh, 0, whole.len() as u32 + 10).unwrap(), whole);
+    t.fs.release(r.fh).unwrap();
+    assert_eq!(blobs(&t), blobs_before, "the download's blob went back");
+}
