@@ -225,14 +225,12 @@ impl FileNames {
 
     /// Written whole (temp file, rename), so a crash leaves the old or the new list.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
         let temp = path.with_extension("json.tmp");
-        std::fs::write(&temp, serde_json::to_vec_pretty(&self.0).unwrap_or_default())?;
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(&serde_json::to_vec_pretty(&self.0).unwrap_or_default())?;
+        f.sync_all()?;
         std::fs::rename(&temp, path)
-    }
-
-    /// The other tags of `org/repo` that came in with another file than `file`.
-    pub fn taken_by_other_file(&self, n: &Name, file: &str) -> bool {
-        self.get(n).is_some_and(|f| f != file)
     }
 }
 

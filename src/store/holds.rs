@@ -51,7 +51,6 @@ impl Store {
         Ok(())
     }
 
-    /// Drop one `hold` of `d`; returns true when this process no longer holds it.
     /// Move blob `d` out of `blobs/` to `to` (a private file from then on) when nothing else
     /// can use it: this process holds it once, its hold is its only other name, and no
     /// manifest in `in_use` names it. For a caller holding `lock_writes`. Ok(false): untouched.
@@ -74,6 +73,7 @@ impl Store {
         Ok(true)
     }
 
+    /// Drop one `hold` of `d`; returns true when this process no longer holds it.
     pub fn release(&self, d: &Digest) -> bool {
         let mut held = crate::sync::lock(&self.held);
         match held.get_mut(d) {

@@ -191,13 +191,13 @@ impl Store {
         self.manifests.join(n.manifest_path())
     }
 
-    /// This process's own scratch folder: `.ollamafs/<pid>/`. Other live processes'
-    /// folders are left alone; dead ones are removed by `clean_scratch`.
     /// The file names models came in with through an app view (see `crate::views::FileNames`).
     pub fn file_names_path(&self) -> PathBuf {
         self.scratch.join(FILE_NAMES)
     }
 
+    /// This process's own scratch folder: `.ollamafs/<pid>/`. Other live processes'
+    /// folders are left alone; dead ones are removed by `clean_scratch`.
     pub fn process_scratch(&self) -> PathBuf {
         self.scratch.join(std::process::id().to_string())
     }
