@@ -102,18 +102,24 @@ impl Fs {
         if let Some(f) = files.get(&child) {
             return Ok(Some(Node::Blob(f.digest)));
         }
-        if levels(&child) <= depth(kind) {
-            let prefix = format!("{child}/");
-            let has_files = files.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix));
-            let real = self.view_tree_dir(kind, &child, false)?.is_some();
-            if has_files || real {
-                return Ok(Some(Node::View(kind, child)));
-            }
+        if self.view_folder_exists(&files, kind, &child) {
+            return Ok(Some(Node::View(kind, child)));
         }
         match self.scratch_dir(st, &Node::View(kind, p.to_string()), false)? {
             Some(dir) => self.scratch_lookup(st, &dir, name),
             None => Ok(None),
         }
+    }
+
+    /// Is `p` a folder of the view: one of its levels, holding a model's file or made there?
+    fn view_folder_exists(&self, files: &BTreeMap<String, ViewFile>, kind: ViewKind, p: &str) -> bool {
+        if p.is_empty() {
+            return true;
+        }
+        let prefix = format!("{p}/");
+        levels(p) <= depth(kind)
+            && (files.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix))
+                || matches!(self.view_tree_dir(kind, p, false), Ok(Some(_))))
     }
 
     /// The entries of view folder `p`: model files and view folders, then scratch entries.
@@ -152,11 +158,8 @@ impl Fs {
     }
 
     pub(super) fn view_attr(&self, st: &State, ino: u64, kind: ViewKind, p: &str) -> Result<Attr> {
-        if !p.is_empty() {
-            let (parent, name) = p.rsplit_once('/').unwrap_or(("", p));
-            if !self.view_children(st, kind, parent).iter().any(|(n, _)| n == name) {
-                return Err(enoent(p));
-            }
+        if !self.view_folder_exists(&self.view_files(st, kind), kind, p) {
+            return Err(enoent(p));
         }
         // A folder made in the view is the disk's (its owner and mode); the others are
         // open to every user for LM Studio's downloads (sticky, as /tmp), read-only for `.gguf`.
